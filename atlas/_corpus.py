@@ -1,0 +1,125 @@
+"""Corpora: passages of text labelled by domain, read from JSON Lines.
+
+One record per line::
+
+    {"id": "poetry-1", "domain": "poetry", "text": "...", "source": "...", "license": "..."}
+
+``id``, ``domain`` and ``text`` are required; ``source`` and ``license`` are
+optional and any other field is kept but ignored. Domain ids are free-form.
+A corpus is identified by a content hash over its (id, domain, text) triples,
+stored with every run, so two files with the same passages are the same corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Corpus", "CorpusError", "Passage", "STARTER_CORPUS", "load_corpus"]
+
+#: Original passages written for Atlas, a dozen for each of the seed's eight domains.
+STARTER_CORPUS = Path(__file__).parent / "corpora" / "starter-v1.jsonl"
+
+#: The seed's eight domains (measurements-gpt2-april-2026), in the seed's row order.
+SEED_DOMAINS = {
+    "technical_documentation": "Technical documentation",
+    "vernacular_dialect": "Vernacular dialect",
+    "tech_forum_discussion": "Reddit tech discussion",
+    "non_western_cultural_context": "Non-Western cultural context",
+    "literary_prose": "Literary prose",
+    "poetry": "Poetry",
+    "spanish": "Non-English text (Spanish)",
+    "academic_abstract": "Academic abstract",
+}
+
+_REQUIRED = ("id", "domain", "text")
+
+
+class CorpusError(ValueError):
+    """A corpus file that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    domain: str
+    text: str
+    source: str | None = None
+    license: str | None = None
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    passages: tuple[Passage, ...]
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps([[p.id, p.domain, p.text] for p in self.passages], ensure_ascii=False)
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def domains(self) -> list[str]:
+        """Domain ids in order of first appearance."""
+        return list(dict.fromkeys(p.domain for p in self.passages))
+
+    def sample(self, per_domain: int | None) -> Corpus:
+        """The first ``per_domain`` passages of each domain (all of them for None)."""
+        if per_domain is None:
+            return self
+        taken: dict[str, int] = {}
+        kept = []
+        for p in self.passages:
+            if taken.get(p.domain, 0) < per_domain:
+                taken[p.domain] = taken.get(p.domain, 0) + 1
+                kept.append(p)
+        suffix = f"[:{per_domain}/domain]"
+        return Corpus(self.name + suffix, tuple(kept)) if len(kept) < len(self.passages) else self
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Read and validate a JSONL corpus; ``"starter"`` names the bundled starter corpus.
+
+    Raises ``CorpusError`` naming the line for: an empty file, a line that is not
+    UTF-8 or not a JSON object, a missing or non-string required field, empty
+    text, or an id seen before.
+    """
+    path = STARTER_CORPUS if str(path) == "starter" else Path(path)
+    if not path.is_file():
+        raise CorpusError(f"corpus {path}: no such file")
+    passages: list[Passage] = []
+    first_seen: dict[str, int] = {}
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"corpus {path}, line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise CorpusError(f"{where}: expected a JSON object with fields {', '.join(_REQUIRED)}")
+            for field in _REQUIRED:
+                if field not in record:
+                    raise CorpusError(f"{where}: missing field {field!r} (required: {', '.join(_REQUIRED)})")
+                if not isinstance(record[field], str):
+                    raise CorpusError(f"{where}: field {field!r} must be a string")
+            if not record["text"].strip():
+                raise CorpusError(f"{where}: passage {record['id']!r} has empty text")
+            if not record["id"].strip() or not record["domain"].strip():
+                raise CorpusError(f"{where}: id and domain must not be empty")
+            if record["id"] in first_seen:
+                raise CorpusError(f"{where}: duplicate id {record['id']!r} (first used on line {first_seen[record['id']]})")
+            first_seen[record["id"]] = lineno
+            passages.append(Passage(record["id"], record["domain"], record["text"],
+                                    record.get("source"), record.get("license")))
+    if not passages:
+        raise CorpusError(f"corpus {path}: the file holds no passages")
+    return Corpus(path.stem, tuple(passages))

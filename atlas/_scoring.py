@@ -1,0 +1,78 @@
+"""Token-level scoring shared by the instruments: encode passages, batch them, score every token.
+
+BOS policy -- what a passage's first text token is conditioned on:
+
+* ``prepend`` (default): the model's document-start token (registry setting, see
+  ``atlas._models``) is given as context, so every text token is scored;
+* ``none``: the text alone; its first token is unscored, as with
+  ``GPT2LMHeadModel(labels=ids)`` (the seed's likely method).
+
+Batches are right-padded and masked. Positions are unaffected by right padding, so
+a passage gets the same numbers whatever it is batched with (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from ._models import LoadedModel
+
+__all__ = ["BOS_POLICIES", "encode", "batches", "token_nll"]
+
+BOS_POLICIES = ("prepend", "none")
+
+
+def encode(lm: LoadedModel, texts: Sequence[str], bos_policy: str) -> list[list[int]]:
+    """Token ids a model is fed for each text (the document-start token first under ``prepend``)."""
+    if bos_policy not in BOS_POLICIES:
+        raise ValueError(f"unknown BOS policy {bos_policy!r}: use one of {', '.join(BOS_POLICIES)}")
+    limit = _context_length(lm.model.config)
+    out = []
+    for text in texts:
+        ids = lm.tokenizer(text, add_special_tokens=False).input_ids
+        if bos_policy == "prepend":
+            ids = [lm.doc_start_id] + ids
+        if len(ids) < 2:
+            raise ValueError(f"text {text[:40]!r} has too few tokens to score under BOS policy {bos_policy!r}")
+        if limit is not None and len(ids) > limit:
+            raise ValueError(f"text {text[:40]!r}... has {len(ids)} tokens, more than {lm.name}'s context of {limit}; "
+                             "split long passages before scoring")
+        out.append(ids)
+    return out
+
+
+def batches(encoded: Sequence[list[int]], batch_size: int, pad_id: int, device: str
+            ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Yield (indices, input_ids [B, T], attention_mask [B, T]), grouping similar lengths to save padding."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        yield idx, ids.to(device), mask.to(device)
+
+
+def token_nll(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats) of each token given the ones before it.
+
+    input_ids, attention_mask: [B, T]  ->  nll: [B, T-1], float32, 0 at padding.
+    Differentiable: the gradient and Hessian instruments call it with grad enabled.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, T, V]
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B, T-1, V]
+    targets = input_ids[:, 1:].unsqueeze(-1)  # [B, T-1, 1]
+    nll = -logp.gather(-1, targets).squeeze(-1)  # [B, T-1]
+    return nll * attention_mask[:, 1:]
+
+
+def _context_length(config) -> int | None:
+    for attr in ("max_position_embeddings", "n_positions"):
+        if getattr(config, attr, None):
+            return int(getattr(config, attr))
+    return None

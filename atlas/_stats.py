@@ -1,0 +1,70 @@
+"""Statistics used by instruments and predictions: thin wrappers over scipy.stats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["bootstrap_ci", "domain_bootstrap_ci", "spearman"]
+
+
+def bootstrap_ci(
+    samples: Sequence[np.ndarray],
+    statistic: Callable[..., float],
+    *,
+    paired: bool,
+    n_resamples: int,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``statistic(*samples)`` (scipy.stats.bootstrap).
+
+    ``paired=True`` resamples the same indices in every sample (e.g. a passage's
+    NLL together with its token count); ``paired=False`` resamples each sample on
+    its own (e.g. passages within each domain). Returns (nan, nan) when a sample
+    has fewer than two observations: no interval can be estimated.
+    """
+    if min(len(s) for s in samples) < 2:
+        return float("nan"), float("nan")
+    res = stats.bootstrap(
+        tuple(np.asarray(s) for s in samples),
+        statistic,
+        paired=paired,
+        vectorized=False,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (scipy.stats.spearmanr)."""
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def domain_bootstrap_ci(
+    passages,
+    statistic: Callable[[dict[str, float]], float],
+    *,
+    domains: Sequence[str],
+    n_resamples: int,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """CI of a statistic of per-domain perplexities, resampling passages within each domain.
+
+    ``passages`` is a ``perplexity`` table; ``statistic`` maps {domain: pooled
+    perplexity} to a number (a ratio of two domains, a rank correlation with a
+    reference...). Domains are resampled independently of each other.
+    """
+    nll = passages["nll_sum"].to_numpy(float)
+    ntok = passages["n_tokens"].to_numpy(float)
+    groups = [np.flatnonzero(passages["domain"].to_numpy() == d) for d in domains]
+
+    def of_indices(*idx):
+        return statistic({d: float(np.exp(nll[i].sum() / ntok[i].sum())) for d, i in zip(domains, idx)})
+
+    return bootstrap_ci(groups, of_indices, paired=False, n_resamples=n_resamples, seed=seed)

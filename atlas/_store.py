@@ -1,0 +1,186 @@
+"""The store: an append-only record of runs, their measurement tables, and verdicts (SQLModel).
+
+Any SQLAlchemy URL works (``sqlite:///atlas.db`` by default, PostgreSQL in a lab).
+A run and all its rows are written in one transaction, so a crash leaves no
+half-written run. Nothing is ever updated or deleted: on SQLite, triggers refuse
+UPDATE and DELETE outright. SQLite connections use WAL and a busy timeout so
+several pytest-xdist workers can write at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import datetime, timezone
+
+import pandas as pd
+from sqlalchemy import JSON, Column, event, text
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+__all__ = ["Measurement", "Run", "Store", "VerdictRecord", "utcnow"]
+
+_APPEND_ONLY = ("run", "measurement", "verdictrecord")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Run(SQLModel, table=True):
+    """One instrument run (or one imported sheet) and everything needed to reproduce it."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True)
+    provenance: str = "measured"  # measured | imported
+    instrument: str = Field(index=True)
+    instrument_version: str
+    model: str = Field(index=True)
+    model_revision: str
+    corpus: str
+    corpus_hash: str = Field(index=True)
+    settings: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    settings_hash: str = Field(index=True)
+    device: str
+    dtype: str
+    seed: int
+    packages: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    git_commit: str | None = None
+    started_at: datetime
+    ended_at: datetime
+    status: str  # complete | failed
+    error: str | None = None
+
+
+class Measurement(SQLModel, table=True):
+    """One row of a run's measurement table, as validated against ``schema/<table_name>.yaml``."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True)
+    table_name: str
+    row: int
+    values: dict = Field(sa_column=Column(JSON))
+
+
+class VerdictRecord(SQLModel, table=True):
+    """The outcome of one prediction version on one model, with its evidence."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prediction: str = Field(index=True)
+    version: str  # the first 12 hex digits of the criterion hash
+    form: str  # named | general
+    claim: str
+    source: str
+    model: str
+    outcome: str  # supported | refuted | inconclusive | not_run
+    effect: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    criterion: dict = Field(sa_column=Column(JSON))
+    criterion_hash: str
+    reason: str = ""
+    evidence: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    run_ids: list = Field(default_factory=list, sa_column=Column(JSON))
+    session: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+def _json_safe(value):
+    """NaN is not JSON: store it as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalar
+        return _json_safe(value.item())
+    return value
+
+
+class Store:
+    """Append-only access to an Atlas database.
+
+    >>> store = Store("sqlite://")          # in memory
+    >>> store.latest_verdicts()
+    []
+    """
+
+    def __init__(self, url: str = "sqlite:///atlas.db"):
+        self.url = url
+        sqlite = url.startswith("sqlite")
+        self.engine = create_engine(url, connect_args={"timeout": 60} if sqlite else {})
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        SQLModel.metadata.create_all(self.engine)
+        if sqlite:
+            with self.engine.begin() as conn:
+                for table in _APPEND_ONLY:
+                    for op in ("UPDATE", "DELETE"):
+                        conn.execute(text(
+                            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                            f"BEGIN SELECT RAISE(ABORT, 'the Atlas store is append-only'); END"))
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write_run(self, run: Run, tables: dict[str, pd.DataFrame]) -> str:
+        """Write a run and all rows of its tables in one transaction; returns the run id."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(run)
+            session.flush()  # the run row first: measurements reference it
+            for name, df in tables.items():
+                for i, record in enumerate(df.to_dict(orient="records")):
+                    values = {k: _json_safe(v) for k, v in record.items()}
+                    session.add(Measurement(run_id=run.id, table_name=name, row=i, values=values))
+            session.commit()
+        return run.id
+
+    def write_verdict(self, verdict: VerdictRecord) -> None:
+        verdict.effect, verdict.ci_low, verdict.ci_high = (
+            _json_safe(verdict.effect), _json_safe(verdict.ci_low), _json_safe(verdict.ci_high))
+        verdict.evidence = json.loads(json.dumps(verdict.evidence, default=_json_safe))
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(verdict)
+            session.commit()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def runs(self, **where) -> list[Run]:
+        """Runs matching the given column values, oldest first."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(Run).order_by(Run.started_at)
+            for column, value in where.items():
+                query = query.where(getattr(Run, column) == value)
+            return list(session.exec(query))
+
+    def run(self, run_id: str) -> Run | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(Run, run_id)
+
+    def tables(self, run_id: str) -> dict[str, pd.DataFrame]:
+        """A run's measurement tables, rows in their original order."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.exec(select(Measurement).where(Measurement.run_id == run_id)
+                                .order_by(Measurement.table_name, Measurement.row)).all()
+        grouped: dict[str, list[dict]] = {}
+        for m in rows:
+            grouped.setdefault(m.table_name, []).append(m.values)
+        return {name: pd.DataFrame(records) for name, records in grouped.items()}
+
+    def verdicts(self, prediction: str | None = None) -> list[VerdictRecord]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(VerdictRecord).order_by(VerdictRecord.created_at, VerdictRecord.id)
+            if prediction is not None:
+                query = query.where(VerdictRecord.prediction == prediction)
+            return list(session.exec(query))
+
+    def latest_verdicts(self) -> list[VerdictRecord]:
+        """The newest verdict of every (prediction, version, model)."""
+        latest: dict[tuple, VerdictRecord] = {}
+        for v in self.verdicts():
+            latest[(v.prediction, v.version, v.model)] = v
+        return sorted(latest.values(), key=lambda v: (v.prediction, v.model, v.created_at))
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

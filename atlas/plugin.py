@@ -1,0 +1,126 @@
+"""The pytest plugin (registered through the ``pytest11`` entry point): ``pytest predictions/`` just works.
+
+Options (each also read from an environment variable):
+
+    --atlas-model    ATLAS_MODEL    model for general-form predictions (smollm2-135m-instruct)
+    --atlas-corpus   ATLAS_CORPUS   JSONL corpus ("starter": the bundled one)
+    --atlas-db       ATLAS_DB       SQLAlchemy URL of the store (sqlite:///atlas.db)
+    --atlas-reports  ATLAS_REPORTS  where the HTML report goes (reports/)
+    --atlas-device   ATLAS_DEVICE   auto | cpu | cuda
+    --atlas-dtype    ATLAS_DTYPE    auto | float32 | bfloat16 | float16
+    --atlas-profile  ATLAS_PROFILE  quick | full
+
+Outcomes: supported passes, refuted fails, not run skips, and inconclusive has
+its own status (``I``, counted as "inconclusive" in the summary). After the run,
+the controller process (never an xdist worker) renders ``reports/index.html``
+from the store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ._predict import AtlasSession, Inconclusive, Prediction
+from ._profiles import PROFILES
+
+_OPTIONS = {
+    "model": ("ATLAS_MODEL", "smollm2-135m-instruct", "model for general-form predictions"),
+    "corpus": ("ATLAS_CORPUS", "starter", "JSONL corpus; 'starter' is the bundled starter corpus"),
+    "db": ("ATLAS_DB", "sqlite:///atlas.db", "SQLAlchemy URL of the Atlas store"),
+    "reports": ("ATLAS_REPORTS", "reports", "directory for the HTML verdict report"),
+    "device": ("ATLAS_DEVICE", "auto", "auto | cpu | cuda"),
+    "dtype": ("ATLAS_DTYPE", "auto", "auto | float32 | bfloat16 | float16"),
+    "profile": ("ATLAS_PROFILE", "quick", "quick | full: sample sizes and resamples"),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("atlas", "Atlas predictions")
+    for name, (env, default, text) in _OPTIONS.items():
+        group.addoption(f"--atlas-{name}", dest=f"atlas_{name}", default=None,
+                        help=f"{text} (env {env}; default {default})")
+
+
+def _option(config: pytest.Config, name: str) -> str:
+    env, default, _ = _OPTIONS[name]
+    return config.getoption(f"atlas_{name}") or os.environ.get(env) or default
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "prediction(id, claim, criterion, source='', form='general', model=None): "
+                   "an Atlas prediction; see atlas._predict")
+    config.pluginmanager.register(_ReportWriter(config), "atlas-report-writer")
+
+
+@pytest.fixture(scope="session")
+def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
+    """Options, store, model cache and measurement cache shared by every prediction of the run."""
+    profile = _option(pytestconfig, "profile")
+    if profile not in PROFILES:
+        raise pytest.UsageError(f"--atlas-profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    return AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
+                        db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
+                        device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
+                        profile=PROFILES[profile])
+
+
+@pytest.fixture
+def prediction(request: pytest.FixtureRequest, atlas_session: AtlasSession) -> Prediction:
+    """The marked prediction this test declares; see ``atlas._predict.Prediction``."""
+    marker = request.node.get_closest_marker("prediction")
+    if marker is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses the prediction fixture without "
+                                "@pytest.mark.prediction(id=..., claim=..., criterion=...)")
+    request.node.user_properties.append(("atlas_prediction", marker.kwargs.get("id")))
+    return Prediction(atlas_session, request.node, **marker.kwargs)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
+        report.outcome = "passed"
+        report.sections.append(("atlas verdict", str(call.excinfo.value)))
+        report.longrepr = None
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    if report.when == "call" and ("atlas_outcome", "inconclusive") in report.user_properties:
+        return "inconclusive", "I", "INCONCLUSIVE"
+    return None
+
+
+class _ReportWriter:
+    """Renders the report once at the end of a run in which any prediction ran.
+
+    Reports reach the controller from xdist workers too, so it alone writes."""
+
+    def __init__(self, config: pytest.Config):
+        self.config, self.ran, self.path = config, False, None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if any(key == "atlas_prediction" for key, _ in report.user_properties):
+            self.ran = True
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput") or not self.ran:
+            return
+        from ._report import render_report
+        from ._store import Store
+
+        self.path = render_report(Store(_option(self.config, "db")), _reports_dir(self.config))
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.path is not None:
+            terminalreporter.write_sep("-", "Atlas")
+            terminalreporter.write_line(f"verdict report: {self.path}  (store: {_option(self.config, 'db')})")
+
+
+def _reports_dir(config: pytest.Config) -> Path:
+    path = Path(_option(config, "reports"))
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
