@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random models (fast) and the shared corpus beside the repo (real text)."""
+
+from pathlib import Path
+
+import pytest
+
+from atlas import Store, load_corpus, load_model
+
+pytest_plugins = ["pytester"]
+
+SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "domains-v1.jsonl"
+
+
+@pytest.fixture(scope="session", params=["tiny-gpt2", "tiny-opt", "tiny-llama"])
+def tiny(request):
+    """Each tiny layout in turn: GPT-2, OPT, Llama with grouped-query attention."""
+    return load_model(request.param, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    return load_model("tiny-gpt2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def starter():
+    return load_corpus("starter")
+
+
+@pytest.fixture(scope="session")
+def shared_corpus():
+    if not SHARED_CORPUS.is_file():
+        pytest.skip(f"the shared corpus is not beside the repo ({SHARED_CORPUS})")
+    return load_corpus(SHARED_CORPUS)
+
+
+@pytest.fixture
+def store():
+    return Store("sqlite://")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real offline model; the first load converts its GGUF (~25 s), later loads take seconds."""
+    return load_model("smollm2-135m-instruct", device="cpu")

@@ -1,0 +1,45 @@
+import json
+
+from click.testing import CliRunner
+
+from atlas import Store
+from atlas.cli import main
+
+
+def test_measure_perplexity_json(tmp_path):
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-opt", "--corpus", "starter",
+                                       "--per-domain", "2", "--db", db, "--json", "--bos-policy", "none"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert len(out["rows"]) == 16 and len(out["domains"]) == 8 and out["bos_policy"] == "none"
+    assert set(out["rows"][0]) == {"passage_id", "domain", "n_tokens", "n_bytes", "nll_sum", "ppl", "bits_per_byte"}
+    assert set(out["domains"][0]) == {"domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte"}
+    [run] = Store(db).runs()
+    assert run.id == out["run_id"] and run.settings["bos_policy"] == "none"
+
+
+def test_bad_corpus_is_one_clear_error_and_nothing_is_stored(tmp_path):
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"id": "a", "domain": "x", "text": "fine"}\n{"id": "a", "domain": "x", "text": "dup"}\n')
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--corpus", str(corpus),
+                                       "--db", db])
+    assert result.exit_code == 1
+    assert "line 2: duplicate id 'a'" in result.output and "Traceback" not in result.output
+    assert Store(db).runs() == []
+
+
+def test_unavailable_model_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "gpt2", "--db", "sqlite://"])
+    assert result.exit_code == 1 and "model 'gpt2'" in result.output and "huggingface-cli download" in result.output
+
+
+def test_report_renders_from_the_store(tmp_path):
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--per-domain", "1", "--db", db])
+    result = CliRunner().invoke(main, ["report", "--db", db, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0
+    assert "tiny-gpt2" in (tmp_path / "r" / "index.html").read_text()

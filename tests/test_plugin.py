@@ -1,0 +1,93 @@
+"""End to end through pytest itself: prediction modules run by pytester, checked in the store and the report."""
+
+import pytest
+
+from atlas import STARTER_CORPUS, Store
+
+MODULE = '''
+import pytest
+from atlas import Criterion
+from atlas._stats import domain_bootstrap_ci
+
+def spread(prediction, corpus=None):
+    tables = prediction.measure("perplexity", corpus=corpus)
+    domains = tables["perplexity_domains"].set_index("domain")
+    high, low = domains["ppl"].idxmax(), domains["ppl"].idxmin()
+    lo, hi = domain_bootstrap_ci(tables["perplexity"], lambda p: p[high] / p[low], domains=[high, low],
+                                 n_resamples=200)
+    prediction.conclude(effect=domains.loc[high, "ppl"] / domains.loc[low, "ppl"], ci=(lo, hi),
+                        n=int(domains["n"].sum()), evidence={"high": high, "low": low})
+
+@pytest.mark.prediction(id="T-supported", claim="spread above 0.5 <b>bold</b>",
+                        criterion=Criterion("highest / lowest domain perplexity", ">", 0.5))
+def test_supported(prediction):
+    spread(prediction)
+
+@pytest.mark.prediction(id="T-refuted", claim="spread above 5",
+                        criterion=Criterion("highest / lowest domain perplexity", ">", 5.0))
+def test_refuted(prediction):
+    spread(prediction)
+
+@pytest.mark.prediction(id="T-inconclusive", claim="one passage per domain gives no interval",
+                        criterion=Criterion("highest / lowest domain perplexity", ">", 0.5))
+def test_inconclusive(prediction):
+    spread(prediction, corpus=prediction.corpus.sample(1))
+
+@pytest.mark.prediction(id="T-not-run", claim="needs real GPT-2", model="gpt2", form="named",
+                        criterion=Criterion("highest / lowest domain perplexity", ">", 0.5))
+def test_not_run(prediction):
+    spread(prediction)
+'''
+
+
+@pytest.fixture
+def project(pytester, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytester.makepyfile(test_predictions=MODULE)
+    corpus = pytester.path / "corpus.jsonl"
+    corpus.write_text("".join(line for i, line in enumerate(STARTER_CORPUS.read_text().splitlines(True))
+                              if i % 12 < 3), encoding="utf-8")
+    db = f"sqlite:///{pytester.path / 'atlas.db'}"
+    args = ["--atlas-model=tiny-gpt2", f"--atlas-corpus={corpus}", f"--atlas-db={db}", "-p", "no:cacheprovider"]
+    return pytester, db, args
+
+
+def check_store_and_report(pytester, db):
+    verdicts = {v.prediction: v for v in Store(db).latest_verdicts()}
+    assert {k: v.outcome for k, v in verdicts.items()} == {
+        "T-supported": "supported", "T-refuted": "refuted", "T-inconclusive": "inconclusive",
+        "T-not-run": "not_run"}
+    supported = verdicts["T-supported"]
+    assert supported.n == 24 and supported.ci_low <= supported.effect <= supported.ci_high
+    assert supported.model == "tiny-gpt2" and supported.run_ids and supported.criterion["threshold"] == 0.5
+    assert len(supported.criterion_hash) == 64 and supported.version == supported.criterion_hash[:12]
+    assert "gpt2" in verdicts["T-not-run"].reason and verdicts["T-not-run"].effect is None
+    html = (pytester.path / "reports" / "index.html").read_text()
+    for pid in verdicts:
+        assert pid in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # autoescaped
+    assert "<svg" in html and "random-init seed=0" in html and "<script" not in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
+
+
+def test_outcomes_verdicts_and_report(project):
+    pytester, db, args = project
+    result = pytester.runpytest(*args, "-rs")
+    result.assert_outcomes(passed=1, failed=1, skipped=1, inconclusive=1)
+    result.stdout.fnmatch_lines(["*REFUTED T-refuted on tiny-gpt2*", "*not run: model 'gpt2'*",
+                                 "*verdict report:*index.html*"])
+    check_store_and_report(pytester, db)
+
+
+def test_under_xdist_workers_write_verdicts_and_only_the_controller_renders(project):
+    pytester, db, args = project
+    result = pytester.runpytest_subprocess(*args, "-n", "2")
+    result.assert_outcomes(passed=1, failed=1, skipped=1, inconclusive=1)
+    assert result.stdout.str().count("verdict report:") == 1
+    check_store_and_report(pytester, db)
+
+
+def test_a_run_without_predictions_writes_no_report(pytester):
+    pytester.makepyfile("def test_plain(): pass")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert not (pytester.path / "reports").exists() and not (pytester.path / "atlas.db").exists()
