@@ -94,7 +94,7 @@ def run_instrument(store: Store, lm: LoadedModel, corpus: Corpus, instrument: st
     full = {**inst.defaults, **STATISTICS_DEFAULTS, **settings}
     key = settings_hash({**full, "instrument_version": inst.version, "dtype": lm.dtype})
     if reuse:
-        for old in reversed(store.runs(instrument=instrument, model_revision=lm.revision,
+        for old in reversed(store.runs(instrument=instrument, model=lm.name, model_revision=lm.revision,
                                        corpus_hash=corpus.hash, settings_hash=key, status="complete")):
             return RunResult(old, store.tables(old.id), reused=True)
 

@@ -312,4 +312,4 @@ def _build_tiny(architecture: str):
     config._attn_implementation = "eager"
     torch.manual_seed(TINY_SEED)
     model = AutoModelForCausalLM.from_config(config)
-    return model, tok, f"random-init seed={TINY_SEED}"
+    return model, tok, f"{architecture} random-init seed={TINY_SEED}"

@@ -50,6 +50,7 @@ class AtlasSession:
     device: str = "auto"
     dtype: str = "auto"
     profile: Profile = PROFILES["quick"]
+    pair: tuple[str, str] | None = None  # (base, other) for pairwise general forms
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _store: Store | None = None
     _models: dict = field(default_factory=dict)
@@ -82,7 +83,9 @@ class AtlasSession:
         return found
 
     def measure(self, instrument: str, lm: LoadedModel, corpus: Corpus, **settings) -> RunResult:
-        settings.setdefault("bootstrap_resamples", self.profile.bootstrap_resamples)
+        """Run (or reuse) an instrument with the profile's settings for it, overridden by ``settings``."""
+        settings = {"bootstrap_resamples": self.profile.bootstrap_resamples,
+                    **self.profile.settings.get(instrument, {}), **settings}
         key = (instrument, lm.name, corpus.hash, tuple(sorted(settings.items())))
         if key not in self._runs:
             self._runs[key] = run_instrument(self.store, lm, corpus, instrument, **settings)
@@ -93,12 +96,20 @@ class Prediction:
     """One marked prediction test: its declaration, and the evidence it gathers."""
 
     def __init__(self, session: AtlasSession, node: pytest.Item, *, id: str, claim: str, criterion: Criterion,
-                 source: str = "", form: str = "general", model: str | None = None):
+                 source: str = "", form: str = "general", model: str | tuple[str, ...] | None = None):
+        """``model``: a name (default: the session's selected model), a tuple of names for a named
+        comparison, or ``"pair"`` for the session's ``--atlas-pair``."""
         if form not in ("named", "general"):
             raise ValueError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
         self.session, self.node = session, node
         self.id, self.claim, self.criterion, self.source, self.form = id, claim, criterion, source, form
-        self.model_name = model or session.model_name
+        if model == "pair":
+            self.model_names = session.pair or ()
+        elif isinstance(model, (tuple, list)):
+            self.model_names = tuple(model)
+        else:
+            self.model_names = (model or session.model_name,)
+        self.model_name = " vs ".join(self.model_names) or "(no model pair given)"
         self.run_ids: list[str] = []
 
     @property
@@ -110,11 +121,20 @@ class Prediction:
         return self.session.profile
 
     def model(self, name: str | None = None) -> LoadedModel:
-        """The named model (default: the prediction's); if it cannot be loaded the prediction is not run."""
+        """The named model (default: the prediction's first); if it cannot be loaded the prediction is not run."""
         try:
-            return self.session.model(name or self.model_name)
+            return self.session.model(name or self.models_named()[0])
         except ModelUnavailable as exc:
             self.not_run(str(exc))
+
+    def models_named(self) -> tuple[str, ...]:
+        if not self.model_names:
+            self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)")
+        return self.model_names
+
+    def models(self) -> list[LoadedModel]:
+        """Every model the prediction compares, loaded; not run if any is unavailable."""
+        return [self.model(name) for name in self.models_named()]
 
     def measure(self, instrument: str, model: str | None = None, corpus: Corpus | None = None,
                 **settings) -> dict:

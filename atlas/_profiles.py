@@ -7,7 +7,7 @@ Every verdict records the sample sizes it actually used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["PROFILES", "Profile"]
 
@@ -17,6 +17,8 @@ class Profile:
     name: str
     passages_per_domain: int | None  # None: every passage of the corpus
     bootstrap_resamples: int
+    #: per-instrument settings, e.g. {"ablation": {"max_tokens": 256}}
+    settings: dict[str, dict] = field(default_factory=dict)
 
 
 PROFILES = {

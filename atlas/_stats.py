@@ -47,8 +47,8 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def domain_bootstrap_ci(
-    passages,
-    statistic: Callable[[dict[str, float]], float],
+    tables,
+    statistic: Callable,
     *,
     domains: Sequence[str],
     n_resamples: int,
@@ -56,15 +56,24 @@ def domain_bootstrap_ci(
 ) -> tuple[float, float]:
     """CI of a statistic of per-domain perplexities, resampling passages within each domain.
 
-    ``passages`` is a ``perplexity`` table; ``statistic`` maps {domain: pooled
-    perplexity} to a number (a ratio of two domains, a rank correlation with a
-    reference...). Domains are resampled independently of each other.
+    ``tables`` is a ``perplexity`` table, or a list of them for several models
+    scored on the same passages (resampled together: a paired comparison).
+    ``statistic`` receives {domain: pooled perplexity} (a list of such dicts for a
+    list of tables) and returns a number: a ratio of two domains, a rank
+    correlation with a reference, a difference between models...
+    Domains are resampled independently of each other.
     """
-    nll = passages["nll_sum"].to_numpy(float)
-    ntok = passages["n_tokens"].to_numpy(float)
-    groups = [np.flatnonzero(passages["domain"].to_numpy() == d) for d in domains]
+    many = isinstance(tables, (list, tuple))
+    tables = list(tables) if many else [tables]
+    ids = tables[0]["passage_id"].tolist()
+    if any(t["passage_id"].tolist() != ids for t in tables[1:]):
+        raise ValueError("paired comparison needs every model scored on the same passages in the same order")
+    nll = [t["nll_sum"].to_numpy(float) for t in tables]
+    ntok = [t["n_tokens"].to_numpy(float) for t in tables]
+    groups = [np.flatnonzero(tables[0]["domain"].to_numpy() == d) for d in domains]
 
     def of_indices(*idx):
-        return statistic({d: float(np.exp(nll[i].sum() / ntok[i].sum())) for d, i in zip(domains, idx)})
+        ppl = [{d: float(np.exp(n[i].sum() / k[i].sum())) for d, i in zip(domains, idx)} for n, k in zip(nll, ntok)]
+        return statistic(ppl if many else ppl[0])
 
     return bootstrap_ci(groups, of_indices, paired=False, n_resamples=n_resamples, seed=seed)

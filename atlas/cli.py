@@ -119,3 +119,23 @@ def models():
 
     for spec in MODELS.values():
         click.echo(f"{spec.name:24} {spec.source:5} {spec.location:48} {spec.description}")
+
+
+@main.command()
+@click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB), help="SQLAlchemy URL of the store")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `verdicts` list")
+def verdicts(db, as_json):
+    """The latest verdict of every prediction version on every model."""
+    from ._store import Store
+
+    fields = ("prediction", "version", "form", "model", "outcome", "effect", "ci_low", "ci_high", "n",
+              "criterion_hash", "reason")
+    latest = [{f: _clean(getattr(v, f)) for f in fields} for v in Store(db).latest_verdicts()]
+    if as_json:
+        click.echo(json.dumps({"verdicts": latest}))
+        return
+    for v in latest:
+        ci = "" if v["ci_low"] is None else f"[{v['ci_low']:.3g}, {v['ci_high']:.3g}]"
+        effect = "" if v["effect"] is None else f"{v['effect']:.3g}"
+        click.echo(f"{v['prediction']:40} {v['version']} {v['form']:8} {v['model']:28} {v['outcome']:13} "
+                   f"{effect:>8} {ci:>18} n={v['n']}")

@@ -9,6 +9,7 @@ Options (each also read from an environment variable):
     --atlas-device   ATLAS_DEVICE   auto | cpu | cuda
     --atlas-dtype    ATLAS_DTYPE    auto | float32 | bfloat16 | float16
     --atlas-profile  ATLAS_PROFILE  quick | full
+    --atlas-pair     ATLAS_PAIR     BASE,OTHER model pair for the pairwise general forms
 
 Outcomes: supported passes, refuted fails, not run skips, and inconclusive has
 its own status (``I``, counted as "inconclusive" in the summary). After the run,
@@ -34,6 +35,7 @@ _OPTIONS = {
     "device": ("ATLAS_DEVICE", "auto", "auto | cpu | cuda"),
     "dtype": ("ATLAS_DTYPE", "auto", "auto | float32 | bfloat16 | float16"),
     "profile": ("ATLAS_PROFILE", "quick", "quick | full: sample sizes and resamples"),
+    "pair": ("ATLAS_PAIR", "", "BASE,OTHER: the model pair for pairwise general forms (P2, P3)"),
 }
 
 
@@ -65,7 +67,16 @@ def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
     return AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
                         db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
                         device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
-                        profile=PROFILES[profile])
+                        profile=PROFILES[profile], pair=_pair(_option(pytestconfig, "pair")))
+
+
+def _pair(value: str) -> tuple[str, str] | None:
+    if not value:
+        return None
+    names = [v.strip() for v in value.split(",")]
+    if len(names) != 2 or not all(names):
+        raise pytest.UsageError(f"--atlas-pair takes two model names separated by a comma, not {value!r}")
+    return names[0], names[1]
 
 
 @pytest.fixture

@@ -43,3 +43,19 @@ def test_report_renders_from_the_store(tmp_path):
     result = CliRunner().invoke(main, ["report", "--db", db, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0
     assert "tiny-gpt2" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_verdicts_json_lists_the_latest_verdict_of_each_prediction_version(tmp_path):
+    from atlas._store import VerdictRecord
+
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    store = Store(db)
+    for outcome in ("refuted", "supported"):
+        store.write_verdict(VerdictRecord(prediction="P", version="abc", form="general", claim="c", source="s",
+                                          model="m", outcome=outcome, effect=1.5, ci_low=1.0, ci_high=float("nan"),
+                                          n=3, criterion={"statistic": "x"}, criterion_hash="abc" * 4))
+    result = CliRunner().invoke(main, ["verdicts", "--db", db, "--json"])
+    [v] = json.loads(result.stdout)["verdicts"]
+    assert v["outcome"] == "supported" and v["ci_high"] is None and v["n"] == 3
+    assert set(v) == {"prediction", "version", "form", "model", "outcome", "effect", "ci_low", "ci_high", "n",
+                      "criterion_hash", "reason"}

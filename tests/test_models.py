@@ -16,7 +16,7 @@ def test_registry_names():
 def test_tiny_models_are_seeded_and_start_documents_with_their_registry_token(name, token):
     a, b = load_model(name, device="cpu"), load_model(name, device="cpu")
     assert a.doc_start_token == token and a.doc_start_from == "registry"
-    assert a.revision == "random-init seed=0" and a.dtype == "float32" and a.device == "cpu"
+    assert a.revision.endswith("random-init seed=0") and a.dtype == "float32" and a.device == "cpu"
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa, pb)
 

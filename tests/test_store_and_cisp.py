@@ -48,7 +48,7 @@ def test_runs_record_provenance_and_are_reused_only_on_identical_settings(store,
     first = run_instrument(store, tiny_gpt2, corpus, "perplexity", progress=False, bootstrap_resamples=100)
     run = first.run
     assert not first.reused and run.status == "complete"
-    assert run.model_revision == "random-init seed=0" and run.corpus_hash == corpus.hash
+    assert run.model_revision == "gpt2 random-init seed=0" and run.corpus_hash == corpus.hash
     assert run.settings["bos_policy"] == "prepend" and run.dtype == "float32" and "torch" in run.packages
     again = run_instrument(store, tiny_gpt2, corpus, "perplexity", progress=False, bootstrap_resamples=100)
     assert again.reused and again.run.id == run.id
