@@ -49,7 +49,7 @@ def test_coupled_layers_resist_ablation(prediction):
     coupling = prediction.measure("coupling")["coupling"]
     coupling = coupling[coupling["variant"] == "all"].set_index("layer")["coupling"]
     resistance = prediction.measure("ablation")["ablation_layers"].set_index("layer")["mean_delta_ppl"]
-    layers = sorted(set(coupling.index) & set(resistance.index))
+    layers = sorted(int(k) for k in set(coupling.index) & set(resistance.index))
     x, y = coupling.loc[layers].to_numpy(float), resistance.loc[layers].to_numpy(float)
     ci = bootstrap_ci((x, y), spearman, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
     prediction.conclude(effect=spearman(x, y), ci=ci, n=len(layers), evidence={
