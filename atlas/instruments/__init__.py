@@ -1,8 +1,9 @@
 """The instrument registry: what Atlas can measure, each one module with one entry function.
 
 An ``Instrument`` declares its entry function (``measure(lm, corpus, **settings)``
-returning its primary table), the summary tables derived from that table, their
-schemas, and default settings. ``atlas._cisp.run_instrument`` is the only caller:
+returning its primary table, or ``{table: DataFrame}`` when it measures several),
+the summary tables derived from the primary table, their schemas, default
+settings, and the Framework terms it measures. ``atlas._cisp.run_instrument`` is the only caller:
 it handles isolation, validation, storage and reuse.
 """
 
@@ -13,9 +14,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .coupling import layer_coupling, measure_coupling
+from .gradient import measure_gradient
+from .interpolation import interpolation_barrier, measure_interpolation
 from .perplexity import domain_perplexity, measure_perplexity
 
-__all__ = ["INSTRUMENTS", "Instrument", "measure_perplexity", "domain_perplexity"]
+__all__ = ["INSTRUMENTS", "Instrument", "interpolation_barrier", "measure_gradient", "measure_interpolation", "layer_coupling", "measure_coupling", "measure_perplexity", "domain_perplexity"]
 
 
 @dataclass(frozen=True)
@@ -41,5 +45,16 @@ INSTRUMENTS: dict[str, Instrument] = {
                    defaults={"bos_policy": "prepend", "batch_size": 8},
                    summaries={"perplexity_domains": domain_perplexity},
                    terms=("perplexity", "elevation")),
+        Instrument("gradient", "1", measure_gradient, "gradient",
+                   defaults={"max_tokens_per_domain": 512, "batch_size": 8},
+                   terms=("elevation", "steep_shallow", "probability", "hot_cold")),
+        Instrument("interpolation", "1", measure_interpolation, "interpolation",
+                   defaults={"other": "", "points": 11, "max_tokens": 512, "batch_size": 8},
+                   summaries={"interpolation_barrier": interpolation_barrier},
+                   terms=("basin_connectivity",)),
+        Instrument("coupling", "1", measure_coupling, "coupling_passages",
+                   defaults={"max_tokens": 128, "batch_size": 8},
+                   summaries={"coupling": layer_coupling},
+                   terms=("coupling",)),
     ]
 }

@@ -1,0 +1,153 @@
+"""Inter-head coupling: how alike the heads of one layer attend, per layer.
+
+The Framework's *coupling* (navigator): heads that attend alike move together, so a
+tightly coupled layer behaves like fewer, wider heads. The seed correlated heads'
+attention maps on a single probe input; here every passage counts.
+
+Method, per passage (document-start token first, at most ``max_tokens`` tokens, eager
+attention) and per layer: each head's attention map A_h [T, T] is flattened over the
+causal lower triangle only (i >= j; the structural zeros above the diagonal would
+make any two heads look correlated), the H x H Pearson correlation matrix of the
+heads is formed (``head_pair_matrix``), and the layer's coupling is the mean over
+distinct head pairs. Variants (column ``variant``):
+
+    all               the whole lower triangle, diagonal included
+    no_sink           without column j = 0, the document-start token most heads park
+                      attention on (the attention sink), which couples heads trivially
+    all_cross_kv,     grouped-query attention only: just the pairs of heads that read
+    no_sink_cross_kv  different KV heads (pairs sharing keys are coupled by construction)
+
+A head whose map is constant over the flattened entries (e.g. ``no_sink`` on a
+two-token passage, or a head that puts every weight on the sink) has no defined
+correlation: its pairs are excluded and ``n_pairs`` counts the pairs averaged. A
+(passage, layer, variant) with no defined pair is left out of the table, with a
+warning. Passages are batched with right padding, but each passage's numbers come
+from its own unpadded T x T block, so batching changes no number.
+
+Summary (table ``coupling``, from ``layer_coupling``): per layer and variant, the
+mean over passages with a 95% percentile-bootstrap CI over passages.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .._anatomy import attention, decoder_layers, eager_attention, kv_groups
+from .._corpus import Corpus
+from .._models import LoadedModel
+from .._scoring import batches, encode
+from .._stats import bootstrap_ci
+
+__all__ = ["head_pair_matrix", "layer_coupling", "measure_coupling", "shared_kv_pairs"]
+
+
+def head_pair_matrix(attn: torch.Tensor, sink: bool = True) -> torch.Tensor:
+    """Pearson correlations between heads' attention maps over the causal lower triangle.
+
+    attn: [..., H, T, T] (query i, key j)  ->  [..., H, H], float64, symmetric, in [-1, 1].
+    ``sink=False`` leaves out key column j = 0. Entries involving a head whose map is
+    constant over those positions (correlation undefined) are NaN, its diagonal too;
+    every other diagonal entry is 1.
+    """
+    t = attn.shape[-1]
+    keep = torch.ones(t, t, dtype=torch.bool, device=attn.device).tril()  # [T, T], i >= j
+    if not sink:
+        keep[:, 0] = False
+    x = attn.flatten(-2)[..., keep.flatten().nonzero().squeeze(1)].double()  # [..., H, M]
+    constant = x.amax(-1) == x.amin(-1)  # [..., H]: exact test, before rounding in the centring
+    xc = x - x.mean(-1, keepdim=True)
+    xn = xc / xc.norm(dim=-1, keepdim=True)  # [..., H, M]
+    corr = (xn @ xn.transpose(-1, -2)).clamp(-1.0, 1.0)  # [..., H, H]
+    corr.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+    undefined = constant.unsqueeze(-1) | constant.unsqueeze(-2)  # [..., H, H]
+    return corr.masked_fill(undefined, float("nan"))
+
+
+def shared_kv_pairs(n_heads: int, groups: int) -> torch.Tensor:
+    """[H, H] bool: True where two query heads read the same KV head (h // groups)."""
+    kv = torch.arange(n_heads) // groups
+    return kv.unsqueeze(0) == kv.unsqueeze(1)
+
+
+def _pair_masks(n_heads: int, groups: int, device) -> dict[str, torch.Tensor]:
+    """Which (h, k) pairs, h < k, each variant family averages over: [H, H] bool."""
+    distinct = torch.ones(n_heads, n_heads, dtype=torch.bool).triu(1)
+    masks = {"": distinct}
+    if groups > 1 and n_heads // groups > 1:  # grouped-query with at least two KV heads
+        masks["_cross_kv"] = distinct & ~shared_kv_pairs(n_heads, groups)
+    return {k: m.to(device) for k, m in masks.items()}
+
+
+def _attention_maps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Every layer's attention weights for a batch: [B, L, H, T, T] (eager attention).
+
+    Each attention module returns (output, weights); a forward hook per layer keeps
+    the weights and is removed afterwards. This is what ``output_attentions=True``
+    does, except that transformers 5 leaves its capturing hooks installed on the
+    model for good, which would leave the model changed.
+    """
+    captured: list[torch.Tensor] = []
+    handles = [attention(model, layer).register_forward_hook(lambda _m, _a, out: captured.append(out[1]))
+               for layer in range(len(decoder_layers(model)))]
+    try:
+        model(input_ids=ids, attention_mask=mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(captured, dim=1)
+
+
+def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, batch_size: int = 8,
+                     progress: bool = True) -> pd.DataFrame:
+    """Per passage, layer and variant, the mean head-pair correlation (schema ``coupling_passages``)."""
+    if max_tokens < 2:
+        raise ValueError(f"max_tokens must be at least 2 (the document-start token and a text token), not {max_tokens}")
+    passages = corpus.passages
+    encoded = [ids[:max_tokens] for ids in encode(lm, [p.text for p in passages], "prepend")]
+    pairs = _pair_masks(lm.n_heads, kv_groups(lm.model), lm.device)
+    rows: list[list[dict]] = [[] for _ in passages]
+    dropped = 0
+    with torch.no_grad(), eager_attention(lm.model), tqdm(total=len(passages), desc=f"coupling {lm.name}",
+                                                         disable=not progress, leave=False) as bar:
+        for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+            maps = _attention_maps(lm.model, ids, mask)  # [B, L, H, T, T]
+            for row, i in enumerate(idx):
+                n = len(encoded[i])
+                block = maps[row, :, :, :n, :n]  # [L, H, n, n], this passage alone
+                for sink, prefix in ((True, "all"), (False, "no_sink")):
+                    corr = head_pair_matrix(block, sink=sink)  # [L, H, H]
+                    for suffix, chosen in pairs.items():
+                        values = corr[:, chosen]  # [L, P]
+                        counts = (~values.isnan()).sum(-1)  # [L]: pairs with a defined correlation
+                        means = values.nan_to_num().sum(-1) / counts.clamp(min=1)  # [L]
+                        for layer, (count, mean) in enumerate(zip(counts.tolist(), means.tolist())):
+                            if count == 0:
+                                dropped += 1
+                                continue
+                            rows[i].append({"passage_id": passages[i].id, "domain": passages[i].domain,
+                                            "layer": layer, "variant": prefix + suffix, "coupling": mean,
+                                            "n_pairs": count, "n_tokens": n})
+            bar.update(len(idx))
+    if dropped:
+        warnings.warn(f"coupling: {dropped} (passage, layer, variant) cells had no head pair with a defined "
+                      "correlation (every head's map constant) and were left out of the table", RuntimeWarning,
+                      stacklevel=2)
+    return pd.DataFrame([r for passage_rows in rows for r in passage_rows],
+                        columns=["passage_id", "domain", "layer", "variant", "coupling", "n_pairs", "n_tokens"])
+
+
+def layer_coupling(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per layer and variant: mean coupling over passages, 95% bootstrap CI (schema ``coupling``)."""
+    rows = []
+    for (layer, variant), g in passages.groupby(["layer", "variant"], sort=False):
+        values = g["coupling"].to_numpy(float)
+        lo, hi = bootstrap_ci((values,), np.mean, paired=False, n_resamples=n_resamples, seed=seed)
+        rows.append({"layer": int(layer), "variant": variant, "coupling": float(values.mean()),
+                     "ci_low": lo, "ci_high": hi, "n_passages": len(values)})
+    return (pd.DataFrame(rows, columns=["layer", "variant", "coupling", "ci_low", "ci_high", "n_passages"])
+            .sort_values("layer", kind="stable").reset_index(drop=True))
