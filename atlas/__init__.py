@@ -14,14 +14,17 @@ record that verdicts and reports are built from.
 
 from ._cisp import IsolationBreach, RunResult, run_instrument
 from ._corpus import STARTER_CORPUS, Corpus, CorpusError, Passage, load_corpus
+from ._import import SheetError, import_sheet, load_sheet, reference_sheet
+from ._judgment import JudgmentError, judge
 from ._models import MODELS, LoadedModel, ModelSpec, ModelUnavailable, load_model
 from ._predict import Prediction
 from ._profiles import PROFILES, Profile
 from ._report import render_report
 from ._schema import SchemaViolation, validate_table
 from ._stats import bootstrap_ci, spearman
-from ._store import Store
+from ._store import Judgment, Store
 from ._verdict import Criterion, Outcome
+from ._vocabulary import Term, VocabularyError, vocabulary
 from .instruments import INSTRUMENTS, Instrument
 
 __all__ = [
@@ -29,4 +32,6 @@ __all__ = [
     "Corpus", "CorpusError", "Criterion", "Instrument", "IsolationBreach", "LoadedModel", "ModelSpec",
     "ModelUnavailable", "Outcome", "Passage", "Prediction", "Profile", "RunResult", "SchemaViolation", "Store",
     "bootstrap_ci", "load_corpus", "load_model", "render_report", "run_instrument", "spearman", "validate_table",
+    "Judgment", "JudgmentError", "SheetError", "Term", "VocabularyError", "import_sheet", "judge", "load_sheet",
+    "reference_sheet", "vocabulary",
 ]

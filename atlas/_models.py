@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir"]
+__all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir", "model_checksum"]
 
 
 class ModelUnavailable(RuntimeError):
@@ -80,6 +80,7 @@ class LoadedModel:
     revision: str  # hub commit, file hash, or "random-init seed=0"
     device: str
     dtype: str
+    checksum: str = ""  # model_checksum right after loading: CISP refuses to measure a model changed since
 
     @property
     def n_layers(self) -> int:
@@ -88,6 +89,16 @@ class LoadedModel:
     @property
     def n_heads(self) -> int:
         return self.model.config.num_attention_heads
+
+
+def model_checksum(model: torch.nn.Module) -> str:
+    """A fingerprint of every parameter and buffer: sum and sum of squares in float64."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            t64 = t.detach().double()
+            h.update(f"{name}:{tuple(t.shape)}:{t64.sum().item():.17g}:{(t64 * t64).sum().item():.17g}".encode())
+    return h.hexdigest()
 
 
 def cache_dir() -> Path:
@@ -142,7 +153,8 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
         model, tok, revision = _load_hub(spec, torch_dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
     token, token_id, origin = _doc_start(spec, tok)
-    return LoadedModel(name, model, tok, token_id, token, origin, revision, device, str(torch_dtype).removeprefix("torch."))
+    return LoadedModel(name, model, tok, token_id, token, origin, revision, device,
+                       str(torch_dtype).removeprefix("torch."), model_checksum(model))
 
 
 def _doc_start(spec: ModelSpec, tok) -> tuple[str, int, str]:

@@ -1,20 +1,21 @@
 """What a prediction module talks to: the ``prediction`` fixture.
 
 A prediction is a test function marked with ``@pytest.mark.prediction(...)``
-(id, claim, source, form, model, criterion). Its body gathers evidence and ends
-with ``prediction.conclude(...)``::
+(id, claim, source, form, model, criterion, needs). Before its body runs, CISP
+gathers the declared inputs (``needs``, in order) on its model(s) and corpus;
+the body reads them and ends with ``prediction.conclude(...)``::
 
     @pytest.mark.prediction(id="...", claim="...", source="...", form="general",
-                            criterion=Criterion("ratio", ">", 2.0))
+                            criterion=Criterion("ratio", ">", 2.0), needs=("perplexity",))
     def test_claim(prediction):
-        tables = prediction.measure("perplexity")       # on the selected model and corpus
+        tables = prediction.measure("perplexity")       # gathered already: reused
         ...
         prediction.conclude(effect=r, ci=(lo, hi), n=n, evidence={...})
 
 ``conclude`` judges the evidence by the criterion and stores the verdict:
 supported passes, refuted fails with the evidence in the message, inconclusive
 gets its own test status; a model that cannot be loaded makes the prediction
-"not run" (a skip), never a pass.
+"not run" (a skip), never a pass, and so does an input that failed (refused).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from ._cisp import RunResult, run_instrument
+from ._cisp import IsolationBreach, RunResult, run_instrument
 from ._corpus import Corpus, load_corpus
 from ._models import LoadedModel, ModelUnavailable, load_model
 from ._profiles import PROFILES, Profile
-from ._store import Store, VerdictRecord
+from ._store import ProtocolEvent, Run, Store, VerdictRecord
+from ._schema import SchemaViolation
 from ._verdict import Criterion, Outcome
+from .instruments import INSTRUMENTS
 
 __all__ = ["AtlasSession", "Inconclusive", "Prediction"]
 
@@ -82,13 +85,25 @@ class AtlasSession:
             raise found
         return found
 
-    def measure(self, instrument: str, lm: LoadedModel, corpus: Corpus, **settings) -> RunResult:
+    def corpus_for(self, instrument: str) -> Corpus:
+        """The selected corpus as the profile samples it for ``instrument``."""
+        per_domain = self.profile.per_domain.get(instrument)
+        return self.corpus if per_domain is None else self.corpus.sample(per_domain)
+
+    def measure(self, instrument: str, lm: LoadedModel, corpus: Corpus, prediction: str | None = None,
+                **settings) -> RunResult:
         """Run (or reuse) an instrument with the profile's settings for it, overridden by ``settings``."""
         settings = {"bootstrap_resamples": self.profile.bootstrap_resamples,
                     **self.profile.settings.get(instrument, {}), **settings}
         key = (instrument, lm.name, corpus.hash, tuple(sorted(settings.items())))
         if key not in self._runs:
-            self._runs[key] = run_instrument(self.store, lm, corpus, instrument, **settings)
+            self._runs[key] = run_instrument(self.store, lm, corpus, instrument, session=self.session_id,
+                                             prediction=prediction, **settings)
+        else:
+            run = self._runs[key].run
+            self.store.write_event(ProtocolEvent(
+                session=self.session_id, prediction=prediction, instrument=instrument, model=lm.name,
+                corpus_hash=corpus.hash, action="reused", run_id=run.id, reason="measured earlier in this session"))
         return self._runs[key]
 
 
@@ -96,13 +111,21 @@ class Prediction:
     """One marked prediction test: its declaration, and the evidence it gathers."""
 
     def __init__(self, session: AtlasSession, node: pytest.Item, *, id: str, claim: str, criterion: Criterion,
-                 source: str = "", form: str = "general", model: str | tuple[str, ...] | None = None):
-        """``model``: a name (default: the session's selected model), a tuple of names for a named
+                 needs: tuple[str, ...] | dict[str, dict], source: str = "", form: str = "general",
+                 model: str | tuple[str, ...] | None = None):
+        """``needs``: the instruments whose tables are the evidence, in the order CISP gathers them, as
+        names or as ``{name: settings}`` when the evidence needs settings other than the profile's;
+        ``model``: a name (default: the session's selected model), a tuple of names for a named
         comparison, or ``"pair"`` for the session's ``--atlas-pair``."""
         if form not in ("named", "general"):
             raise ValueError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
+        unknown = [n for n in needs if n not in INSTRUMENTS]
+        if unknown or not needs:
+            raise ValueError(f"prediction {id!r}: needs= must name instruments of the registry "
+                             f"({', '.join(INSTRUMENTS)}); unknown: {unknown or 'none given'}")
         self.session, self.node = session, node
         self.id, self.claim, self.criterion, self.source, self.form = id, claim, criterion, source, form
+        self.needs: dict[str, dict] = dict(needs) if isinstance(needs, dict) else {n: {} for n in needs}
         if model == "pair":
             self.model_names = session.pair or ()
         elif isinstance(model, (tuple, list)):
@@ -110,7 +133,7 @@ class Prediction:
         else:
             self.model_names = (model or session.model_name,)
         self.model_name = " vs ".join(self.model_names) or "(no model pair given)"
-        self.run_ids: list[str] = []
+        self.runs: dict[str, Run] = {}  # the runs whose tables are the evidence
 
     @property
     def corpus(self) -> Corpus:
@@ -136,12 +159,40 @@ class Prediction:
         """Every model the prediction compares, loaded; not run if any is unavailable."""
         return [self.model(name) for name in self.models_named()]
 
+    def gather(self) -> None:
+        """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction,
+        in the declared order, before any evidence is judged. A failed input refuses the prediction."""
+        for name in self.models_named():
+            for instrument in self.needs:
+                self.measure(instrument, model=name)
+
     def measure(self, instrument: str, model: str | None = None, corpus: Corpus | None = None,
                 **settings) -> dict:
-        """Tables of ``instrument`` on a model (default: the prediction's) and corpus (default: the session's)."""
-        result = self.session.measure(instrument, self.model(model), corpus or self.corpus, **settings)
-        self.run_ids.append(result.run.id)
+        """Tables of ``instrument`` on a model (default: the prediction's) and corpus (default: the session's).
+
+        Only declared inputs (``needs=``) may be measured: evidence a pre-registration did not name is refused.
+        """
+        if instrument not in self.needs:
+            self._refuse(instrument, model, f"it is not among the declared inputs {list(self.needs)}; "
+                                            "declare it in the prediction's marker")
+            pytest.fail(f"CISP refuses {self.id}: it measured {instrument!r}, which is not among its declared "
+                        f"inputs needs={list(self.needs)}", pytrace=False)
+        lm = self.model(model)
+        try:
+            result = self.session.measure(instrument, lm, corpus or self.session.corpus_for(instrument),
+                                          prediction=self.id, **{**self.needs[instrument], **settings})
+        except (SchemaViolation, IsolationBreach) as exc:
+            self._refuse(instrument, lm.name, f"its input failed: {type(exc).__name__}")
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            self.not_run(f"refused by CISP: the input {instrument!r} on {lm.name} failed "
+                         f"({type(exc).__name__}: {first_line}); its run is stored as failed")
+        self.runs[result.run.id] = result.run
         return result.tables
+
+    def _refuse(self, instrument: str, model: str | None, reason: str) -> None:
+        self.session.store.write_event(ProtocolEvent(
+            session=self.session.session_id, prediction=self.id, instrument=instrument,
+            model=model or self.model_name, corpus_hash=self.corpus.hash, action="refused", reason=reason))
 
     def not_run(self, reason: str):
         self._store(Outcome.NOT_RUN, reason=reason)
@@ -172,8 +223,13 @@ class Prediction:
             source=self.source, model=self.model_name, outcome=outcome.value, effect=effect, ci_low=ci[0],
             ci_high=ci[1], n=n, criterion=self.criterion.as_dict(), criterion_hash=self.criterion.hash,
             reason=reason, evidence={**(evidence or {}), "corpus": self.corpus_description(),
-                                     "profile": self.profile.name},
-            run_ids=list(dict.fromkeys(self.run_ids)), session=self.session.session_id))
+                                     "profile": self.profile.name, "inputs": self.inputs()},
+            run_ids=list(self.runs), session=self.session.session_id))
+
+    def inputs(self) -> list[dict]:
+        """Every sample size the evidence used: per input run, its instrument, model, corpus and settings."""
+        return [{"run": r.id, "instrument": r.instrument, "model": r.model, "corpus": r.corpus,
+                 "settings": {k: v for k, v in r.settings.items() if k != "seed"}} for r in self.runs.values()]
 
     def corpus_description(self) -> dict:
         try:

@@ -19,9 +19,17 @@ class Profile:
     bootstrap_resamples: int
     #: per-instrument settings, e.g. {"ablation": {"max_tokens": 256}}
     settings: dict[str, dict] = field(default_factory=dict)
+    #: per-instrument passages per domain, fewer than ``passages_per_domain`` for costly instruments
+    per_domain: dict[str, int] = field(default_factory=dict)
 
 
 PROFILES = {
-    "quick": Profile("quick", passages_per_domain=24, bootstrap_resamples=2000),
-    "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000),
+    "quick": Profile("quick", passages_per_domain=24, bootstrap_resamples=2000,
+                     settings={"ablation": {"max_tokens": 256},
+                               "hessian": {"max_tokens": 64, "top_k": 1, "lanczos_steps": 8,
+                                           "hutchinson_samples": 4}},
+                     per_domain={"coupling": 8}),
+    "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
+                    settings={"ablation": {"max_tokens": 2048},
+                              "hessian": {"max_tokens": 256, "top_k": 1, "lanczos_steps": 20}}),
 }

@@ -6,6 +6,14 @@ type, a range (``min``/``max``), allowed values (``values``) and non-nullness
 pairs (``checks: [{greater: ci_high, than: ppl}]``, equality allowed). A table
 that fails raises ``SchemaViolation`` listing every failed expectation with the
 offending rows.
+
+A schema may also declare ``technician:`` fields: the human-judgment boundary.
+They are not columns and automation never fills them (a table carrying one is
+refused); a Technician records them with ``atlas judge``. Each field has a
+``description``, optionally allowed ``values`` (else free text), the ``row``
+column its judgments are keyed by (default: the table's single key column; null:
+one judgment per table) and the Framework ``terms`` it reads. Judgments about a
+verdict rather than a table are declared in ``schema/verdicts.yaml``.
 """
 
 from __future__ import annotations
@@ -18,10 +26,10 @@ from importlib.resources import files
 import pandas as pd
 import yaml
 
-__all__ = ["SchemaViolation", "TableSchema", "schema_for", "validate_table", "table_names"]
+__all__ = ["SchemaViolation", "TableSchema", "schema_for", "validate_table", "table_names", "verdict_technician"]
 
 _TYPES = {
-    "int": ["int64", "int32", "Int64"],
+    "int": ["int64", "int32", "Int64", "int"],  # "int": a nullable column held as Python ints and None
     "float": ["float64", "float32", "Float64"],
     "str": ["object", "str", "string", "StringDtype"],
     "bool": ["bool", "boolean"],
@@ -49,21 +57,59 @@ class TableSchema:
     columns: dict[str, dict]
     key: tuple[str, ...] = ()
     checks: tuple[dict, ...] = field(default_factory=tuple)
+    #: Technician fields: name -> {description, values?, row?, terms?}; never columns, never computed
+    technician: dict[str, dict] = field(default_factory=dict)
+
+    def judgment_row(self, name: str) -> str | None:
+        """The column a Technician field's judgments are keyed by (None: one judgment per table)."""
+        spec = self.technician[name]
+        if "row" in spec:
+            return spec["row"]
+        return self.key[0] if len(self.key) == 1 else None
+
+
+_NOT_TABLES = {"vocabulary.yaml", "verdicts.yaml"}
 
 
 def table_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in files("atlas.schema").iterdir()
-                  if p.name.endswith(".yaml") and p.name != "vocabulary.yaml")
+                  if p.name.endswith(".yaml") and p.name not in _NOT_TABLES)
+
+
+def _technician(where: str, raw, columns) -> dict[str, dict]:
+    """Check a ``technician:`` block: a clear error naming the field when it is malformed."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: `technician` must map field names to specs")
+    for name, spec in raw.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("description"), str):
+            raise ValueError(f"{where}: Technician field {name!r} needs a mapping with a `description`")
+        if name in columns:
+            raise ValueError(f"{where}: Technician field {name!r} is also a column; automation never fills it")
+        values = spec.get("values")
+        if values is not None and (not isinstance(values, list) or not all(isinstance(v, str) for v in values)):
+            raise ValueError(f"{where}: Technician field {name!r}: `values` must be a list of strings")
+        if spec.get("row") is not None and spec["row"] not in columns:
+            raise ValueError(f"{where}: Technician field {name!r}: `row` {spec['row']!r} is not a column")
+    return raw
 
 
 @functools.cache
 def schema_for(table: str) -> TableSchema:
     path = files("atlas.schema") / f"{table}.yaml"
-    if not path.is_file():
+    if not path.is_file() or path.name in _NOT_TABLES:
         raise KeyError(f"no schema for table {table!r}: expected schema/{table}.yaml")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     return TableSchema(raw["table"], raw["instrument"], raw.get("description", ""), raw["columns"],
-                       tuple(raw.get("key", ())), tuple(raw.get("checks", ())))
+                       tuple(raw.get("key", ())), tuple(raw.get("checks", ())),
+                       _technician(f"schema/{table}.yaml", raw.get("technician"), raw["columns"]))
+
+
+@functools.cache
+def verdict_technician() -> dict[str, dict]:
+    """Technician fields a verdict can be judged on (``schema/verdicts.yaml``), e.g. ``interpretation``."""
+    raw = yaml.safe_load((files("atlas.schema") / "verdicts.yaml").read_text(encoding="utf-8"))
+    return _technician("schema/verdicts.yaml", raw.get("technician"), {})
 
 
 def _suite(schema: TableSchema):
@@ -107,6 +153,10 @@ def validate_table(table: str, df: pd.DataFrame) -> None:
     schema = schema_for(table)
     missing = [c for c in schema.columns if c not in df.columns]
     extra = [c for c in df.columns if c not in schema.columns]
+    judged = [c for c in extra if c in schema.technician]
+    if judged:
+        raise SchemaViolation(table, [(f"Technician field(s) {judged} present: automation never fills them "
+                                       "(record them with `atlas judge`)", "the table", None)])
     if missing or extra:  # per-column expectations cannot run; say so plainly
         raise SchemaViolation(table, [(f"columns missing {missing} / unexpected {extra}", "the table", None)])
     # great-expectations 1.x compares dtypes against numpy types and does not know

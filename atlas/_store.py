@@ -1,4 +1,5 @@
-"""The store: an append-only record of runs, their measurement tables, and verdicts (SQLModel).
+"""The store: an append-only record of runs, their measurement tables, verdicts, protocol events and
+Technician judgments (SQLModel).
 
 Any SQLAlchemy URL works (``sqlite:///atlas.db`` by default, PostgreSQL in a lab).
 A run and all its rows are written in one transaction, so a crash leaves no
@@ -18,9 +19,9 @@ import pandas as pd
 from sqlalchemy import JSON, Column, event, text
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-__all__ = ["Measurement", "Run", "Store", "VerdictRecord", "utcnow"]
+__all__ = ["Judgment", "Measurement", "ProtocolEvent", "Run", "Store", "VerdictRecord", "utcnow"]
 
-_APPEND_ONLY = ("run", "measurement", "verdictrecord")
+_APPEND_ONLY = ("run", "measurement", "verdictrecord", "protocolevent", "judgment")
 
 
 def utcnow() -> datetime:
@@ -85,6 +86,39 @@ class VerdictRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ProtocolEvent(SQLModel, table=True):
+    """One step of CISP's protocol log: an instrument measured, reused, refused or failed, in order."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    session: str = Field(index=True)  # one pytest run or one CLI call
+    prediction: str | None = None  # the prediction that asked for it, if any
+    instrument: str
+    model: str
+    corpus_hash: str
+    action: str  # measured | reused | refused | failed
+    run_id: str | None = None
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Judgment(SQLModel, table=True):
+    """A Technician's call on a declared ``technician:`` field: never computed, never changing a measurement.
+
+    A new call is a new row; the latest one counts and the history is kept.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    target_kind: str = Field(index=True)  # run | verdict
+    target_id: str = Field(index=True)  # a run id, or a verdict id as text
+    table_name: str | None = None  # the run's table the field belongs to (None for a verdict's field)
+    row_key: str | None = None  # the row it is about, e.g. the domain or the layer (None: the whole table)
+    field: str
+    value: str
+    by: str
+    note: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 def _json_safe(value):
     """NaN is not JSON: store it as null."""
     if isinstance(value, float) and math.isnan(value):
@@ -121,15 +155,27 @@ class Store:
 
     def write_run(self, run: Run, tables: dict[str, pd.DataFrame]) -> str:
         """Write a run and all rows of its tables in one transaction; returns the run id."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            session.add(run)
-            session.flush()  # the run row first: measurements reference it
-            for name, df in tables.items():
-                for i, record in enumerate(df.to_dict(orient="records")):
-                    values = {k: _json_safe(v) for k, v in record.items()}
-                    session.add(Measurement(run_id=run.id, table_name=name, row=i, values=values))
-            session.commit()
+        self.write_runs([(run, tables)])
         return run.id
+
+    def write_runs(self, runs: list[tuple[Run, dict[str, pd.DataFrame]]], judgments: list[Judgment] = ()) -> None:
+        """Write several runs, their tables and judgments about them in one transaction (an imported sheet)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            for run, tables in runs:
+                session.add(run)
+                session.flush()  # the run row first: measurements reference it
+                for name, df in tables.items():
+                    for i, record in enumerate(df.to_dict(orient="records")):
+                        values = {k: _json_safe(v) for k, v in record.items()}
+                        session.add(Measurement(run_id=run.id, table_name=name, row=i, values=values))
+            session.add_all(judgments)
+            session.commit()
+
+    def write_judgment(self, judgment: Judgment) -> Judgment:
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(judgment)
+            session.commit()
+        return judgment
 
     def write_verdict(self, verdict: VerdictRecord) -> None:
         verdict.effect, verdict.ci_low, verdict.ci_high = (
@@ -139,7 +185,36 @@ class Store:
             session.add(verdict)
             session.commit()
 
+    def write_event(self, event: ProtocolEvent) -> None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(event)
+            session.commit()
+
     # --- reading -------------------------------------------------------------------------
+
+    def events(self, session: str | None = None) -> list[ProtocolEvent]:
+        """The protocol log, in the order it was written (of one session, or of all)."""
+        with Session(self.engine, expire_on_commit=False) as db:
+            query = select(ProtocolEvent).order_by(ProtocolEvent.id)
+            if session is not None:
+                query = query.where(ProtocolEvent.session == session)
+            return list(db.exec(query))
+
+    def judgments(self, **where) -> list[Judgment]:
+        """Judgments matching the given column values (e.g. ``target_id=run.id, field="territory"``), in order."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(Judgment).order_by(Judgment.id)
+            for column, value in where.items():
+                query = query.where(getattr(Judgment, column) == value)
+            return list(session.exec(query))
+
+    def latest_judgments(self, **where) -> dict[tuple, Judgment]:
+        """The judgment that counts for each (target_kind, target_id, table_name, row_key, field): the newest."""
+        return {(j.target_kind, j.target_id, j.table_name, j.row_key, j.field): j for j in self.judgments(**where)}
+
+    def verdict(self, verdict_id: int) -> VerdictRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(VerdictRecord, verdict_id)
 
     def runs(self, **where) -> list[Run]:
         """Runs matching the given column values, oldest first."""

@@ -1,8 +1,12 @@
 """The ``atlas`` command: measure, report, list models.
 
     atlas measure perplexity --model smollm2-135m-instruct --corpus starter --json
+    atlas measure coupling --model tiny-llama --per-domain 2      # any instrument of the registry
     atlas report --db sqlite:///atlas.db --out reports
     atlas models
+    atlas vocabulary --json                                        # the Framework's terms
+    atlas import-reference                                         # the seed's GPT-2 record
+    atlas judge RUN territory elevated --row poetry --by NAME      # a Technician's call
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 
 import click
 
@@ -62,7 +67,7 @@ def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_dom
         corpus = load_corpus(corpus_path).sample(per_domain)
         lm = load_model(model_name, device=device, dtype=dtype)
         return run_instrument(Store(db), lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
-                              seed=seed, **settings)
+                              session=f"cli-{uuid.uuid4().hex}", seed=seed, **settings)
     except (CorpusError, ModelUnavailable, SchemaViolation, IsolationBreach, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -75,30 +80,59 @@ def main():
 
 @main.group()
 def measure():
-    """Run one instrument and store its validated tables."""
+    """Run one instrument through CISP and store its validated tables.
+
+    Every instrument of the registry is a subcommand; its settings are options
+    (``atlas measure NAME --help``). ``--json`` prints one object: ``rows`` (the
+    primary table) and ``tables`` (every table of the run, by name).
+    """
 
 
-@measure.command("perplexity")
-@measurement_options
-@click.option("--bos-policy", default="prepend", show_default=True, type=click.Choice(["prepend", "none"]),
-              help="prepend: the model's document-start token gives context to the first token; none: it is unscored")
-@click.option("--batch-size", default=8, show_default=True, type=int)
-def measure_perplexity_cmd(bos_policy, batch_size, **common):
-    """Per-passage and per-domain perplexity, with bootstrap CIs."""
-    result = _run("perplexity", bos_policy=bos_policy, batch_size=batch_size, **common)
-    domains = result.tables["perplexity_domains"]
-    if common["as_json"]:
-        click.echo(json.dumps({
-            "run_id": result.run.id, "reused": result.reused, "model": result.run.model,
-            "model_revision": result.run.model_revision, "corpus_hash": result.run.corpus_hash,
-            "bos_policy": bos_policy,
-            "rows": _records(result.tables["perplexity"]),
-            "domains": _records(domains[["domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte"]]),
-        }))
-        return
-    click.echo(f"run {result.run.id}{' (reused)' if result.reused else ''}: {result.run.model} on "
-               f"{result.run.corpus} ({result.run.corpus_hash[:19]})")
-    click.echo(domains.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+def _measure_command(instrument) -> click.Command:
+    """``atlas measure NAME``: one option per default setting of the instrument."""
+
+    def run(**options):
+        common = {k: options.pop(k) for k in _COMMON}
+        result = _run(instrument.name, **common, **options)
+        tables = result.tables
+        if common["as_json"]:
+            out = {"run_id": result.run.id, "reused": result.reused, "instrument": instrument.name,
+                   "model": result.run.model, "model_revision": result.run.model_revision,
+                   "corpus_hash": result.run.corpus_hash, "settings": result.run.settings,
+                   "rows": _records(tables[instrument.table]),
+                   "tables": {name: _records(df) for name, df in tables.items()}}
+            if instrument.name == "perplexity":
+                out["bos_policy"] = result.run.settings["bos_policy"]
+                out["domains"] = _records(tables["perplexity_domains"][list(_DOMAIN_FIELDS)])
+            click.echo(json.dumps(out))
+            return
+        click.echo(f"run {result.run.id}{' (reused)' if result.reused else ''}: {instrument.name} on "
+                   f"{result.run.model} and {result.run.corpus} ({result.run.corpus_hash[:19]})")
+        for name in instrument.summaries or [instrument.table]:
+            click.echo(f"\n{name}:\n" + tables[name].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+    for setting, default in reversed(list(instrument.defaults.items())):
+        flag = "--" + setting.replace("_", "-")
+        if isinstance(default, bool):
+            run = click.option(f"{flag}/--no-{flag[2:]}", setting, default=default, show_default=True)(run)
+        else:
+            run = click.option(flag, setting, default=default, type=type(default), show_default=True)(run)
+    doc = (instrument.measure.__doc__ or "").strip().splitlines()
+    return click.command(instrument.name, help=doc[0] if doc else None)(measurement_options(run))
+
+
+_COMMON = ("model_name", "corpus_path", "db", "device", "dtype", "per_domain", "seed", "no_reuse", "as_json")
+_DOMAIN_FIELDS = ("domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte")
+
+
+def _add_measure_commands() -> None:
+    from .instruments import INSTRUMENTS
+
+    for instrument in INSTRUMENTS.values():
+        measure.add_command(_measure_command(instrument))
+
+
+_add_measure_commands()
 
 
 @main.command()
@@ -139,3 +173,125 @@ def verdicts(db, as_json):
         effect = "" if v["effect"] is None else f"{v['effect']:.3g}"
         click.echo(f"{v['prediction']:40} {v['version']} {v['form']:8} {v['model']:28} {v['outcome']:13} "
                    f"{effect:>8} {ci:>18} n={v['n']}")
+
+
+_DB_OPTION = click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB),
+                          show_default="ATLAS_DB or " + DEFAULT_DB, help="SQLAlchemy URL of the store")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `terms` list")
+def vocabulary(as_json):
+    """The Framework's 18 terms (schema/vocabulary.yaml) and what measures each."""
+    from ._vocabulary import VocabularyError, vocabulary as load
+
+    try:
+        terms = load()
+    except VocabularyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"terms": [t.as_dict() for t in terms.values()]}, ensure_ascii=False))
+        return
+    group = None
+    for t in terms.values():
+        if t.group != group:
+            group = t.group
+            click.echo(f"\n{group.replace('_', ' ')}:")
+        name = t.name + (" (name reconstructed)" if t.name_reconstructed else "")
+        click.echo(f"  {t.id:21} {' / '.join(t.poles):24} {t.version}  {name:40} "
+                   f"{t.marker or ', '.join(t.instruments)}")
+
+
+@main.command()
+@click.argument("target")
+@click.argument("field")
+@click.argument("value")
+@click.option("--by", required=True, help="who makes the call (a Technician's name)")
+@click.option("--note", default="", help="why, in a sentence")
+@click.option("--table", default=None, help="the run's table the field belongs to (when several declare it)")
+@click.option("--row", default=None, help="the row the call is about, e.g. a domain or a layer")
+@_DB_OPTION
+def judge(target, field, value, by, note, table, row, db):
+    """Record a Technician's call on a declared Technician field of a run or verdict.
+
+    TARGET is a run id (or a unique prefix) or a verdict id (``run:``/``verdict:`` settle
+    ambiguity); FIELD a field declared under ``technician:`` in the schema of one of the
+    run's tables (or in schema/verdicts.yaml for verdicts); VALUE one of its allowed values.
+    A new call is a new row: the latest counts, earlier ones stay in the history.
+    """
+    from ._judgment import JudgmentError, judge as record
+    from ._store import Store
+
+    try:
+        j = record(Store(db), target, field, value, by=by, note=note, table=table, row=row)
+    except JudgmentError as exc:
+        raise click.ClickException(str(exc)) from None
+    where = f"{j.table_name}[{j.row_key}]." if j.row_key is not None else (f"{j.table_name}." if j.table_name else "")
+    click.echo(f"judged {j.target_kind} {j.target_id[:12]}: {where}{j.field} = {j.value!r} by {j.by} (judgment {j.id})")
+
+
+def _print_import(result, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"sheet": result.sheet, "hash": result.hash, "already": result.already,
+                               "runs": [{"run_id": r.id, "instrument": r.instrument, "tables": sorted(
+                                   result.tables.get(r.id, {}))} for r in result.runs],
+                               "judgments": len(result.judgments)}))
+        return
+    if result.already:
+        click.echo(f"{result.sheet} was imported before (runs {', '.join(r.id[:8] for r in result.runs)}; "
+                   f"content {result.hash[:19]}): nothing written")
+        return
+    for r in result.runs:
+        for name, df in result.tables[r.id].items():
+            click.echo(f"imported run {r.id} ({name}, {len(df)} rows) for {r.model} from {r.corpus}")
+    click.echo(f"{len(result.judgments)} Technician judgment(s) recorded from the sheet")
+
+
+@main.command("import")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--reference", default=None, help="a bundled reference sheet instead of FILE, e.g. gpt2-april-2026")
+@click.option("--table", default=None, help="CSV: the table it holds (inferred from the header when unambiguous)")
+@click.option("--model", default=None, help="CSV: the model measured")
+@click.option("--source", default=None, help="CSV: where the numbers come from")
+@click.option("--by", "judged_by", default=None, help="CSV: who made its Technician calls (default: --source)")
+@click.option("--date", default=None, help="CSV: when it was measured")
+@click.option("--caveat", "caveats", multiple=True, help="CSV: a caveat of the record (repeatable)")
+@click.option("--default", "defaults", multiple=True, metavar="COLUMN=VALUE",
+              help="CSV: a value every row shares (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@_DB_OPTION
+def import_cmd(file, reference, table, model, source, judged_by, date, caveats, defaults, as_json, db):
+    """Import measurements taken elsewhere (a YAML/JSON sheet or a CSV table) as runs of provenance
+    "imported", validated against the same schema as measured tables (format: atlas/_import.py)."""
+    from ._import import SheetError, import_sheet, load_sheet, reference_sheet
+    from ._store import Store
+
+    if (file is None) == (reference is None):
+        raise click.UsageError("give a FILE or --reference NAME (one of them)")
+    pairs = dict(d.split("=", 1) for d in defaults if "=" in d)
+    if len(pairs) != len(defaults):
+        raise click.UsageError("--default takes COLUMN=VALUE")
+    try:
+        sheet = reference_sheet(reference) if reference else load_sheet(
+            file, table=table, model=model, source=source, judged_by=judged_by, date=date, caveats=caveats,
+            defaults=pairs)
+        result = import_sheet(Store(db), sheet)
+    except SheetError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_import(result, as_json)
+
+
+@main.command("import-reference")
+@click.argument("name", default="gpt2-april-2026")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@_DB_OPTION
+def import_reference(name, as_json, db):
+    """Import a bundled reference sheet (default: the seed's GPT-2 record of April 2026)."""
+    from ._import import SheetError, import_sheet, reference_sheet
+    from ._store import Store
+
+    try:
+        result = import_sheet(Store(db), reference_sheet(name))
+    except SheetError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_import(result, as_json)

@@ -53,7 +53,7 @@ def _option(config: pytest.Config, name: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "prediction(id, claim, criterion, source='', form='general', model=None): "
+        "markers", "prediction(id, claim, criterion, needs, source='', form='general', model=None): "
                    "an Atlas prediction; see atlas._predict")
     config.pluginmanager.register(_ReportWriter(config), "atlas-report-writer")
 
@@ -85,9 +85,11 @@ def prediction(request: pytest.FixtureRequest, atlas_session: AtlasSession) -> P
     marker = request.node.get_closest_marker("prediction")
     if marker is None:
         raise pytest.UsageError(f"{request.node.nodeid} uses the prediction fixture without "
-                                "@pytest.mark.prediction(id=..., claim=..., criterion=...)")
+                                "@pytest.mark.prediction(id=..., claim=..., criterion=..., needs=(...))")
     request.node.user_properties.append(("atlas_prediction", marker.kwargs.get("id")))
-    return Prediction(atlas_session, request.node, **marker.kwargs)
+    prediction = Prediction(atlas_session, request.node, **marker.kwargs)
+    prediction.gather()
+    return prediction
 
 
 @pytest.hookimpl(hookwrapper=True)

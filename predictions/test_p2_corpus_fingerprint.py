@@ -47,10 +47,11 @@ def _academic(prediction, a, b):
     return [t.loc[rows, c].to_numpy(float) for t in (ta, tb) for c in ("nll_sum", "n_tokens")]
 
 
-@pytest.mark.prediction(id="P2a-opt-academic-perplexity", form="named", model=("opt-125m", "gpt2"), source=SOURCE,
-                        claim="OPT-125M's academic-abstract perplexity is substantially (>20%) lower than GPT-2's: "
-                              "the Pile includes academic papers, WebText hardly any.",
-                        criterion=PPL_RATIO)
+@pytest.mark.prediction(
+    id="P2a-opt-academic-perplexity", needs=("perplexity",), form="named", model=("opt-125m", "gpt2"), source=SOURCE,
+    claim="OPT-125M's academic-abstract perplexity is substantially (>20%) lower than GPT-2's: "
+          "the Pile includes academic papers, WebText hardly any.",
+    criterion=PPL_RATIO)
 def test_opt_finds_academic_abstracts_easier_than_gpt2(prediction):
     prediction.models()
     nll_a, tok_a, nll_b, tok_b = _academic(prediction, "opt-125m", "gpt2")
@@ -65,10 +66,11 @@ def test_opt_finds_academic_abstracts_easier_than_gpt2(prediction):
         "ppl_opt": float(np.exp(nll_a.sum() / tok_a.sum())), "ppl_gpt2": float(np.exp(nll_b.sum() / tok_b.sum()))})
 
 
-@pytest.mark.prediction(id="P2b-opt-academic-bits-per-byte", form="named", model=("opt-125m", "gpt2"),
-                        source=SOURCE,
-                        claim="The same corpus fingerprint in bits per byte, which does not depend on the tokenizer.",
-                        criterion=BPB_RATIO)
+@pytest.mark.prediction(
+    id="P2b-opt-academic-bits-per-byte", needs=("perplexity",), form="named", model=("opt-125m", "gpt2"),
+    source=SOURCE,
+    claim="The same corpus fingerprint in bits per byte, which does not depend on the tokenizer.",
+    criterion=BPB_RATIO)
 def test_opt_needs_fewer_bits_per_byte_on_academic_abstracts(prediction):
     prediction.models()
     nll_a, _, nll_b, _ = _academic(prediction, "opt-125m", "gpt2")
@@ -80,10 +82,11 @@ def test_opt_needs_fewer_bits_per_byte_on_academic_abstracts(prediction):
     prediction.conclude(effect=ratio(nll_a, nll_b), ci=ci, n=len(nll_a))
 
 
-@pytest.mark.prediction(id="P2c-named-domain-moves-most", form="general", model="pair", source=SOURCE,
-                        claim="A model's relative ease on a domain reflects its training corpus: between two models, "
-                              "the domain the second's corpus adds (academic abstracts) moves most.",
-                        criterion=MOVES_MOST)
+@pytest.mark.prediction(
+    id="P2c-named-domain-moves-most", needs=("perplexity",), form="general", model="pair", source=SOURCE,
+    claim="A model's relative ease on a domain reflects its training corpus: between two models, "
+          "the domain the second's corpus adds (academic abstracts) moves most.",
+    criterion=MOVES_MOST)
 def test_the_named_domain_moves_most_between_a_model_pair(prediction):
     a, b = prediction.models()
     ta, tb = (prediction.measure("perplexity", model=m.name) for m in (a, b))

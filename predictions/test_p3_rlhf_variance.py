@@ -60,31 +60,35 @@ def judge_pair(prediction, statistic, needed=()):
         "log_ppl_reduction": {d: float(np.log(ppl[0][d] / ppl[1][d])) for d in ppl[0]}})
 
 
-@pytest.mark.prediction(id="P3a-rlhf-variance-mistral", form="named", model=MISTRAL, source=SOURCE,
-                        claim="Mistral-7B-Instruct's domain perplexities vary less than the base model's.",
-                        criterion=VARIANCE)
+@pytest.mark.prediction(
+    id="P3a-rlhf-variance-mistral", needs=("perplexity",), form="named", model=MISTRAL, source=SOURCE,
+    claim="Mistral-7B-Instruct's domain perplexities vary less than the base model's.",
+    criterion=VARIANCE)
 def test_instruct_tuning_reduces_domain_variance_on_mistral(prediction):
     judge_pair(prediction, variance_change)
 
 
-@pytest.mark.prediction(id="P3b-rlhf-archaeological-mistral", form="named", model=MISTRAL, source=SOURCE,
-                        claim="Mistral-7B-Instruct's perplexity drops more on archaeological domains (poetry, "
-                              "academic abstracts, Spanish) than on laminar ones.",
-                        criterion=CONCENTRATION)
+@pytest.mark.prediction(
+    id="P3b-rlhf-archaeological-mistral", needs=("perplexity",), form="named", model=MISTRAL, source=SOURCE,
+    claim="Mistral-7B-Instruct's perplexity drops more on archaeological domains (poetry, "
+          "academic abstracts, Spanish) than on laminar ones.",
+    criterion=CONCENTRATION)
 def test_instruct_tuning_reduces_archaeological_domains_most_on_mistral(prediction):
     judge_pair(prediction, concentration, ARCHAEOLOGICAL + LAMINAR)
 
 
-@pytest.mark.prediction(id="P3c-tuning-variance", form="general", model="pair", source=SOURCE,
-                        claim="Tuning a causal LM reduces the variance of its log perplexity across domains.",
-                        criterion=VARIANCE)
+@pytest.mark.prediction(
+    id="P3c-tuning-variance", needs=("perplexity",), form="general", model="pair", source=SOURCE,
+    claim="Tuning a causal LM reduces the variance of its log perplexity across domains.",
+    criterion=VARIANCE)
 def test_tuning_reduces_domain_variance(prediction):
     judge_pair(prediction, variance_change)
 
 
-@pytest.mark.prediction(id="P3d-tuning-archaeological", form="general", model="pair", source=SOURCE,
-                        claim="Tuning a causal LM lowers perplexity more on archaeological domains than on laminar "
-                              "ones.",
-                        criterion=CONCENTRATION)
+@pytest.mark.prediction(
+    id="P3d-tuning-archaeological", needs=("perplexity",), form="general", model="pair", source=SOURCE,
+    claim="Tuning a causal LM lowers perplexity more on archaeological domains than on laminar "
+          "ones.",
+    criterion=CONCENTRATION)
 def test_tuning_reduces_archaeological_domains_most(prediction):
     judge_pair(prediction, concentration, ARCHAEOLOGICAL + LAMINAR)

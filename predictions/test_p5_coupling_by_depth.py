@@ -61,27 +61,31 @@ def contrast(prediction, weights: dict[int, float]):
                             "seed": {k: SEED_COUPLING[k] for k in weights if k < len(SEED_COUPLING)}})
 
 
-@pytest.mark.prediction(id="P5a-coupling-rises-gpt2", form="named", model="gpt2", source=SOURCE,
-                        claim="In GPT-2 small, inter-head coupling rises with depth.", criterion=RISES_NAMED)
+@pytest.mark.prediction(
+    id="P5a-coupling-rises-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
+    claim="In GPT-2 small, inter-head coupling rises with depth.", criterion=RISES_NAMED)
 def test_coupling_rises_with_depth_in_gpt2(prediction):
     rise(prediction)
 
 
-@pytest.mark.prediction(id="P5b-layer4-dip-gpt2", form="named", model="gpt2", source=SOURCE,
-                        claim="GPT-2 small's layer 4 couples less than its neighbours (the seed's anomalous dip).",
-                        criterion=LAYER4_DIP)
+@pytest.mark.prediction(
+    id="P5b-layer4-dip-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
+    claim="GPT-2 small's layer 4 couples less than its neighbours (the seed's anomalous dip).",
+    criterion=LAYER4_DIP)
 def test_layer_4_dips_in_gpt2(prediction):
     contrast(prediction, {4: 1.0, 3: -0.5, 5: -0.5})
 
 
-@pytest.mark.prediction(id="P5c-layer11-drop-gpt2", form="named", model="gpt2", source=SOURCE,
-                        claim="GPT-2 small's last layer couples less than layer 10 (output projection decouples).",
-                        criterion=LAYER11_DROP)
+@pytest.mark.prediction(
+    id="P5c-layer11-drop-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
+    claim="GPT-2 small's last layer couples less than layer 10 (output projection decouples).",
+    criterion=LAYER11_DROP)
 def test_layer_11_drops_in_gpt2(prediction):
     contrast(prediction, {11: 1.0, 10: -1.0})
 
 
-@pytest.mark.prediction(id="P5d-coupling-rises", form="general", source=SOURCE,
-                        claim="In a causal LM, inter-head coupling rises with depth.", criterion=RISES)
+@pytest.mark.prediction(
+    id="P5d-coupling-rises", needs=("coupling",), form="general", source=SOURCE,
+    claim="In a causal LM, inter-head coupling rises with depth.", criterion=RISES)
 def test_coupling_rises_with_depth(prediction):
     rise(prediction)

@@ -24,10 +24,11 @@ DIP_AT_EVERY_SCALE = Criterion(
     sample="pythia-70m, pythia-160m, pythia-410m")
 
 
-@pytest.mark.prediction(id="P7-layer4-dip-across-pythia", form="named", model=PYTHIA,
-                        source="measurements-gpt2-april-2026: Inter-Head Coupling by Layer, layer 4 note",
-                        claim="The layer-4 coupling dip is architectural: it appears at every Pythia scale.",
-                        criterion=DIP_AT_EVERY_SCALE)
+@pytest.mark.prediction(
+    id="P7-layer4-dip-across-pythia", needs=("coupling",), form="named", model=PYTHIA,
+    source="measurements-gpt2-april-2026: Inter-Head Coupling by Layer, layer 4 note",
+    claim="The layer-4 coupling dip is architectural: it appears at every Pythia scale.",
+    criterion=DIP_AT_EVERY_SCALE)
 def test_layer_4_dips_at_every_pythia_scale(prediction):
     prediction.models()  # not run unless all three are available
     dips = {}

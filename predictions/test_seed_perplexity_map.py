@@ -52,7 +52,7 @@ def _domain_table(prediction):
 
 
 @pytest.mark.prediction(
-    id="P0a-seed-perplexity-map", form="named", model="gpt2",
+    id="P0a-seed-perplexity-map", needs=("perplexity",), form="named", model="gpt2",
     source="measurements-gpt2-april-2026: Domain Perplexity Map",
     claim="GPT-2 small ranks the eight domains as the seed sheet did (19.1 technical documentation ... "
           "102.5 academic abstracts).",
@@ -72,7 +72,7 @@ def test_gpt2_ranks_domains_as_the_seed(prediction):
 
 
 @pytest.mark.prediction(
-    id="P0b-domain-perplexity-spread", form="general",
+    id="P0b-domain-perplexity-spread", needs=("perplexity",), form="general",
     source="measurements-gpt2-april-2026: '5x difference between lowest (19.1) and highest (102.5)'",
     claim="A causal LM's perplexity differs across domains: the highest domain perplexity is more than "
           "twice the lowest.",

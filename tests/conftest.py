@@ -4,8 +4,17 @@ from pathlib import Path
 
 import pytest
 
+import great_expectations  # noqa: F401
+import transformers.models.gpt2.modeling_gpt2  # noqa: F401
+import transformers.models.gpt_neox.modeling_gpt_neox  # noqa: F401
+import transformers.models.llama.modeling_llama  # noqa: F401
+import transformers.models.opt.modeling_opt  # noqa: F401
+
 from atlas import Store, load_corpus, load_model
 
+# pytester's in-process runs drop the modules first imported during a run. Lazily imported modules that
+# keep global state (great-expectations' active context, the torch operators transformers' model code
+# registers, which cannot be registered twice) are therefore imported here, once.
 pytest_plugins = ["pytester"]
 
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "domains-v1.jsonl"
