@@ -21,8 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["attention", "attention_params", "decoder_layers", "eager_attention", "head_dim", "kv_groups",
-           "mlp_params", "output_projection"]
+__all__ = ["attention", "attention_params", "decoder_layers", "eager_attention", "final_norm", "head_dim",
+           "kv_groups", "mlp_params", "output_projection"]
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -36,6 +36,27 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
         return list(module)
     raise ValueError(f"unsupported architecture {type(model).__name__}: Atlas knows GPT-2, OPT, Llama/Mistral "
                      "and GPT-NeoX layouts (see atlas._anatomy)")
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """What maps the last decoder layer's output to the input of ``model.get_output_embeddings()``.
+
+    GPT-2 ``transformer.ln_f``; OPT ``model.decoder.final_layer_norm`` then ``project_out``
+    (each may be absent); Llama/Mistral ``model.norm``; GPT-NeoX ``gpt_neox.final_layer_norm``.
+    A new ``nn.Sequential`` over the model's own modules: the model is not changed."""
+    for path in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"):
+        module = model
+        try:
+            for part in path.split("."):
+                module = getattr(module, part)
+        except AttributeError:
+            continue
+        return module
+    decoder = getattr(getattr(model, "model", None), "decoder", None)
+    if decoder is not None and hasattr(decoder, "final_layer_norm"):
+        return nn.Sequential(*[m for m in (decoder.final_layer_norm, getattr(decoder, "project_out", None))
+                               if m is not None])
+    raise ValueError(f"unsupported architecture {type(model).__name__}: no final norm found (see atlas._anatomy)")
 
 
 def attention(model: nn.Module, layer: int) -> nn.Module:

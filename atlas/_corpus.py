@@ -13,6 +13,7 @@ stored with every run, so two files with the same passages are the same corpus.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,13 @@ class Corpus:
     def domains(self) -> list[str]:
         """Domain ids in order of first appearance."""
         return list(dict.fromkeys(p.domain for p in self.passages))
+
+    def round_robin(self) -> list[Passage]:
+        """Passages with the domains taking turns: each domain's first, then each one's second, ...
+
+        A token budget spent in this order spans every domain even when the file is sorted by domain."""
+        by_domain = [[p for p in self.passages if p.domain == d] for d in self.domains]
+        return [p for group in itertools.zip_longest(*by_domain) for p in group if p is not None]
 
     def sample(self, per_domain: int | None) -> Corpus:
         """The first ``per_domain`` passages of each domain (all of them for None)."""

@@ -17,9 +17,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from ._corpus import Corpus
 from ._models import LoadedModel
 
-__all__ = ["BOS_POLICIES", "encode", "batches", "token_nll"]
+__all__ = ["BOS_POLICIES", "batches", "encode", "token_budget", "token_nll"]
 
 BOS_POLICIES = ("prepend", "none")
 
@@ -40,6 +41,24 @@ def encode(lm: LoadedModel, texts: Sequence[str], bos_policy: str) -> list[list[
             raise ValueError(f"text {text[:40]!r}... has {len(ids)} tokens, more than {lm.name}'s context of {limit}; "
                              "split long passages before scoring")
         out.append(ids)
+    return out
+
+
+def token_budget(lm: LoadedModel, corpus: Corpus, max_tokens: int) -> list[list[int]]:
+    """Token ids (BOS policy ``prepend``) of passages, domains taking turns, until exactly ``max_tokens``
+    tokens are scored or the corpus runs out; the last passage is cut short to fit.
+
+    For instruments whose cost grows with tokens (ablation, Hessian, interpolation): a budget spans
+    every domain of the corpus even when the file is sorted by domain."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+    out, left = [], max_tokens
+    for passage in corpus.round_robin():
+        if left == 0:
+            break
+        ids = encode(lm, [passage.text], "prepend")[0][: left + 1]
+        out.append(ids)
+        left -= len(ids) - 1
     return out
 
 

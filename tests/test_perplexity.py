@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlas import SchemaViolation, validate_table
+from atlas._scoring import encode, token_budget
 from atlas.instruments import domain_perplexity, measure_perplexity
 
 
@@ -92,3 +93,14 @@ def test_schema_rejects_a_ci_that_does_not_contain_the_estimate(tiny_gpt2, small
     with pytest.raises(SchemaViolation) as info:
         validate_table("perplexity_domains", domains)
     assert domains.loc[1, "domain"] in str(info.value)
+
+
+@settings(max_examples=20, deadline=None)
+@given(budget=st.integers(1, 3000))
+def test_token_budget_takes_domains_in_turn_and_spends_exactly_the_budget(tiny_gpt2, starter, budget):
+    encoded = token_budget(tiny_gpt2, starter, budget)
+    assert sum(len(ids) - 1 for ids in encoded) == budget
+    order = starter.round_robin()
+    assert [p.domain for p in order[:8]] == starter.domains  # every domain before any second passage
+    whole = encode(tiny_gpt2, [p.text for p in order[:len(encoded)]], "prepend")
+    assert encoded[:-1] == whole[:-1] and whole[-1][:len(encoded[-1])] == encoded[-1]

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .ablation import layer_ablation, measure_ablation
 from .coupling import layer_coupling, measure_coupling
 from .gradient import measure_gradient
 from .interpolation import interpolation_barrier, measure_interpolation
 from .perplexity import domain_perplexity, measure_perplexity
 
-__all__ = ["INSTRUMENTS", "Instrument", "interpolation_barrier", "measure_gradient", "measure_interpolation", "layer_coupling", "measure_coupling", "measure_perplexity", "domain_perplexity"]
+__all__ = ["INSTRUMENTS", "Instrument", "layer_ablation", "measure_ablation", "interpolation_barrier", "measure_gradient", "measure_interpolation", "layer_coupling", "measure_coupling", "measure_perplexity", "domain_perplexity"]
 
 
 @dataclass(frozen=True)
@@ -56,5 +57,9 @@ INSTRUMENTS: dict[str, Instrument] = {
                    defaults={"max_tokens": 128, "batch_size": 8},
                    summaries={"coupling": layer_coupling},
                    terms=("coupling",)),
+        Instrument("ablation", "1", measure_ablation, "ablation",
+                   defaults={"max_tokens": 2048, "batch_size": 8, "heads_per_pass": 4},
+                   summaries={"ablation_layers": layer_ablation},
+                   terms=("coupling", "viscosity")),
     ]
 }

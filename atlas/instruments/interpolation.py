@@ -14,9 +14,8 @@ mode connectivity; a bump is a barrier, which the line only bounds from above
 (a curved path may avoid it, Garipov et al. 2018).
 
 Method. L is the token-weighted mean NLL (BOS policy ``prepend``, padding masked)
-on whole passages taken one domain at a time in turn (first passage of each
-domain, then the second, ...) while their scored tokens stay within
-``max_tokens`` (at least one passage), so a small budget still spans the corpus.
+on ``max_tokens`` tokens of passages taken with the domains in turn
+(``atlas._scoring.token_budget``), so a small budget still spans the corpus.
 θ(t) is a dict of tensors (parameters and floating buffers, ``torch.lerp``: exact
 at both ends) evaluated with ``torch.func.functional_call``: the loaded model is
 never written to.
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .._corpus import Corpus
 from .._models import LoadedModel, load_model
-from .._scoring import batches, encode, token_nll
+from .._scoring import batches, token_budget, token_nll
 
 __all__ = ["measure_interpolation", "interpolation_barrier"]
 
@@ -49,7 +48,7 @@ def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: str = "", p
     theta_a, theta_b = _state(lm.model), _state(end.model)
     _check_compatible(lm, end, theta_a, theta_b)
     del end
-    encoded = _budget(lm, corpus, max_tokens)
+    encoded = token_budget(lm, corpus, max_tokens)
     n_tokens = sum(len(ids) - 1 for ids in encoded)
     ts = np.linspace(0.0, 1.0, points)
     theta = {k: a.clone() for k, a in theta_a.items()}
@@ -124,17 +123,3 @@ class _Reparametrised:
 
     def __call__(self, **inputs):
         return functional_call(self.model, self.theta, args=(), kwargs=inputs)
-
-
-def _budget(lm: LoadedModel, corpus: Corpus, max_tokens: int) -> list[list[int]]:
-    """Encodings of whole passages, domains in turn, while their scored tokens fit in ``max_tokens`` (at least one)."""
-    by_domain = [[p for p in corpus.passages if p.domain == d] for d in corpus.domains]
-    turns = [group[i] for i in range(max(map(len, by_domain))) for group in by_domain if i < len(group)]
-    encoded, total = [], 0
-    for passage in turns:
-        ids = encode(lm, [passage.text], "prepend")[0]
-        if encoded and total + len(ids) - 1 > max_tokens:
-            break
-        encoded.append(ids)
-        total += len(ids) - 1
-    return encoded

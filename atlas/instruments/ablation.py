@@ -1,0 +1,195 @@
+"""Single-head ablation: what each attention head carries, found by removing it (Michel et al. 2019).
+
+The Framework's *coupling* and *viscosity*: a head whose removal barely moves
+perplexity is loosely coupled to the computation, and the model flows around the
+gap (low viscosity); a head whose removal raises perplexity sharply is load-bearing.
+The seed's prediction: heads of the most coupled layers (GPT-2 layers 9-10) should
+resist ablation more than those of layers 0-2.
+
+Method. Every head of every layer is ablated on its own by a *gate* on the input of
+its layer's attention output projection (head h owns columns h*head_dim:(h+1)*head_dim
+of that [B, T, n_heads * head_dim] input; transformers 5 has no ``head_mask``), and
+the data are scored again. The scan is fast because ablating a head of layer l
+cannot change layers 0..l-1: one baseline forward per batch records every decoder
+layer's input and keyword arguments (mask, rotary embeddings...), and each ablation
+runs only layers l..L-1 from that record, then the final norm and the output
+embeddings, with ``heads_per_pass`` ablations side by side as replicas of the batch.
+Importance is Michel's I_h: the mean over passages of |dL_passage / d gate_h| at all
+gates 1, L_passage the passage's mean NLL per token (one backward per batch, with a
+gate per passage so that the gradients stay separate).
+
+Data: ``atlas._scoring.token_budget``: passages with the domains taking turns, BOS
+policy ``prepend``, until ``max_tokens`` tokens are scored (the last passage cut
+short). Perplexity is exp(total NLL / total scored tokens), padding masked.
+
+Table ``ablation``, one row per (layer, head): ppl with the head ablated, delta_ppl =
+ppl - baseline_ppl, baseline_ppl, importance, n_tokens. Table ``ablation_layers``
+(``layer_ablation``): per layer the mean delta_ppl over its heads with a 95%
+percentile-bootstrap CI over heads, and the mean importance.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .._anatomy import decoder_layers, final_norm, output_projection
+from .._corpus import Corpus
+from .._models import LoadedModel
+from .._scoring import batches, token_budget, token_nll
+from .._stats import bootstrap_ci
+
+__all__ = ["measure_ablation", "layer_ablation"]
+
+_LOGIT_ROWS = 2048  # tokens sent through the output embeddings at once: bounds the [rows, vocab] logits
+
+
+def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, batch_size: int = 8,
+                     heads_per_pass: int = 4, progress: bool = True) -> pd.DataFrame:
+    """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``)."""
+    if min(max_tokens, batch_size, heads_per_pass) < 1:
+        raise ValueError("max_tokens, batch_size and heads_per_pass must be at least 1")
+    encoded = token_budget(lm, corpus, max_tokens)
+    n_tokens = sum(len(ids) - 1 for ids in encoded)
+    layers = list(range(lm.n_layers))
+    base_nll, nll = _scan(lm, encoded, layers, batch_size, heads_per_pass, progress)
+    importance = _importance(lm, encoded, batch_size)
+    base_ppl = math.exp(base_nll / n_tokens)
+    ppl = np.exp(nll / n_tokens)  # [L, H]
+    layer, head = np.indices(ppl.shape)
+    return pd.DataFrame({
+        "layer": layer.ravel(),
+        "head": head.ravel(),
+        "ppl": ppl.ravel(),
+        "delta_ppl": ppl.ravel() - base_ppl,
+        "baseline_ppl": base_ppl,
+        "importance": importance.ravel(),
+        "n_tokens": n_tokens,
+    })
+
+
+def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per-layer summary of an ``ablation`` table (schema ``ablation_layers``): CI over the layer's heads."""
+    rows = []
+    for layer, g in heads.groupby("layer", sort=True):
+        delta = g["delta_ppl"].to_numpy(float)
+        lo, hi = bootstrap_ci((delta,), np.mean, paired=False, n_resamples=n_resamples, seed=seed)
+        rows.append({"layer": int(layer), "n_heads": len(g), "mean_delta_ppl": float(delta.mean()),
+                     "ci_low": lo, "ci_high": hi, "mean_importance": float(g["importance"].mean())})
+    return pd.DataFrame(rows)
+
+
+@contextmanager
+def _head_gates(model: torch.nn.Module, gates: dict[int, torch.Tensor]):
+    """Multiply head h's slice of layer l's output-projection input by gates[l][:, h] ([rows or 1, H])."""
+    def gate_hook(g):
+        def hook(module, args):
+            x = args[0]  # [R, T, H * head_dim]
+            gated = x.unflatten(-1, (g.shape[-1], -1)) * g.to(x.dtype)[:, None, :, None]  # [R, T, H, head_dim]
+            return (gated.flatten(-2), *args[1:])
+        return hook
+
+    handles = []
+    try:
+        for layer, g in gates.items():
+            handles.append(output_projection(model, layer).register_forward_pre_hook(gate_hook(g)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _record_layer_inputs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor):
+    """One baseline forward: every decoder layer's (args, kwargs), and the final normed hidden state [B, T, D]."""
+    records = []
+
+    def keep(module, args, kwargs):
+        records.append((args, kwargs))
+
+    handles = [layer.register_forward_pre_hook(keep, with_kwargs=True) for layer in decoder_layers(model)]
+    try:
+        final = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    finally:
+        for h in handles:
+            h.remove()
+    return records, final
+
+
+def _tile(x, k: int, batch: int):
+    """k copies along the batch of a recorded layer argument (tensors whose first dim is the batch)."""
+    if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] == batch:
+        return x.repeat(k, *[1] * (x.dim() - 1))
+    if isinstance(x, (tuple, list)):
+        return type(x)(_tile(v, k, batch) for v in x)
+    return x
+
+
+def _run_from(model: torch.nn.Module, records, start: int, gate: torch.Tensor) -> torch.Tensor:
+    """Layers start..L-1 on the recorded input of ``start``, tiled to gate's rows; its head gates on ``start``.
+
+    gate: [k * B, H]  ->  final normed hidden state [k * B, T, D]."""
+    layers = decoder_layers(model)
+    batch = records[start][0][0].shape[0]
+    k = gate.shape[0] // batch
+    h = _tile(records[start][0][0], k, batch)
+    with _head_gates(model, {start: gate}):
+        for i in range(start, len(layers)):
+            args, kwargs = records[i]
+            out = layers[i](h, *_tile(args[1:], k, batch), **{n: _tile(v, k, batch) for n, v in kwargs.items()})
+            h = out[0] if isinstance(out, tuple) else out
+    return final_norm(model)(h)
+
+
+def _row_nll(model: torch.nn.Module, final: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed NLL of each row's scored tokens, float64 [R], from the final normed hidden state [R, T, D]."""
+    keep = mask[:, 1:].bool()  # [R, T-1]: a token is scored when it is not padding
+    rows = keep.nonzero()[:, 0]  # [N]
+    hidden, targets = final[:, :-1][keep], ids[:, 1:][keep]  # [N, D], [N]
+    head = model.get_output_embeddings()
+    nll = torch.cat([F.cross_entropy(head(h).float(), t, reduction="none")
+                     for h, t in zip(hidden.split(_LOGIT_ROWS), targets.split(_LOGIT_ROWS))])  # [N]
+    return torch.zeros(len(ids), dtype=torch.float64, device=ids.device).index_add_(0, rows, nll.double())
+
+
+def _scan(lm: LoadedModel, encoded: list[list[int]], layers: list[int], batch_size: int, heads_per_pass: int,
+          progress: bool) -> tuple[float, np.ndarray]:
+    """Baseline summed NLL, and summed NLL with each head of ``layers`` ablated ([len(layers), H])."""
+    model, n_heads = lm.model, lm.n_heads
+    groups = [g.tolist() for g in np.array_split(np.arange(n_heads), math.ceil(n_heads / heads_per_pass))]
+    n_batches = math.ceil(len(encoded) / batch_size)
+    base, nll = 0.0, np.zeros((len(layers), n_heads))
+    with torch.no_grad(), tqdm(total=n_batches * len(layers) * len(groups), desc=f"ablation {lm.name}",
+                               disable=not progress, leave=False) as bar:
+        for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+            records, final = _record_layer_inputs(model, ids, mask)
+            base += float(_row_nll(model, final, ids, mask).sum())
+            for row, layer in enumerate(layers):
+                for heads in groups:
+                    k = len(heads)
+                    gate = torch.ones(k, n_heads, device=ids.device)
+                    gate[torch.arange(k), heads] = 0.0  # replica j ablates heads[j]
+                    ablated = _run_from(model, records, layer, gate.repeat_interleave(len(ids), 0))  # [k*B, T, D]
+                    per_row = _row_nll(model, ablated, ids.repeat(k, 1), mask.repeat(k, 1))  # [k*B]
+                    nll[row, heads] += per_row.view(k, -1).sum(1).cpu().numpy()
+                    bar.update()
+    return base, nll
+
+
+def _importance(lm: LoadedModel, encoded: list[list[int]], batch_size: int) -> np.ndarray:
+    """Michel's I_h: mean over passages of |d(passage mean NLL) / d gate_h| at all gates 1; [L, H]."""
+    model, total = lm.model, np.zeros((lm.n_layers, lm.n_heads))
+    with torch.enable_grad():
+        for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+            gates = torch.ones(lm.n_layers, len(ids), lm.n_heads, device=ids.device, requires_grad=True)  # [L, B, H]
+            with _head_gates(model, dict(enumerate(gates))):
+                nll = token_nll(model, ids, mask)  # [B, T-1]
+            loss = (nll.sum(1) / mask[:, 1:].sum(1)).sum()  # passages are independent: grads stay per passage
+            (grad,) = torch.autograd.grad(loss, gates)  # parameters get no .grad
+            total += grad.abs().sum(1).double().cpu().numpy()
+    return total / len(encoded)
