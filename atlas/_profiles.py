@@ -27,9 +27,10 @@ PROFILES = {
     "quick": Profile("quick", passages_per_domain=24, bootstrap_resamples=2000,
                      settings={"ablation": {"max_tokens": 256},
                                "hessian": {"max_tokens": 64, "top_k": 1, "lanczos_steps": 8,
-                                           "hutchinson_samples": 4}},
+                                           "hutchinson_samples": 0, "slq_runs": 0}},
                      per_domain={"coupling": 8}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048},
-                              "hessian": {"max_tokens": 256, "top_k": 1, "lanczos_steps": 20}}),
+                              "hessian": {"max_tokens": 256, "top_k": 3, "lanczos_steps": 20,
+                                          "hutchinson_samples": 20, "slq_runs": 1}}),
 }

@@ -28,6 +28,7 @@ COUPLED_RESIST = Criterion(
 
 
 @pytest.mark.prediction(id="P1a-deep-layers-resist-gpt2", form="named", model="gpt2", source=SOURCE,
+                        needs=("ablation",),
                         claim="In GPT-2 small, removing one head of layer 9 or 10 costs less perplexity than "
                               "removing one of layers 0-2.",
                         criterion=DEEP_RESIST)
@@ -43,6 +44,7 @@ def test_layers_9_10_resist_ablation_more_than_0_2_in_gpt2(prediction):
 
 
 @pytest.mark.prediction(id="P1b-coupled-layers-resist", form="general", source=SOURCE,
+                        needs=("coupling", "ablation"),
                         claim="Layers with higher inter-head coupling resist single-head ablation more.",
                         criterion=COUPLED_RESIST)
 def test_coupled_layers_resist_ablation(prediction):
