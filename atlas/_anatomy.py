@@ -25,15 +25,23 @@ __all__ = ["attention", "attention_params", "decoder_layers", "eager_attention",
            "kv_groups", "mlp_params", "output_projection"]
 
 
-def decoder_layers(model: nn.Module) -> list[nn.Module]:
-    for path in ("transformer.h", "model.decoder.layers", "model.layers", "gpt_neox.layers"):
+def _first_path(model: nn.Module, paths: tuple[str, ...]) -> nn.Module | None:
+    """The module at the first dotted attribute path that exists in ``model``."""
+    for path in paths:
         module = model
         try:
             for part in path.split("."):
                 module = getattr(module, part)
         except AttributeError:
             continue
-        return list(module)
+        return module
+    return None
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    layers = _first_path(model, ("transformer.h", "model.decoder.layers", "model.layers", "gpt_neox.layers"))
+    if layers is not None:
+        return list(layers)
     raise ValueError(f"unsupported architecture {type(model).__name__}: Atlas knows GPT-2, OPT, Llama/Mistral "
                      "and GPT-NeoX layouts (see atlas._anatomy)")
 
@@ -44,14 +52,9 @@ def final_norm(model: nn.Module) -> nn.Module:
     GPT-2 ``transformer.ln_f``; OPT ``model.decoder.final_layer_norm`` then ``project_out``
     (each may be absent); Llama/Mistral ``model.norm``; GPT-NeoX ``gpt_neox.final_layer_norm``.
     A new ``nn.Sequential`` over the model's own modules: the model is not changed."""
-    for path in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"):
-        module = model
-        try:
-            for part in path.split("."):
-                module = getattr(module, part)
-        except AttributeError:
-            continue
-        return module
+    norm = _first_path(model, ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"))
+    if norm is not None:
+        return norm
     decoder = getattr(getattr(model, "model", None), "decoder", None)
     if decoder is not None and hasattr(decoder, "final_layer_norm"):
         return nn.Sequential(*[m for m in (decoder.final_layer_norm, getattr(decoder, "project_out", None))
