@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-import pytest
-
 import great_expectations  # noqa: F401
+import pytest
 import transformers.models.gpt2.modeling_gpt2  # noqa: F401
 import transformers.models.gpt_neox.modeling_gpt_neox  # noqa: F401
 import transformers.models.llama.modeling_llama  # noqa: F401
 import transformers.models.opt.modeling_opt  # noqa: F401
+from hypothesis import settings
 
 from atlas import Store, load_corpus, load_model
 
@@ -16,6 +16,10 @@ from atlas import Store, load_corpus, load_model
 # keep global state (great-expectations' active context, the torch operators transformers' model code
 # registers, which cannot be registered twice) are therefore imported here, once.
 pytest_plugins = ["pytester"]
+
+# Examples run models and write stores: their time depends on the machine's load, not on correctness.
+settings.register_profile("atlas", deadline=None)
+settings.load_profile("atlas")
 
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "domains-v1.jsonl"
 
