@@ -26,7 +26,7 @@ class Profile:
 PROFILES = {
     "quick": Profile("quick", passages_per_domain=24, bootstrap_resamples=2000,
                      settings={"ablation": {"max_tokens": 256},
-                               "hessian": {"max_tokens": 64, "top_k": 1, "lanczos_steps": 8,
+                               "hessian": {"max_tokens": 64, "top_k": 1, "lanczos_steps": 16,
                                            "hutchinson_samples": 0, "slq_runs": 0}},
                      per_domain={"coupling": 8}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,

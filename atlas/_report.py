@@ -48,7 +48,7 @@ def _bar_chart(domains, reference: dict[str, float]) -> dict:
     """Geometry of a horizontal bar chart: one bar per domain, CI whiskers, seed values as ticks."""
     rows = list(domains.to_dict(orient="records"))
     top = max([_value(r["ci_high"]) or r["ppl"] for r in rows] + [reference.get(r["domain"], 0) for r in rows])
-    label_w, plot_w, row_h = 220, 420, 26
+    label_w, plot_w, row_h = 290, 420, 26
     scale = plot_w / (top * 1.05)
     bars = []
     for i, r in enumerate(rows):
@@ -61,7 +61,7 @@ def _bar_chart(domains, reference: dict[str, float]) -> dict:
             "ref": reference[r["domain"]] * scale if r["domain"] in reference else None,
             "ref_value": reference.get(r["domain"]),
         })
-    return {"bars": bars, "x0": label_w, "width": label_w + plot_w + 70, "height": 30 + len(rows) * row_h,
+    return {"bars": bars, "x0": label_w, "width": label_w + plot_w + 150, "height": 30 + len(rows) * row_h,
             "has_ref": any(b["ref"] is not None for b in bars)}
 
 
@@ -86,7 +86,7 @@ def _line_chart(measured: list[dict], seed: list[dict]) -> dict:
 
     ticks = [lo + k * step for k in range(round((hi - lo) / step) + 1)]
     return {
-        "width": x0 + plot_w + 20, "height": y0 + plot_h + 34, "x0": x0, "y0": y0, "x1": x0 + plot_w,
+        "width": x0 + plot_w + 20, "height": y0 + plot_h + 52, "x0": x0, "y0": y0, "x1": x0 + plot_w,
         "y1": y0 + plot_h,
         "measured": line(measured), "seed": line(seed),
         "points": [{"x": x(p["layer"]), "y": y(p["coupling"]), "layer": p["layer"], "value": p["coupling"],
