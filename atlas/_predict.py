@@ -30,8 +30,8 @@ from ._cisp import IsolationBreach, RunResult, run_instrument
 from ._corpus import Corpus, load_corpus
 from ._models import LoadedModel, ModelUnavailable, load_model
 from ._profiles import PROFILES, Profile
-from ._store import ProtocolEvent, Run, Store, VerdictRecord
 from ._schema import SchemaViolation
+from ._store import ProtocolEvent, Run, Store, VerdictRecord
 from ._verdict import Criterion, Outcome
 from .instruments import INSTRUMENTS
 
@@ -100,11 +100,16 @@ class AtlasSession:
             self._runs[key] = run_instrument(self.store, lm, corpus, instrument, session=self.session_id,
                                              prediction=prediction, **settings)
         else:
-            run = self._runs[key].run
-            self.store.write_event(ProtocolEvent(
-                session=self.session_id, prediction=prediction, instrument=instrument, model=lm.name,
-                corpus_hash=corpus.hash, action="reused", run_id=run.id, reason="measured earlier in this session"))
+            self.log(prediction, instrument, lm.name, corpus.hash, "reused", run_id=self._runs[key].run.id,
+                     reason="measured earlier in this session")
         return self._runs[key]
+
+    def log(self, prediction: str | None, instrument: str, model: str, corpus_hash: str, action: str, *,
+            run_id: str | None = None, reason: str = "") -> None:
+        """One entry of this session's protocol log (CISP writes its own for what it measures)."""
+        self.store.write_event(ProtocolEvent(session=self.session_id, prediction=prediction, instrument=instrument,
+                                             model=model, corpus_hash=corpus_hash, action=action, run_id=run_id,
+                                             reason=reason))
 
 
 class Prediction:
@@ -190,9 +195,7 @@ class Prediction:
         return result.tables
 
     def _refuse(self, instrument: str, model: str | None, reason: str) -> None:
-        self.session.store.write_event(ProtocolEvent(
-            session=self.session.session_id, prediction=self.id, instrument=instrument,
-            model=model or self.model_name, corpus_hash=self.corpus.hash, action="refused", reason=reason))
+        self.session.log(self.id, instrument, model or self.model_name, self.corpus.hash, "refused", reason=reason)
 
     def not_run(self, reason: str):
         self._store(Outcome.NOT_RUN, reason=reason)

@@ -172,41 +172,42 @@ class Store:
             session.commit()
 
     def write_judgment(self, judgment: Judgment) -> Judgment:
-        with Session(self.engine, expire_on_commit=False) as session:
-            session.add(judgment)
-            session.commit()
-        return judgment
+        return self._add(judgment)
 
     def write_verdict(self, verdict: VerdictRecord) -> None:
         verdict.effect, verdict.ci_low, verdict.ci_high = (
             _json_safe(verdict.effect), _json_safe(verdict.ci_low), _json_safe(verdict.ci_high))
         verdict.evidence = json.loads(json.dumps(verdict.evidence, default=_json_safe))
-        with Session(self.engine, expire_on_commit=False) as session:
-            session.add(verdict)
-            session.commit()
+        self._add(verdict)
 
     def write_event(self, event: ProtocolEvent) -> None:
+        self._add(event)
+
+    def _add(self, row: SQLModel) -> SQLModel:
+        """Append one row in its own transaction."""
         with Session(self.engine, expire_on_commit=False) as session:
-            session.add(event)
+            session.add(row)
             session.commit()
+        return row
 
     # --- reading -------------------------------------------------------------------------
 
+    def _select(self, table: type[SQLModel], order: tuple, **where) -> list:
+        """Rows of ``table`` whose columns equal the given values, in ``order``."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(table).order_by(*order)
+            for column, value in where.items():
+                query = query.where(getattr(table, column) == value)
+            return list(session.exec(query))
+
     def events(self, session: str | None = None) -> list[ProtocolEvent]:
         """The protocol log, in the order it was written (of one session, or of all)."""
-        with Session(self.engine, expire_on_commit=False) as db:
-            query = select(ProtocolEvent).order_by(ProtocolEvent.id)
-            if session is not None:
-                query = query.where(ProtocolEvent.session == session)
-            return list(db.exec(query))
+        where = {} if session is None else {"session": session}
+        return self._select(ProtocolEvent, (ProtocolEvent.id,), **where)
 
     def judgments(self, **where) -> list[Judgment]:
         """Judgments matching the given column values (e.g. ``target_id=run.id, field="territory"``), in order."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            query = select(Judgment).order_by(Judgment.id)
-            for column, value in where.items():
-                query = query.where(getattr(Judgment, column) == value)
-            return list(session.exec(query))
+        return self._select(Judgment, (Judgment.id,), **where)
 
     def latest_judgments(self, **where) -> dict[tuple, Judgment]:
         """The judgment that counts for each (target_kind, target_id, table_name, row_key, field): the newest."""
@@ -218,11 +219,7 @@ class Store:
 
     def runs(self, **where) -> list[Run]:
         """Runs matching the given column values, oldest first."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            query = select(Run).order_by(Run.started_at)
-            for column, value in where.items():
-                query = query.where(getattr(Run, column) == value)
-            return list(session.exec(query))
+        return self._select(Run, (Run.started_at,), **where)
 
     def run(self, run_id: str) -> Run | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -239,11 +236,8 @@ class Store:
         return {name: pd.DataFrame(records) for name, records in grouped.items()}
 
     def verdicts(self, prediction: str | None = None) -> list[VerdictRecord]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            query = select(VerdictRecord).order_by(VerdictRecord.created_at, VerdictRecord.id)
-            if prediction is not None:
-                query = query.where(VerdictRecord.prediction == prediction)
-            return list(session.exec(query))
+        where = {} if prediction is None else {"prediction": prediction}
+        return self._select(VerdictRecord, (VerdictRecord.created_at, VerdictRecord.id), **where)
 
     def latest_verdicts(self) -> list[VerdictRecord]:
         """The newest verdict of every (prediction, version, model)."""

@@ -19,6 +19,8 @@ import uuid
 import click
 
 DEFAULT_DB = "sqlite:///atlas.db"
+_DB_OPTION = click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB),
+                          show_default="ATLAS_DB or " + DEFAULT_DB, help="SQLAlchemy URL of the store")
 
 
 def _clean(value):
@@ -39,8 +41,7 @@ def measurement_options(fn):
                      help="registry name, local checkpoint directory, or Hugging Face id"),
         click.option("--corpus", "corpus_path", default="starter", show_default=True,
                      help="JSONL corpus file ('starter': the bundled starter corpus)"),
-        click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB), show_default="ATLAS_DB or "
-                     + DEFAULT_DB, help="SQLAlchemy URL of the store"),
+        _DB_OPTION,
         click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
         click.option("--dtype", default="auto", show_default=True,
                      type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
@@ -136,7 +137,7 @@ _add_measure_commands()
 
 
 @main.command()
-@click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB), help="SQLAlchemy URL of the store")
+@_DB_OPTION
 @click.option("--out", default="reports", show_default=True, help="directory for index.html")
 def report(db, out):
     """Re-render the HTML verdict report from the store."""
@@ -156,7 +157,7 @@ def models():
 
 
 @main.command()
-@click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB), help="SQLAlchemy URL of the store")
+@_DB_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `verdicts` list")
 def verdicts(db, as_json):
     """The latest verdict of every prediction version on every model."""
@@ -173,10 +174,6 @@ def verdicts(db, as_json):
         effect = "" if v["effect"] is None else f"{v['effect']:.3g}"
         click.echo(f"{v['prediction']:40} {v['version']} {v['form']:8} {v['model']:28} {v['outcome']:13} "
                    f"{effect:>8} {ci:>18} n={v['n']}")
-
-
-_DB_OPTION = click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB),
-                          show_default="ATLAS_DB or " + DEFAULT_DB, help="SQLAlchemy URL of the store")
 
 
 @main.command()
