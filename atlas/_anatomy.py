@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import torch
 from torch import nn
 
 __all__ = ["attention", "attention_params", "decoder_layers", "eager_attention", "final_norm", "head_dim",

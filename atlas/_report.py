@@ -18,14 +18,12 @@ import math
 from importlib.resources import files
 from pathlib import Path
 
-import pandas as pd
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlmodel import Session, select
 
 from ._judgment import AWAITING, run_fields, verdict_fields
 from ._schema import schema_for, table_names
-from ._store import Measurement, Run, Store, utcnow
+from ._store import Run, Store, latest_verdicts, utcnow
 from ._vocabulary import groups, vocabulary
 
 __all__ = ["render_report", "seed_reference"]
@@ -130,19 +128,6 @@ def _latest_measured(runs: list[Run], instrument: str) -> list[Run]:
     return list(latest.values())
 
 
-def _tables(store: Store, run_id: str, names: set[str] | None) -> dict:
-    """A run's tables, only those named (per-passage tables can be large and the report does not show them)."""
-    with Session(store.engine) as session:
-        query = select(Measurement).where(Measurement.run_id == run_id)
-        if names is not None:
-            query = query.where(Measurement.table_name.in_(sorted(names)))
-        rows = session.exec(query.order_by(Measurement.table_name, Measurement.row)).all()
-    grouped: dict[str, list[dict]] = {}
-    for m in rows:
-        grouped.setdefault(m.table_name, []).append(m.values)
-    return {name: pd.DataFrame(records) for name, records in grouped.items()}
-
-
 def _term_links(terms: dict, instruments: set[str]) -> list:
     return [t for t in terms.values() if set(t.instruments) & instruments]
 
@@ -152,11 +137,13 @@ def _context(store: Store) -> dict:
     all_runs = store.runs()
     runs: dict[str, Run] = {r.id: r for r in all_runs}
     wanted = {"perplexity_domains", "coupling", *(t for t in table_names() if schema_for(t).technician)}
-    tables = {r.id: _tables(store, r.id, None if r.provenance == "imported" else wanted)
+    # per-passage tables can be large and the report does not show them
+    tables = {r.id: store.tables(r.id, None if r.provenance == "imported" else wanted)
               for r in all_runs if r.status == "complete"}
-    verdicts = store.latest_verdicts()
+    all_verdicts = store.verdicts()
+    verdicts = latest_verdicts(all_verdicts)
     history: dict[str, list] = {}
-    for v in store.verdicts():
+    for v in all_verdicts:
         versions = history.setdefault(v.prediction, [])
         if v.version not in [x["version"] for x in versions]:
             versions.append({"version": v.version, "first": v.created_at, "criterion": v.criterion})
@@ -170,7 +157,7 @@ def _context(store: Store) -> dict:
 
     run_terms = {rid: _term_links(terms, {r.instrument}) for rid, r in runs.items()}
     verdict_terms = {v.id: _term_links(terms, {runs[rid].instrument for rid in v.run_ids if rid in runs})
-                     for v in store.verdicts()}
+                     for v in all_verdicts}
     technician = {rid: run_fields(store, runs[rid], t) for rid, t in tables.items()}
     technician = {rid: fields for rid, fields in technician.items() if fields}
     interpretations = {v.id: verdict_fields(store, v) for v in verdicts}
@@ -187,7 +174,7 @@ def _context(store: Store) -> dict:
     imported = [{"run": r, "tables": tables.get(r.id, {}), "record": r.settings.get("record", {})}
                 for r in all_runs if r.provenance == "imported"]
     return dict(
-        verdicts=verdicts, all_verdicts=store.verdicts(), runs=runs, history=history, charts=charts,
+        verdicts=verdicts, all_verdicts=all_verdicts, runs=runs, history=history, charts=charts,
         coupling=coupling, reference=reference, terms=terms, groups=group_info, run_terms=run_terms,
         verdict_terms=verdict_terms, term_counts=term_counts, technician=technician, interpretations=interpretations,
         field_terms=field_terms, sessions=sessions, imported=imported, awaiting=AWAITING, generated=utcnow(),

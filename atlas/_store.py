@@ -225,11 +225,13 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(Run, run_id)
 
-    def tables(self, run_id: str) -> dict[str, pd.DataFrame]:
-        """A run's measurement tables, rows in their original order."""
+    def tables(self, run_id: str, names: set[str] | None = None) -> dict[str, pd.DataFrame]:
+        """A run's measurement tables (only those in ``names``, if given), rows in their original order."""
         with Session(self.engine, expire_on_commit=False) as session:
-            rows = session.exec(select(Measurement).where(Measurement.run_id == run_id)
-                                .order_by(Measurement.table_name, Measurement.row)).all()
+            query = select(Measurement).where(Measurement.run_id == run_id)
+            if names is not None:
+                query = query.where(Measurement.table_name.in_(sorted(names)))
+            rows = session.exec(query.order_by(Measurement.table_name, Measurement.row)).all()
         grouped: dict[str, list[dict]] = {}
         for m in rows:
             grouped.setdefault(m.table_name, []).append(m.values)
@@ -241,10 +243,13 @@ class Store:
 
     def latest_verdicts(self) -> list[VerdictRecord]:
         """The newest verdict of every (prediction, version, model)."""
-        latest: dict[tuple, VerdictRecord] = {}
-        for v in self.verdicts():
-            latest[(v.prediction, v.version, v.model)] = v
-        return sorted(latest.values(), key=lambda v: (v.prediction, v.model, v.created_at))
+        return latest_verdicts(self.verdicts())
+
+
+def latest_verdicts(verdicts: list[VerdictRecord]) -> list[VerdictRecord]:
+    """Of verdicts in the order written, the newest of every (prediction, version, model)."""
+    latest = {(v.prediction, v.version, v.model): v for v in verdicts}
+    return sorted(latest.values(), key=lambda v: (v.prediction, v.model, v.created_at))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

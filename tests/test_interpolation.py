@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from atlas import Corpus, load_model, run_instrument, validate_table
+from atlas import load_model, run_instrument, validate_table
 from atlas._cisp import model_checksum
 from atlas._scoring import batches, encode, token_nll
 from atlas.instruments import interpolation_barrier, measure_interpolation, measure_perplexity
