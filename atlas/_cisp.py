@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from ._corpus import Corpus
-from ._models import LoadedModel, model_checksum
+from ._models import LoadedModel, load_model, model_checksum
 from ._schema import validate_table
 from ._store import ProtocolEvent, Run, Store, utcnow
 from .instruments import INSTRUMENTS
@@ -91,7 +91,11 @@ def run_instrument(store: Store, lm: LoadedModel, corpus: Corpus, instrument: st
         raise TypeError(f"instrument {instrument!r} has no setting(s) {sorted(unknown)}; "
                         f"it takes {sorted({**inst.defaults, **STATISTICS_DEFAULTS})}")
     full = {**inst.defaults, **STATISTICS_DEFAULTS, **settings}
-    key = settings_hash({**full, "instrument_version": inst.version, "dtype": lm.dtype})
+    others = {m: full[m] if isinstance(full[m], LoadedModel) else load_model(full[m], device=lm.device, dtype=lm.dtype)
+              for m in inst.models if full[m]}
+    full.update({m: o.name for m, o in others.items()})
+    key = settings_hash({**full, "instrument_version": inst.version, "dtype": lm.dtype,
+                         **{f"{m}_revision": o.revision for m, o in others.items()}})
 
     def log(action: str, run_id: str | None = None, reason: str = "") -> None:
         store.write_event(ProtocolEvent(session=session, prediction=prediction, instrument=instrument,
@@ -112,7 +116,7 @@ def run_instrument(store: Store, lm: LoadedModel, corpus: Corpus, instrument: st
               corpus=corpus.name, corpus_hash=corpus.hash, settings=full, settings_hash=key, device=lm.device,
               dtype=lm.dtype, seed=full["seed"], packages=_package_versions(), git_commit=_git_commit(),
               started_at=utcnow(), ended_at=utcnow(), status="running")
-    measure_settings = {k: full[k] for k in inst.defaults}
+    measure_settings = {**{k: full[k] for k in inst.defaults}, **others}
     state = _model_state(lm.model)
     try:
         if lm.checksum and state[0] != lm.checksum:
@@ -120,7 +124,7 @@ def run_instrument(store: Store, lm: LoadedModel, corpus: Corpus, instrument: st
                                   "reload it before measuring")
         _seed_everything(full["seed"])
         measured = inst.measure(lm, corpus, progress=progress, **measure_settings)
-        tables = dict(measured) if isinstance(measured, dict) else {inst.table: measured}
+        tables = dict(measured)
         primary = tables[inst.table]
         for name, summarise in inst.summaries.items():
             tables[name] = summarise(primary, n_resamples=full["bootstrap_resamples"], seed=full["seed"])

@@ -114,12 +114,13 @@ def _measure_command(instrument) -> click.Command:
 
     for setting, default in reversed(list(instrument.defaults.items())):
         flag = "--" + setting.replace("_", "-")
-        if isinstance(default, bool):
+        if setting in instrument.models:
+            run = click.option(flag, setting, default=None, type=str, help="another model's name")(run)
+        elif isinstance(default, bool):
             run = click.option(f"{flag}/--no-{flag[2:]}", setting, default=default, show_default=True)(run)
         else:
             run = click.option(flag, setting, default=default, type=type(default), show_default=True)(run)
-    doc = (instrument.measure.__doc__ or "").strip().splitlines()
-    return click.command(instrument.name, help=doc[0] if doc else None)(measurement_options(run))
+    return click.command(instrument.name, help=instrument.summary or None)(measurement_options(run))
 
 
 _COMMON = ("model_name", "corpus_path", "db", "device", "dtype", "per_domain", "seed", "no_reuse", "as_json")

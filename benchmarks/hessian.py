@@ -53,7 +53,7 @@ def atlas_top(lm, corpus, block, args) -> tuple[list[float], int, float]:
     start = time.perf_counter()
     table = measure_hessian(lm, corpus, **block_settings(block), top_k=args.top_k, lanczos_steps=args.lanczos_steps,
                             hutchinson_samples=0, slq_runs=0, max_tokens=args.max_tokens, tol=args.tol,
-                            progress=False)
+                            progress=False)["hessian"]
     seconds = time.perf_counter() - start
     values = table["value"].drop_duplicates().to_numpy()  # both ends; the same value twice when they meet
     return sorted(values, key=abs, reverse=True)[: args.top_k], int(table["n_hvp"].iloc[0]), seconds
@@ -105,7 +105,7 @@ def cost(lm, corpus) -> None:
                 del H
             start = time.perf_counter()
             table = measure_hessian(lm, corpus, blocks="attention", layers=str(layer), top_k=1, hutchinson_samples=0,
-                                    slq_runs=0, max_tokens=tokens, progress=False)
+                                    slq_runs=0, max_tokens=tokens, progress=False)["hessian"]
             seconds.append(time.perf_counter() - start)
             print(f"{tokens:4d} tokens, layer.{layer}.attention: one HVP {hvp:.3f} s (gradient with graph "
                   f"{setup:.3f} s); top_k=1 at both ends {seconds[-1]:.1f} s, {table['n_hvp'].iloc[0]} HVPs")

@@ -58,20 +58,20 @@ def naive_ppl(lm, corpus, layer: int, head: int) -> float:
 
     handle = output_projection(lm.model, layer).register_forward_pre_hook(zero)
     try:
-        return pooled_ppl(measure_perplexity(lm, corpus, progress=False))
+        return pooled_ppl(measure_perplexity(lm, corpus, progress=False)["perplexity"])
     finally:
         handle.remove()
 
 
 def test_each_ablation_equals_a_copy_with_the_head_weights_zeroed(tiny, few):
-    table = measure_ablation(tiny, few, max_tokens=ALL, batch_size=2, progress=False)
-    baseline = measure_perplexity(tiny, few, progress=False)
+    table = measure_ablation(tiny, few, max_tokens=ALL, batch_size=2, progress=False)["ablation"]
+    baseline = measure_perplexity(tiny, few, progress=False)["perplexity"]
     assert (table["n_tokens"] == baseline["n_tokens"].sum()).all()
     assert table["baseline_ppl"].iloc[0] == pytest.approx(pooled_ppl(baseline), rel=1e-6)
     assert len(table) == tiny.n_layers * tiny.n_heads
     for row in table.itertuples():
         zeroed = with_head_scaled(tiny, row.layer, row.head, 0.0)
-        reference = pooled_ppl(measure_perplexity(zeroed, few, progress=False))
+        reference = pooled_ppl(measure_perplexity(zeroed, few, progress=False)["perplexity"])
         assert row.ppl == pytest.approx(reference, rel=1e-5), (row.layer, row.head)
         assert row.delta_ppl == pytest.approx(row.ppl - row.baseline_ppl)
     assert table["delta_ppl"].abs().max() > 0  # removing a head changes something
@@ -101,13 +101,13 @@ def naive_gpt2(tiny_gpt2, few):
 @given(batch_size=st.integers(1, 4), heads_per_pass=st.integers(1, 5))
 def test_fast_scan_equals_the_naive_loop(tiny_gpt2, few, naive_gpt2, batch_size, heads_per_pass):
     table = measure_ablation(tiny_gpt2, few, max_tokens=ALL, batch_size=batch_size, heads_per_pass=heads_per_pass,
-                             progress=False)
+                             progress=False)["ablation"]
     fast = table.pivot(index="layer", columns="head", values="ppl").to_numpy()
     np.testing.assert_allclose(fast, naive_gpt2, rtol=1e-6)
 
 
 def test_fast_scan_equals_the_naive_loop_on_every_layout(tiny, few):
-    table = measure_ablation(tiny, few, max_tokens=ALL, batch_size=2, heads_per_pass=3, progress=False)
+    table = measure_ablation(tiny, few, max_tokens=ALL, batch_size=2, heads_per_pass=3, progress=False)["ablation"]
     for row in table.itertuples():
         assert row.ppl == pytest.approx(naive_ppl(tiny, few, row.layer, row.head), rel=1e-6)
 
@@ -122,7 +122,7 @@ def passage_mean_nll(model, ids: list[int], params: dict | None = None) -> torch
 def test_importance_equals_per_passage_autograd_and_finite_differences(tiny, few):
     """I_h = mean |dL_p/ds| where s scales the output-projection weights reading the head, one passage at a time."""
     layer, head = tiny.n_layers - 1, 1
-    table = measure_ablation(tiny, few, max_tokens=ALL, batch_size=2, progress=False).set_index(["layer", "head"])
+    table = measure_ablation(tiny, few, max_tokens=ALL, batch_size=2, progress=False)["ablation"].set_index(["layer", "head"])
     encoded = encode(tiny, [p.text for p in few.passages], "prepend")
     model = copy.deepcopy(tiny.model).double()
     weight = output_projection(model, layer).weight
@@ -148,10 +148,10 @@ def test_importance_equals_per_passage_autograd_and_finite_differences(tiny, few
 def test_token_budget_cuts_the_last_passage_to_fit(tiny_gpt2, few):
     encoded = encode(tiny_gpt2, [p.text for p in few.passages], "prepend")
     first = len(encoded[0]) - 1
-    assert measure_ablation(tiny_gpt2, few, max_tokens=first + 5, progress=False)["n_tokens"].iloc[0] == first + 5
-    cut = measure_ablation(tiny_gpt2, few, max_tokens=first - 10, progress=False)
+    assert measure_ablation(tiny_gpt2, few, max_tokens=first + 5, progress=False)["ablation"]["n_tokens"].iloc[0] == first + 5
+    cut = measure_ablation(tiny_gpt2, few, max_tokens=first - 10, progress=False)["ablation"]
     only_first = Corpus("first", few.passages[:1])
-    whole_first = measure_ablation(tiny_gpt2, only_first, max_tokens=ALL, progress=False)
+    whole_first = measure_ablation(tiny_gpt2, only_first, max_tokens=ALL, progress=False)["ablation"]
     assert cut["n_tokens"].iloc[0] == first - 10
     assert cut["baseline_ppl"].iloc[0] != whole_first["baseline_ppl"].iloc[0]  # the passage was cut short
     assert whole_first["n_tokens"].iloc[0] == first
@@ -160,14 +160,14 @@ def test_token_budget_cuts_the_last_passage_to_fit(tiny_gpt2, few):
 @pytest.mark.parametrize("bad", [{"max_tokens": 0}, {"batch_size": 0}, {"heads_per_pass": 0}])
 def test_settings_must_be_positive(tiny_gpt2, few, bad):
     with pytest.raises(ValueError, match="at least 1"):
-        measure_ablation(tiny_gpt2, few, progress=False, **bad)
+        measure_ablation(tiny_gpt2, few, progress=False, **bad)["ablation"]
 
 
 def test_the_model_is_left_as_found(tiny, few):
     before = model_checksum(tiny.model)
     for grad_mode in (True, False):
         with torch.set_grad_enabled(grad_mode):
-            measure_ablation(tiny, few, max_tokens=64, progress=False)
+            measure_ablation(tiny, few, max_tokens=64, progress=False)["ablation"]
             assert torch.is_grad_enabled() == grad_mode
     assert model_checksum(tiny.model) == before and not tiny.model.training
     assert all(p.grad is None and p.requires_grad for p in tiny.model.parameters())
@@ -199,7 +199,7 @@ def test_layer_summary_has_no_interval_for_a_single_head():
 
 @pytest.mark.slow
 def test_smollm2_ablation_equals_a_copy_with_the_head_weights_zeroed(smollm2, starter):
-    table = measure_ablation(smollm2, starter, max_tokens=16, progress=False)
+    table = measure_ablation(smollm2, starter, max_tokens=16, progress=False)["ablation"]
     validate_table("ablation", table)
     assert len(table) == 30 * 9 and (table["n_tokens"] == 16).all()
     ids = encode(smollm2, [starter.passages[0].text], "prepend")[0]

@@ -72,14 +72,14 @@ def test_registry_defaults_equal_the_function_defaults():
 @given(batch_size=st.integers(1, 16), max_tokens=st.sampled_from([16, 100, 300]))
 def test_batching_does_not_change_any_number(tiny, starter, batch_size, max_tokens):
     corpus = starter.sample(1)
-    reference = measure_coupling(tiny, corpus, batch_size=1, max_tokens=max_tokens, progress=False)
-    batched = measure_coupling(tiny, corpus, batch_size=batch_size, max_tokens=max_tokens, progress=False)
+    reference = measure_coupling(tiny, corpus, batch_size=1, max_tokens=max_tokens, progress=False)["coupling_passages"]
+    batched = measure_coupling(tiny, corpus, batch_size=batch_size, max_tokens=max_tokens, progress=False)["coupling_passages"]
     pd.testing.assert_frame_equal(batched.drop(columns="coupling"), reference.drop(columns="coupling"))
     np.testing.assert_allclose(batched["coupling"], reference["coupling"], rtol=0, atol=1e-9)
 
 
 def test_passages_are_truncated_to_max_tokens(tiny_gpt2, small):
-    table = measure_coupling(tiny_gpt2, small, max_tokens=300, progress=False)
+    table = measure_coupling(tiny_gpt2, small, max_tokens=300, progress=False)["coupling_passages"]
     full = [len(ids) for ids in encode(tiny_gpt2, [p.text for p in small.passages], "prepend")]
     assert max(full) > 300 > min(full)  # the starter passages straddle the limit
     got = table.groupby("passage_id", sort=False)["n_tokens"].first().tolist()
@@ -91,7 +91,7 @@ def test_matches_numpy_corrcoef_on_output_attentions():
     lm = load_model("tiny-llama", device="cpu")  # a fresh model: output_attentions leaves hooks on it
     corpus = Corpus("two", (Passage("a", "x", "Tides turn twice a day along this coast."),
                             Passage("b", "y", "Le vent se leve.")))
-    table = measure_coupling(lm, corpus, batch_size=2, progress=False).set_index(["passage_id", "layer", "variant"])
+    table = measure_coupling(lm, corpus, batch_size=2, progress=False)["coupling_passages"].set_index(["passage_id", "layer", "variant"])
     groups = kv_groups(lm.model)
     all_pairs = [(h, k) for h in range(4) for k in range(h + 1, 4)]
     cross = [(h, k) for h, k in all_pairs if h // groups != k // groups]
@@ -108,7 +108,7 @@ def test_matches_numpy_corrcoef_on_output_attentions():
 
 
 def test_the_sink_variant_differs_from_all(tiny, small):
-    table = measure_coupling(tiny, small, progress=False)
+    table = measure_coupling(tiny, small, progress=False)["coupling_passages"]
     wide = table.pivot_table(index=["passage_id", "layer"], columns="variant", values="coupling")
     assert (wide["all"] - wide["no_sink"]).abs().min() > 1e-6
 
@@ -117,7 +117,7 @@ def test_model_left_as_found_attention_implementation_included():
     lm = load_model("tiny-gpt2", device="cpu")
     lm.model.set_attn_implementation("sdpa")
     before, hooks = model_checksum(lm.model), _hook_count(lm.model)
-    measure_coupling(lm, load_corpus("starter").sample(1), max_tokens=32, progress=False)
+    measure_coupling(lm, load_corpus("starter").sample(1), max_tokens=32, progress=False)["coupling_passages"]
     assert lm.model.config._attn_implementation == "sdpa"
     assert model_checksum(lm.model) == before and _hook_count(lm.model) == hooks
     assert not lm.model.training and torch.is_grad_enabled()
@@ -126,7 +126,7 @@ def test_model_left_as_found_attention_implementation_included():
 def test_cells_without_a_defined_pair_are_left_out_with_a_warning(tiny_gpt2, small):
     """Two tokens: without the sink each head's map is one number, so no correlation is defined."""
     with pytest.warns(RuntimeWarning, match="no head pair with a defined correlation"):
-        table = measure_coupling(tiny_gpt2, small, max_tokens=2, progress=False)
+        table = measure_coupling(tiny_gpt2, small, max_tokens=2, progress=False)["coupling_passages"]
     assert set(table["variant"]) == {"all"} and (table["n_tokens"] == 2).all()
     assert table["coupling"].notna().all()
 
@@ -209,7 +209,7 @@ def test_layer_coupling_is_the_passage_mean_with_a_ci_around_it():
     ("coupling", lambda t: t.assign(ci_low=t["coupling"] + 0.01)),
 ])
 def test_schema_rejects_malformed_tables(tiny_gpt2, small, table, corrupt):
-    passages = measure_coupling(tiny_gpt2, small, max_tokens=32, progress=False)
+    passages = measure_coupling(tiny_gpt2, small, max_tokens=32, progress=False)["coupling_passages"]
     df = passages if table == "coupling_passages" else layer_coupling(passages, n_resamples=100)
     validate_table(table, df)
     with pytest.raises(SchemaViolation):

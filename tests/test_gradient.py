@@ -73,7 +73,7 @@ def test_numbers_match_an_independent_backward_on_every_layout(tiny, small):
 def test_loss_is_the_log_of_the_pooled_domain_perplexity(tiny_gpt2, small):
     table = measure_gradient(tiny_gpt2, small, max_tokens_per_domain=700, progress=False)["gradient"]
     used = _used(small, table)
-    domains = domain_perplexity(measure_perplexity(tiny_gpt2, used, progress=False), n_resamples=100)
+    domains = domain_perplexity(measure_perplexity(tiny_gpt2, used, progress=False)["perplexity"], n_resamples=100)
     merged = table.merge(domains, on="domain", suffixes=("", "_ppl"))
     assert len(merged) == len(table)
     assert (merged["n_tokens"] == merged["n_tokens_ppl"]).all() and (merged["n_passages"] == merged["n"]).all()

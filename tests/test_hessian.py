@@ -65,7 +65,7 @@ def dense(micro):
 @pytest.fixture(scope="module")
 def atlas_micro(micro):
     return measure_hessian(micro, SHORT, blocks="attention", top_k=3, lanczos_steps=24, hutchinson_samples=30,
-                           slq_runs=2, max_tokens=ALL, progress=False)
+                           slq_runs=2, max_tokens=ALL, progress=False)["hessian"]
 
 
 # --- the numerical core on plain matrices ---------------------------------------------------
@@ -158,7 +158,7 @@ def test_density_is_a_probability_over_the_spectrum(atlas_micro, dense):
 
 def test_pyhessian_backend_agrees_with_atlas_and_the_full_hessian(micro, atlas_micro, dense):
     table = measure_hessian(micro, SHORT, backend="pyhessian", blocks="attention", top_k=1, hutchinson_samples=20,
-                            slq_runs=1, lanczos_steps=10, max_tokens=ALL, progress=False)
+                            slq_runs=1, lanczos_steps=10, max_tokens=ALL, progress=False)["hessian"]
     exact = np.linalg.eigvalsh(dense)
     largest_magnitude = exact[np.abs(exact).argmax()]
     top = table[(table["kind"] == "eigenvalue")].iloc[0]
@@ -177,7 +177,7 @@ def test_pyhessian_backend_agrees_with_atlas_and_the_full_hessian(micro, atlas_m
 def test_loss_is_token_weighted_and_padding_masked(tiny):
     ids, mask = hessian_batch(tiny, SHORT, ALL)
     assert ids.shape == (3, 30) and int(mask.sum()) == 13 + 13 + 30
-    per_passage = measure_perplexity(tiny, SHORT, batch_size=1, progress=False)
+    per_passage = measure_perplexity(tiny, SHORT, batch_size=1, progress=False)["perplexity"]
     pooled = per_passage["nll_sum"].sum() / per_passage["n_tokens"].sum()  # not a mean of per-passage means
     with torch.no_grad():
         assert float(_mean_nll(tiny.model, ids, mask)) == pytest.approx(pooled, rel=1e-5)
@@ -231,11 +231,11 @@ def test_per_block_rows_on_every_layout(tiny, store):
 
 def test_layers_selects_blocks(tiny_gpt2):
     table = measure_hessian(tiny_gpt2, SHORT, blocks="layers", layers="1", top_k=1, lanczos_steps=4,
-                            hutchinson_samples=0, slq_runs=0, max_tokens=16, progress=False)
+                            hutchinson_samples=0, slq_runs=0, max_tokens=16, progress=False)["hessian"]
     assert list(table["block"]) == ["layer.1.attention"] * 2 + ["layer.1.mlp"] * 2
     assert set(table["kind"]) == {"eigenvalue"} and (table["n_hvp"] <= 4).all()
     whole = measure_hessian(tiny_gpt2, SHORT, top_k=1, lanczos_steps=4, hutchinson_samples=0, slq_runs=0,
-                            max_tokens=16, progress=False)
+                            max_tokens=16, progress=False)["hessian"]
     assert set(whole["block"]) == {"model"}
     assert whole["n_params"].iloc[0] == sum(p.numel() for p in tiny_gpt2.model.parameters())
 
@@ -250,7 +250,7 @@ def test_model_is_left_as_found(micro, backend):
     model.train()
     try:
         measure_hessian(micro, SHORT, backend=backend, blocks="attention", top_k=1, lanczos_steps=4,
-                        hutchinson_samples=2, slq_runs=1, max_tokens=16, progress=False)
+                        hutchinson_samples=2, slq_runs=1, max_tokens=16, progress=False)["hessian"]
         assert model.config._attn_implementation == "sdpa" and model.training
         assert not frozen.requires_grad
         assert all(p.requires_grad for p in model.parameters() if p is not frozen)
@@ -271,7 +271,7 @@ def test_model_is_left_as_found(micro, backend):
 ])
 def test_bad_settings_are_refused(tiny_gpt2, settings_, message):
     with pytest.raises(ValueError, match=message):
-        measure_hessian(tiny_gpt2, SHORT, progress=False, **settings_)
+        measure_hessian(tiny_gpt2, SHORT, progress=False, **settings_)["hessian"]
 
 
 def test_registry_defaults_are_the_function_defaults():

@@ -44,12 +44,12 @@ def model_a(checkpoints):
 
 def _pooled_loss(lm, corpus) -> float:
     """The perplexity instrument's token-weighted mean NLL: the log of its pooled perplexity."""
-    table = measure_perplexity(lm, corpus, progress=False)
+    table = measure_perplexity(lm, corpus, progress=False)["perplexity"]
     return float(table["nll_sum"].sum() / table["n_tokens"].sum())
 
 
 def test_endpoints_are_each_checkpoints_own_loss(model_a, checkpoints, small):
-    table = measure_interpolation(model_a, small, other=checkpoints[1], points=3, max_tokens=ALL, progress=False)
+    table = measure_interpolation(model_a, small, other=load_model(checkpoints[1], device="cpu"), points=3, max_tokens=ALL, progress=False)["interpolation"]
     loss_a, loss_b = _pooled_loss(model_a, small), _pooled_loss(load_model(checkpoints[1], device="cpu"), small)
     assert loss_b < loss_a - 0.1  # B was fine-tuned on these passages: the two ends differ
     assert table["loss"].iloc[0] == pytest.approx(loss_a, rel=1e-5)
@@ -57,11 +57,11 @@ def test_endpoints_are_each_checkpoints_own_loss(model_a, checkpoints, small):
     assert list(table["t"]) == [0.0, 0.5, 1.0]
     assert list(table["linear"]) == pytest.approx([loss_a, (loss_a + loss_b) / 2, loss_b], rel=1e-5)
     assert list(table["excess"]) == pytest.approx(list(table["loss"] - table["linear"]), abs=1e-12)
-    assert (table["n_tokens"] == measure_perplexity(model_a, small, progress=False)["n_tokens"].sum()).all()
+    assert (table["n_tokens"] == measure_perplexity(model_a, small, progress=False)["perplexity"]["n_tokens"].sum()).all()
 
 
 def test_midpoint_is_the_loss_of_the_averaged_weights(model_a, checkpoints, small):
-    table = measure_interpolation(model_a, small, other=checkpoints[1], points=3, max_tokens=ALL, progress=False)
+    table = measure_interpolation(model_a, small, other=load_model(checkpoints[1], device="cpu"), points=3, max_tokens=ALL, progress=False)["interpolation"]
     b = load_model(checkpoints[1], device="cpu").model.state_dict()
     mid = copy.deepcopy(model_a)
     mid.model.load_state_dict({k: (v + b[k]) / 2 if v.is_floating_point() else v
@@ -70,7 +70,7 @@ def test_midpoint_is_the_loss_of_the_averaged_weights(model_a, checkpoints, smal
 
 
 def test_a_model_interpolated_with_itself_is_flat(model_a, checkpoints, small):
-    table = measure_interpolation(model_a, small, other=checkpoints[0], points=5, max_tokens=ALL, progress=False)
+    table = measure_interpolation(model_a, small, other=load_model(checkpoints[0], device="cpu"), points=5, max_tokens=ALL, progress=False)["interpolation"]
     assert list(table["loss"]) == pytest.approx([table["loss"].iloc[0]] * 5, rel=1e-6)
     assert list(interpolation_barrier(table)["barrier"]) == pytest.approx([0, 0], abs=1e-6)
 
@@ -88,13 +88,13 @@ def test_barrier_definitions_on_a_hand_made_table():
 
 
 def test_the_token_budget_is_spent_exactly(model_a, checkpoints, starter):
-    table = measure_interpolation(model_a, starter, other=checkpoints[0], points=2, max_tokens=1500, progress=False)
+    table = measure_interpolation(model_a, starter, other=load_model(checkpoints[0], device="cpu"), points=2, max_tokens=1500, progress=False)["interpolation"]
     assert (table["n_tokens"] == 1500).all()
 
 
 def test_other_is_required(model_a, small):
     with pytest.raises(ValueError, match="pass other="):
-        measure_interpolation(model_a, small, progress=False)
+        measure_interpolation(model_a, small, progress=False)["interpolation"]
 
 
 def test_refuses_a_different_architecture(model_a, small, tmp_path):
@@ -102,7 +102,7 @@ def test_refuses_a_different_architecture(model_a, small, tmp_path):
     opt.model.save_pretrained(tmp_path)
     opt.tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="cannot interpolate") as info:
-        measure_interpolation(model_a, small, other=str(tmp_path), progress=False)
+        measure_interpolation(model_a, small, other=load_model(str(tmp_path), device="cpu"), progress=False)["interpolation"]
     message = str(info.value)
     assert "architectures differ (GPT2LMHeadModel vs OPTForCausalLM)" in message
     assert "parameter names differ" in message and "Pass other= a checkpoint of the same architecture" in message
@@ -123,7 +123,7 @@ def test_refuses_a_different_vocabulary(model_a, checkpoints, small, tmp_path):
     PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                             unk_token="<unk>").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="cannot interpolate") as info:
-        measure_interpolation(model_a, small, other=str(tmp_path), progress=False)
+        measure_interpolation(model_a, small, other=load_model(str(tmp_path), device="cpu"), progress=False)["interpolation"]
     message = str(info.value)
     assert "tokenizer vocabularies differ (261 vs 261 tokens; 256 tokens missing or with other ids" in message
     assert "architectures" not in message and "parameter" not in message
@@ -132,7 +132,7 @@ def test_refuses_a_different_vocabulary(model_a, checkpoints, small, tmp_path):
 def test_the_loaded_model_is_never_written(model_a, checkpoints, small):
     before = model_checksum(model_a.model)
     state = {k: v.clone() for k, v in model_a.model.state_dict().items()}
-    measure_interpolation(model_a, small, other=checkpoints[1], points=3, max_tokens=ALL, progress=False)
+    measure_interpolation(model_a, small, other=load_model(checkpoints[1], device="cpu"), points=3, max_tokens=ALL, progress=False)["interpolation"]
     assert model_checksum(model_a.model) == before
     assert all(torch.equal(state[k], v) for k, v in model_a.model.state_dict().items())
 

@@ -17,7 +17,7 @@ def small(starter):
 
 
 def test_table_matches_schema_on_every_layout(tiny, small):
-    table = measure_perplexity(tiny, small, progress=False)
+    table = measure_perplexity(tiny, small, progress=False)["perplexity"]
     validate_table("perplexity", table)
     validate_table("perplexity_domains", domain_perplexity(table, n_resamples=200))
     assert list(table["passage_id"]) == [p.id for p in small.passages]
@@ -27,15 +27,15 @@ def test_table_matches_schema_on_every_layout(tiny, small):
 @given(batch_size=st.integers(1, 16))
 def test_batching_does_not_change_any_number(tiny_gpt2, starter, batch_size):
     corpus = starter.sample(2)
-    reference = measure_perplexity(tiny_gpt2, corpus, batch_size=1, progress=False)
-    batched = measure_perplexity(tiny_gpt2, corpus, batch_size=batch_size, progress=False)
+    reference = measure_perplexity(tiny_gpt2, corpus, batch_size=1, progress=False)["perplexity"]
+    batched = measure_perplexity(tiny_gpt2, corpus, batch_size=batch_size, progress=False)["perplexity"]
     assert (batched["n_tokens"] == reference["n_tokens"]).all()
     pd.testing.assert_series_equal(batched["nll_sum"], reference["nll_sum"], rtol=1e-6)
 
 
 def test_bos_policy_none_matches_hf_labels_loss(tiny, small):
     """Under 'none' the first token is unscored: exactly what model(labels=ids) averages over."""
-    table = measure_perplexity(tiny, small, bos_policy="none", progress=False)
+    table = measure_perplexity(tiny, small, bos_policy="none", progress=False)["perplexity"]
     for passage, row in zip(small.passages, table.itertuples()):
         ids = torch.tensor([tiny.tokenizer(passage.text, add_special_tokens=False).input_ids])
         with torch.no_grad():
@@ -45,7 +45,7 @@ def test_bos_policy_none_matches_hf_labels_loss(tiny, small):
 
 
 def test_bos_policy_prepend_scores_every_text_token_after_the_document_start(tiny_gpt2, small):
-    table = measure_perplexity(tiny_gpt2, small, bos_policy="prepend", progress=False)
+    table = measure_perplexity(tiny_gpt2, small, bos_policy="prepend", progress=False)["perplexity"]
     passage = small.passages[0]
     ids = tiny_gpt2.tokenizer(passage.text, add_special_tokens=False).input_ids
     full = torch.tensor([[tiny_gpt2.doc_start_id] + ids])
@@ -59,7 +59,7 @@ def test_bos_policy_prepend_scores_every_text_token_after_the_document_start(tin
 
 def test_unknown_bos_policy(tiny_gpt2, small):
     with pytest.raises(ValueError, match="unknown BOS policy 'first'"):
-        measure_perplexity(tiny_gpt2, small, bos_policy="first", progress=False)
+        measure_perplexity(tiny_gpt2, small, bos_policy="first", progress=False)["perplexity"]
 
 
 def test_domain_perplexity_is_token_weighted_with_a_ci_around_it():
@@ -81,14 +81,14 @@ def test_domain_perplexity_is_token_weighted_with_a_ci_around_it():
     (lambda t: t.drop(columns="n_bytes"), "columns missing ['n_bytes']"),
 ])
 def test_schema_rejects_malformed_tables_with_the_offending_rows(tiny_gpt2, small, corrupt, expectation):
-    table = measure_perplexity(tiny_gpt2, small, progress=False)
+    table = measure_perplexity(tiny_gpt2, small, progress=False)["perplexity"]
     with pytest.raises(SchemaViolation) as info:
         validate_table("perplexity", corrupt(table))
     assert expectation in str(info.value) and "it was not stored" in str(info.value)
 
 
 def test_schema_rejects_a_ci_that_does_not_contain_the_estimate(tiny_gpt2, small):
-    domains = domain_perplexity(measure_perplexity(tiny_gpt2, small, progress=False), n_resamples=100)
+    domains = domain_perplexity(measure_perplexity(tiny_gpt2, small, progress=False)["perplexity"], n_resamples=100)
     domains.loc[1, "ci_low"] = domains.loc[1, "ppl"] * 2
     with pytest.raises(SchemaViolation) as info:
         validate_table("perplexity_domains", domains)

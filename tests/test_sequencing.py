@@ -53,7 +53,7 @@ def test_a_failed_input_refuses_the_prediction(project, monkeypatch):
     pytester, db, args = project
     real = INSTRUMENTS["perplexity"]
     monkeypatch.setitem(INSTRUMENTS, "perplexity", dataclasses.replace(
-        real, measure=lambda *a, **k: real.measure(*a, **k).assign(ppl=-1.0)))
+        real, measure=lambda *a, **k: {"perplexity": real.measure(*a, **k)["perplexity"].assign(ppl=-1.0)}))
     result = pytester.runpytest(*args, "-k", "declared and not undeclared")
     result.assert_outcomes(skipped=1)
     [verdict] = Store(db).latest_verdicts()

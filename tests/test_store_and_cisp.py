@@ -1,3 +1,5 @@
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -6,7 +8,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from atlas import INSTRUMENTS, Instrument, IsolationBreach, SchemaViolation, Store, run_instrument
+from atlas import INSTRUMENTS, IsolationBreach, SchemaViolation, Store, run_instrument
 from atlas._cisp import model_checksum
 from atlas._store import Run, utcnow
 
@@ -65,8 +67,8 @@ def test_unknown_setting_is_refused(store, tiny_gpt2, starter):
 
 def test_a_table_failing_its_schema_is_stored_as_a_failed_run_without_rows(store, tiny_gpt2, starter, monkeypatch):
     real = INSTRUMENTS["perplexity"]
-    broken = Instrument("perplexity", real.version, lambda *a, **k: real.measure(*a, **k).assign(ppl=-1.0),
-                        real.table, real.defaults, real.summaries)
+    broken = dataclasses.replace(
+        real, measure=lambda *a, **k: {"perplexity": real.measure(*a, **k)["perplexity"].assign(ppl=-1.0)})
     monkeypatch.setitem(INSTRUMENTS, "perplexity", broken)
     with pytest.raises(SchemaViolation):
         run_instrument(store, tiny_gpt2, starter.sample(1), "perplexity", progress=False)
@@ -85,8 +87,7 @@ def test_an_instrument_that_changes_the_model_is_caught(store, starter, monkeypa
         return INSTRUMENTS_REAL.measure(lm, corpus, progress=progress, **settings)
 
     INSTRUMENTS_REAL = INSTRUMENTS["perplexity"]
-    monkeypatch.setitem(INSTRUMENTS, "perplexity", Instrument(
-        "perplexity", "1", mutating, "perplexity", INSTRUMENTS_REAL.defaults, INSTRUMENTS_REAL.summaries))
+    monkeypatch.setitem(INSTRUMENTS, "perplexity", dataclasses.replace(INSTRUMENTS_REAL, measure=mutating))
     before = model_checksum(lm.model)
     with pytest.raises(IsolationBreach):
         run_instrument(store, lm, starter.sample(1), "perplexity", progress=False)

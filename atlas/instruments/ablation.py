@@ -44,34 +44,11 @@ from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
 from .._stats import bootstrap_ci
+from ._registry import instrument
 
 __all__ = ["measure_ablation", "layer_ablation"]
 
 _LOGIT_ROWS = 2048  # tokens sent through the output embeddings at once: bounds the [rows, vocab] logits
-
-
-def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, batch_size: int = 8,
-                     heads_per_pass: int = 4, progress: bool = True) -> pd.DataFrame:
-    """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``)."""
-    if min(max_tokens, batch_size, heads_per_pass) < 1:
-        raise ValueError("max_tokens, batch_size and heads_per_pass must be at least 1")
-    encoded = token_budget(lm, corpus, max_tokens)
-    n_tokens = sum(len(ids) - 1 for ids in encoded)
-    layers = list(range(lm.n_layers))
-    base_nll, nll = _scan(lm, encoded, layers, batch_size, heads_per_pass, progress)
-    importance = _importance(lm, encoded, batch_size)
-    base_ppl = math.exp(base_nll / n_tokens)
-    ppl = np.exp(nll / n_tokens)  # [L, H]
-    layer, head = np.indices(ppl.shape)
-    return pd.DataFrame({
-        "layer": layer.ravel(),
-        "head": head.ravel(),
-        "ppl": ppl.ravel(),
-        "delta_ppl": ppl.ravel() - base_ppl,
-        "baseline_ppl": base_ppl,
-        "importance": importance.ravel(),
-        "n_tokens": n_tokens,
-    })
 
 
 def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -83,6 +60,34 @@ def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 
         rows.append({"layer": int(layer), "n_heads": len(g), "mean_delta_ppl": float(delta.mean()),
                      "ci_low": lo, "ci_high": hi, "mean_importance": float(g["importance"].mean())})
     return pd.DataFrame(rows)
+
+
+@instrument("ablation", version="1", measures=("ablation",), summaries={"ablation_layers": layer_ablation},
+            terms=("coupling", "viscosity"))
+def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, batch_size: int = 8,
+                     heads_per_pass: int = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``)."""
+    if min(max_tokens, batch_size, heads_per_pass) < 1:
+        raise ValueError("max_tokens, batch_size and heads_per_pass must be at least 1")
+    encoded = token_budget(lm, corpus, max_tokens)
+    n_tokens = sum(len(ids) - 1 for ids in encoded)
+    layers = list(range(lm.n_layers))
+    base_nll, nll = _scan(lm, encoded, layers, batch_size, heads_per_pass, progress)
+    importance = _importance(lm, encoded, batch_size)
+    base_ppl = math.exp(base_nll / n_tokens)
+    ppl = np.exp(nll / n_tokens)  # [L, H]
+    layer, head = np.indices(ppl.shape)
+    return {"ablation": pd.DataFrame({
+        "layer": layer.ravel(),
+        "head": head.ravel(),
+        "ppl": ppl.ravel(),
+        "delta_ppl": ppl.ravel() - base_ppl,
+        "baseline_ppl": base_ppl,
+        "importance": importance.ravel(),
+        "n_tokens": n_tokens,
+    })}
+
+
 
 
 @contextmanager

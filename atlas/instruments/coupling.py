@@ -42,6 +42,7 @@ from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import batches, encode
 from .._stats import bootstrap_ci
+from ._registry import instrument
 
 __all__ = ["head_pair_matrix", "layer_coupling", "measure_coupling", "shared_kv_pairs"]
 
@@ -102,8 +103,22 @@ def _attention_maps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tenso
     return torch.stack(captured, dim=1)
 
 
+def layer_coupling(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per layer and variant: mean coupling over passages, 95% bootstrap CI (schema ``coupling``)."""
+    rows = []
+    for (layer, variant), g in passages.groupby(["layer", "variant"], sort=False):
+        values = g["coupling"].to_numpy(float)
+        lo, hi = bootstrap_ci((values,), np.mean, paired=False, n_resamples=n_resamples, seed=seed)
+        rows.append({"layer": int(layer), "variant": variant, "coupling": float(values.mean()),
+                     "ci_low": lo, "ci_high": hi, "n_passages": len(values)})
+    return (pd.DataFrame(rows, columns=["layer", "variant", "coupling", "ci_low", "ci_high", "n_passages"])
+            .sort_values("layer", kind="stable").reset_index(drop=True))
+
+
+@instrument("coupling", version="1", measures=("coupling_passages",), summaries={"coupling": layer_coupling},
+            terms=("coupling",))
 def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, batch_size: int = 8,
-                     progress: bool = True) -> pd.DataFrame:
+                     progress: bool = True) -> dict[str, pd.DataFrame]:
     """Per passage, layer and variant, the mean head-pair correlation (schema ``coupling_passages``)."""
     if max_tokens < 2:
         raise ValueError(f"max_tokens must be at least 2 (the document-start token and a text token), not {max_tokens}")
@@ -137,17 +152,6 @@ def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, 
         warnings.warn(f"coupling: {dropped} (passage, layer, variant) cells had no head pair with a defined "
                       "correlation (every head's map constant) and were left out of the table", RuntimeWarning,
                       stacklevel=2)
-    return pd.DataFrame([r for passage_rows in rows for r in passage_rows],
-                        columns=["passage_id", "domain", "layer", "variant", "coupling", "n_pairs", "n_tokens"])
+    return {"coupling_passages": pd.DataFrame([r for passage_rows in rows for r in passage_rows], columns=[
+        "passage_id", "domain", "layer", "variant", "coupling", "n_pairs", "n_tokens"])}
 
-
-def layer_coupling(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per layer and variant: mean coupling over passages, 95% bootstrap CI (schema ``coupling``)."""
-    rows = []
-    for (layer, variant), g in passages.groupby(["layer", "variant"], sort=False):
-        values = g["coupling"].to_numpy(float)
-        lo, hi = bootstrap_ci((values,), np.mean, paired=False, n_resamples=n_resamples, seed=seed)
-        rows.append({"layer": int(layer), "variant": variant, "coupling": float(values.mean()),
-                     "ci_low": lo, "ci_high": hi, "n_passages": len(values)})
-    return (pd.DataFrame(rows, columns=["layer", "variant", "coupling", "ci_low", "ci_high", "n_passages"])
-            .sort_values("layer", kind="stable").reset_index(drop=True))

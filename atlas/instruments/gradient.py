@@ -32,10 +32,13 @@ from .._anatomy import decoder_layers
 from .._corpus import Corpus, Passage
 from .._models import LoadedModel
 from .._scoring import batches, encode, token_nll
+from ._registry import instrument
 
 __all__ = ["measure_gradient"]
 
 
+@instrument("gradient", version="1", measures=("gradient", "gradient_layers"),
+            terms=("elevation", "steep_shallow", "probability", "hot_cold"))
 def measure_gradient(lm: LoadedModel, corpus: Corpus, *, max_tokens_per_domain: int = 512, batch_size: int = 8,
                      progress: bool = True) -> dict[str, pd.DataFrame]:
     """One row per domain (schema ``gradient``) and one per domain and layer (schema ``gradient_layers``)."""

@@ -76,6 +76,7 @@ from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
 from ._lanczos import Ritz, hutchinson, lanczos, rademacher
+from ._registry import instrument
 
 __all__ = ["measure_hessian"]
 
@@ -244,10 +245,11 @@ def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dic
     return rows, H
 
 
+@instrument("hessian", version="1", measures=("hessian",), terms=("viscosity", "coupling", "slick_sticky"))
 def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: str = "atlas", blocks: str = "model",
                     layers: str = "all", top_k: int = 5, lanczos_steps: int = 30, hutchinson_samples: int = 20,
                     slq_runs: int = 1, max_tokens: int = 256, tol: float = 1e-3,
-                    progress: bool = True) -> pd.DataFrame:
+                    progress: bool = True) -> dict[str, pd.DataFrame]:
     """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
@@ -279,4 +281,4 @@ def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: str = "atlas", 
         model.train(training)
     columns = ["block", "kind", "index", "value", "weight", "stderr", "backend", "n_hvp", "converged", "n_params"]
     table = pd.DataFrame(rows, columns=columns).astype({"weight": float, "stderr": float})
-    return table.assign(n_tokens=int(mask[:, 1:].sum()))
+    return {"hessian": table.assign(n_tokens=int(mask[:, 1:].sum()))}

@@ -30,42 +30,11 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from .._corpus import Corpus
-from .._models import LoadedModel, load_model
+from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
+from ._registry import instrument
 
 __all__ = ["measure_interpolation", "interpolation_barrier"]
-
-
-def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: str = "", points: int = 11, max_tokens: int = 512,
-                          batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
-    """Loss at each t of the line from ``lm`` to checkpoint ``other`` (schema ``interpolation``)."""
-    if not other:
-        raise ValueError("interpolation needs a second checkpoint to draw the line to: pass other=<registry name, "
-                         "local checkpoint directory or hub id> (same architecture and tokenizer as the loaded model)")
-    if points < 2 or max_tokens < 1 or batch_size < 1:
-        raise ValueError("points must be at least 2, max_tokens and batch_size at least 1")
-    end = load_model(other, device=lm.device, dtype=lm.dtype)
-    theta_a, theta_b = _state(lm.model), _state(end.model)
-    _check_compatible(lm, end, theta_a, theta_b)
-    del end
-    encoded = token_budget(lm, corpus, max_tokens)
-    n_tokens = sum(len(ids) - 1 for ids in encoded)
-    ts = np.linspace(0.0, 1.0, points)
-    theta = {k: a.clone() for k, a in theta_a.items()}
-    losses = []
-    with torch.no_grad():
-        for t in tqdm(ts, desc=f"interpolation {lm.name} -> {other}", disable=not progress, leave=False):
-            for k, a in theta_a.items():
-                if a.is_floating_point():
-                    torch.lerp(a, theta_b[k], float(t), out=theta[k])
-            model = _Reparametrised(lm.model, theta)
-            nll = sum(float(token_nll(model, ids, mask).double().sum())
-                      for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device))
-            losses.append(nll / n_tokens)
-    loss = np.array(losses)
-    linear = (1 - ts) * loss[0] + ts * loss[-1]
-    return pd.DataFrame({"t": ts, "loss": loss, "linear": linear, "excess": loss - linear,
-                         "n_tokens": [n_tokens] * points})
 
 
 def interpolation_barrier(table: pd.DataFrame, *, n_resamples: int = 0, seed: int = 0) -> pd.DataFrame:
@@ -85,6 +54,40 @@ def interpolation_barrier(table: pd.DataFrame, *, n_resamples: int = 0, seed: in
         "barrier": [float(above_mean.max()), float(above_line.max())],
         "t_at_max": [float(t[above_mean.argmax()]), float(t[above_line.argmax()])],
     })
+
+
+@instrument("interpolation", version="1", measures=("interpolation",),
+            summaries={"interpolation_barrier": interpolation_barrier}, terms=("basin_connectivity",), models=("other",))
+def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None, points: int = 11,
+                          max_tokens: int = 512, batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Loss at each t of the line from the model to checkpoint ``other`` (schema ``interpolation``)."""
+    if other is None:
+        raise ValueError("interpolation needs a second checkpoint to draw the line to: pass other=<registry name, "
+                         "local checkpoint directory or hub id> (same architecture and tokenizer as the loaded model)")
+    if points < 2 or max_tokens < 1 or batch_size < 1:
+        raise ValueError("points must be at least 2, max_tokens and batch_size at least 1")
+    theta_a, theta_b = _state(lm.model), _state(other.model)
+    _check_compatible(lm, other, theta_a, theta_b)
+    encoded = token_budget(lm, corpus, max_tokens)
+    n_tokens = sum(len(ids) - 1 for ids in encoded)
+    ts = np.linspace(0.0, 1.0, points)
+    theta = {k: a.clone() for k, a in theta_a.items()}
+    losses = []
+    with torch.no_grad():
+        for t in tqdm(ts, desc=f"interpolation {lm.name} -> {other.name}", disable=not progress, leave=False):
+            for k, a in theta_a.items():
+                if a.is_floating_point():
+                    torch.lerp(a, theta_b[k], float(t), out=theta[k])
+            model = _Reparametrised(lm.model, theta)
+            nll = sum(float(token_nll(model, ids, mask).double().sum())
+                      for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device))
+            losses.append(nll / n_tokens)
+    loss = np.array(losses)
+    linear = (1 - ts) * loss[0] + ts * loss[-1]
+    return {"interpolation": pd.DataFrame({"t": ts, "loss": loss, "linear": linear, "excess": loss - linear,
+                                           "n_tokens": [n_tokens] * points})}
+
+
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -26,35 +26,9 @@ from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import batches, encode, token_nll
 from .._stats import bootstrap_ci
+from ._registry import instrument
 
 __all__ = ["measure_perplexity", "domain_perplexity"]
-
-
-def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: str = "prepend", batch_size: int = 8,
-                       progress: bool = True) -> pd.DataFrame:
-    """Score every passage of ``corpus``; one row per passage (schema ``perplexity``)."""
-    passages = corpus.passages
-    encoded = encode(lm, [p.text for p in passages], bos_policy)
-    nll_sum = [0.0] * len(passages)
-    n_tokens = [0] * len(passages)
-    with torch.no_grad(), tqdm(total=len(passages), desc=f"perplexity {lm.name}", disable=not progress,
-                               leave=False) as bar:
-        for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
-            nll = token_nll(lm.model, ids, mask).double()  # [B, T-1]
-            for row, i in enumerate(idx):
-                nll_sum[i] = float(nll[row].sum())
-                n_tokens[i] = len(encoded[i]) - 1
-            bar.update(len(idx))
-    n_bytes = [len(p.text.encode("utf-8")) for p in passages]
-    return pd.DataFrame({
-        "passage_id": [p.id for p in passages],
-        "domain": [p.domain for p in passages],
-        "n_tokens": n_tokens,
-        "n_bytes": n_bytes,
-        "nll_sum": nll_sum,
-        "ppl": [math.exp(s / n) for s, n in zip(nll_sum, n_tokens)],
-        "bits_per_byte": [s / (math.log(2) * b) for s, b in zip(nll_sum, n_bytes)],
-    })
 
 
 def _pooled_ppl(nll: np.ndarray, ntok: np.ndarray) -> float:
@@ -77,3 +51,33 @@ def domain_perplexity(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: 
             "bits_per_byte": float(nll.sum() / (math.log(2) * g["n_bytes"].sum())),
         })
     return pd.DataFrame(rows)
+
+
+@instrument("perplexity", version="1", measures=("perplexity",), summaries={"perplexity_domains": domain_perplexity},
+            terms=("perplexity", "elevation"))
+def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: str = "prepend", batch_size: int = 8,
+                       progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Score every passage of the corpus; one row per passage (schema ``perplexity``)."""
+    passages = corpus.passages
+    encoded = encode(lm, [p.text for p in passages], bos_policy)
+    nll_sum = [0.0] * len(passages)
+    n_tokens = [0] * len(passages)
+    with torch.no_grad(), tqdm(total=len(passages), desc=f"perplexity {lm.name}", disable=not progress,
+                               leave=False) as bar:
+        for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+            nll = token_nll(lm.model, ids, mask).double()  # [B, T-1]
+            for row, i in enumerate(idx):
+                nll_sum[i] = float(nll[row].sum())
+                n_tokens[i] = len(encoded[i]) - 1
+            bar.update(len(idx))
+    n_bytes = [len(p.text.encode("utf-8")) for p in passages]
+    return {"perplexity": pd.DataFrame({
+        "passage_id": [p.id for p in passages],
+        "domain": [p.domain for p in passages],
+        "n_tokens": n_tokens,
+        "n_bytes": n_bytes,
+        "nll_sum": nll_sum,
+        "ppl": [math.exp(s / n) for s, n in zip(nll_sum, n_tokens)],
+        "bits_per_byte": [s / (math.log(2) * b) for s, b in zip(nll_sum, n_bytes)],
+    })}
+

@@ -1,0 +1,92 @@
+"""The instrument registry: every instrument declares itself next to its entry function.
+
+    @instrument("coupling", version="2", measures=("coupling_passages",), terms=("coupling",),
+                summaries={"coupling": layer_coupling})
+    def measure_coupling(lm, corpus, *, max_tokens: int = 128, batch_size: int = 8,
+                         progress: bool = True) -> dict[str, pd.DataFrame]:
+        ...
+
+* ``measures``: the tables the entry function returns, as ``{table: DataFrame}``, the
+  primary table first; each has a schema ``schema/<table>.yaml`` whose ``instrument:``
+  names this instrument (a test checks registry and schema against each other);
+* ``summaries``: tables derived from the primary table alone, ``fn(primary, *,
+  n_resamples, seed)``: CISP stores them as a derived run with its own key, so a new
+  number of bootstrap resamples never repeats the measurement;
+* settings and their defaults are the entry function's keyword-only parameters (read
+  from its signature, never restated), except ``progress``;
+* ``models``: settings that name another model (a pairwise instrument such as
+  ``interpolation``'s ``other``): the user gives a model name, CISP loads it, records
+  its revision in the run and its reuse key, and the entry function receives the
+  ``LoadedModel``;
+* ``version``: bump it when an unchanged setting would produce other numbers.
+
+``atlas._cisp.run_instrument`` is the only caller of an entry function.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+__all__ = ["INSTRUMENTS", "Instrument", "instrument"]
+
+_NOT_SETTINGS = ("lm", "corpus", "progress")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    name: str
+    version: str
+    measure: Callable[..., dict[str, pd.DataFrame]]
+    measures: tuple[str, ...]  # tables the entry function returns, primary first
+    terms: tuple[str, ...] = ()  # Framework terms it measures (schema/vocabulary.yaml)
+    #: derived tables: name -> fn(primary table, n_resamples=..., seed=...)
+    summaries: dict[str, Callable[..., pd.DataFrame]] = field(default_factory=dict)
+    models: tuple[str, ...] = ()  # settings naming another model, passed in as a LoadedModel
+    #: every setting with its default: the entry function's keyword-only parameters, read at registration
+    defaults: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        """The primary table: the one summaries are derived from and ``--json`` prints as ``rows``."""
+        return self.measures[0]
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (*self.measures, *self.summaries)
+
+    @property
+    def summary(self) -> str:
+        """The entry function's first docstring line (the CLI's help)."""
+        doc = (self.measure.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+
+INSTRUMENTS: dict[str, Instrument] = {}
+
+
+def instrument(name: str, *, version: str, measures: tuple[str, ...], terms: tuple[str, ...] = (),
+               summaries: dict[str, Callable[..., pd.DataFrame]] | None = None, models: tuple[str, ...] = ()):
+    """Register the decorated entry function as instrument ``name`` (see the module docstring)."""
+
+    def register(fn: Callable) -> Callable:
+        if name in INSTRUMENTS:
+            raise ValueError(f"instrument {name!r} is registered twice ({INSTRUMENTS[name].measure.__module__} "
+                             f"and {fn.__module__})")
+        params = inspect.signature(fn).parameters
+        missing = [m for m in models if m not in params or params[m].kind is not inspect.Parameter.KEYWORD_ONLY]
+        if missing or not measures:
+            raise ValueError(f"instrument {name!r}: models {missing} must be keyword-only parameters of "
+                             f"{fn.__name__}, and measures must name at least one table")
+        defaults = {p.name: p.default for p in params.values()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _NOT_SETTINGS}
+        entry = Instrument(name, version, fn, tuple(measures), tuple(terms), dict(summaries or {}), tuple(models),
+                           defaults)
+        INSTRUMENTS[name] = entry
+        fn.instrument = entry
+        return fn
+
+    return register
