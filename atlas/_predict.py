@@ -223,7 +223,9 @@ class Prediction:
     def _store(self, outcome: Outcome, *, effect=None, ci=(None, None), n=None, evidence=None, reason=""):
         self.session.store.write_verdict(VerdictRecord(
             prediction=self.id, version=self.criterion.version, form=self.form, claim=self.claim,
-            source=self.source, model=self.model_name, outcome=outcome.value, effect=effect, ci_low=ci[0],
+            source=self.source, model=self.model_name, corpus=self.corpus_description().get("name", ""),
+            corpus_hash=self.corpus_description().get("hash", ""), profile=self.profile.name,
+            outcome=outcome.value, effect=effect, ci_low=ci[0],
             ci_high=ci[1], n=n, criterion=self.criterion.as_dict(), criterion_hash=self.criterion.hash,
             reason=reason, evidence={**(evidence or {}), "corpus": self.corpus_description(),
                                      "profile": self.profile.name, "inputs": self.inputs()},

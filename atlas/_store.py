@@ -72,6 +72,10 @@ class VerdictRecord(SQLModel, table=True):
     claim: str
     source: str
     model: str
+    corpus: str = ""  # the corpus name as sampled, e.g. "domains-v1[:24/domain]"
+    corpus_hash: str = Field(default="", index=True)
+    profile: str = ""  # quick | full
+    code_version: str = ""  # the git commit of the code that judged it, "+uncommitted changes" when dirty
     outcome: str  # supported | refuted | inconclusive | not_run
     effect: float | None = None
     ci_low: float | None = None
@@ -242,14 +246,14 @@ class Store:
         return self._select(VerdictRecord, (VerdictRecord.created_at, VerdictRecord.id), **where)
 
     def latest_verdicts(self) -> list[VerdictRecord]:
-        """The newest verdict of every (prediction, version, model)."""
+        """The newest verdict of every (prediction, version, model, corpus, profile)."""
         return latest_verdicts(self.verdicts())
 
 
 def latest_verdicts(verdicts: list[VerdictRecord]) -> list[VerdictRecord]:
-    """Of verdicts in the order written, the newest of every (prediction, version, model)."""
-    latest = {(v.prediction, v.version, v.model): v for v in verdicts}
-    return sorted(latest.values(), key=lambda v: (v.prediction, v.model, v.created_at))
+    """Of verdicts in the order written, the newest of every (prediction, version, model, corpus, profile)."""
+    latest = {(v.prediction, v.version, v.model, v.corpus_hash, v.profile): v for v in verdicts}
+    return sorted(latest.values(), key=lambda v: (v.prediction, v.model, v.corpus, v.profile, v.created_at))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
