@@ -12,12 +12,14 @@ record that verdicts and reports are built from.
     ['perplexity', 'perplexity_domains']
 """
 
-from ._cisp import IsolationBreach, RunResult, run_instrument
+from ._cisp import IsolationBreach, RunResult, RunSpec, SummarySpec, run_instrument
 from ._corpus import STARTER_CORPUS, Corpus, CorpusError, Passage, load_corpus
+from ._errors import (AtlasError, BadInput, HardwareUnavailable, Refused, SequencingRefused, SettingsError,
+                      StoreUrlError, Unavailable)
 from ._import import SheetError, import_sheet, load_sheet, reference_sheet
 from ._judgment import JudgmentError, judge
 from ._models import MODELS, LoadedModel, ModelSpec, ModelUnavailable, load_model
-from ._predict import Prediction
+from ._predict import Evidence, Prediction
 from ._profiles import PROFILES, Profile
 from ._report import render_report
 from ._schema import SchemaViolation, validate_table
@@ -29,9 +31,12 @@ from .instruments import INSTRUMENTS, Instrument
 
 __all__ = [
     "INSTRUMENTS", "MODELS", "PROFILES", "STARTER_CORPUS",
-    "Corpus", "CorpusError", "Criterion", "Instrument", "IsolationBreach", "LoadedModel", "ModelSpec",
-    "ModelUnavailable", "Outcome", "Passage", "Prediction", "Profile", "RunResult", "SchemaViolation", "Store",
-    "bootstrap_ci", "load_corpus", "load_model", "render_report", "run_instrument", "spearman", "validate_table",
-    "Judgment", "JudgmentError", "SheetError", "Term", "VocabularyError", "import_sheet", "judge", "load_sheet",
-    "reference_sheet", "vocabulary",
+    "Corpus", "Criterion", "Evidence", "Instrument", "Judgment", "LoadedModel", "ModelSpec", "Outcome", "Passage",
+    "Prediction", "Profile", "RunResult", "RunSpec", "Store", "SummarySpec", "Term",
+    "bootstrap_ci", "import_sheet", "judge", "load_corpus", "load_model", "load_sheet", "reference_sheet",
+    "render_report", "run_instrument", "spearman", "validate_table", "vocabulary",
+    # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused
+    "AtlasError", "BadInput", "CorpusError", "HardwareUnavailable", "IsolationBreach", "JudgmentError",
+    "ModelUnavailable", "Refused", "SchemaViolation", "SequencingRefused", "SettingsError", "SheetError",
+    "StoreUrlError", "Unavailable", "VocabularyError",
 ]

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from ._errors import BadInput
+
 __all__ = ["attention", "attention_params", "decoder_layers", "eager_attention", "final_norm", "head_dim",
            "kv_groups", "mlp_params", "output_projection"]
 
@@ -41,7 +43,7 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     layers = _first_path(model, ("transformer.h", "model.decoder.layers", "model.layers", "gpt_neox.layers"))
     if layers is not None:
         return list(layers)
-    raise ValueError(f"unsupported architecture {type(model).__name__}: Atlas knows GPT-2, OPT, Llama/Mistral "
+    raise BadInput(f"unsupported architecture {type(model).__name__}: Atlas knows GPT-2, OPT, Llama/Mistral "
                      "and GPT-NeoX layouts (see atlas._anatomy)")
 
 
@@ -58,7 +60,7 @@ def final_norm(model: nn.Module) -> nn.Module:
     if decoder is not None and hasattr(decoder, "final_layer_norm"):
         return nn.Sequential(*[m for m in (decoder.final_layer_norm, getattr(decoder, "project_out", None))
                                if m is not None])
-    raise ValueError(f"unsupported architecture {type(model).__name__}: no final norm found (see atlas._anatomy)")
+    raise BadInput(f"unsupported architecture {type(model).__name__}: no final norm found (see atlas._anatomy)")
 
 
 def attention(model: nn.Module, layer: int) -> nn.Module:
@@ -66,7 +68,7 @@ def attention(model: nn.Module, layer: int) -> nn.Module:
     for name in ("attn", "self_attn", "attention"):
         if hasattr(block, name):
             return getattr(block, name)
-    raise ValueError(f"layer {layer} of {type(model).__name__} has no attention module")
+    raise BadInput(f"layer {layer} of {type(model).__name__} has no attention module")
 
 
 def output_projection(model: nn.Module, layer: int) -> nn.Module:
@@ -74,7 +76,7 @@ def output_projection(model: nn.Module, layer: int) -> nn.Module:
     for name in ("c_proj", "out_proj", "o_proj", "dense"):
         if hasattr(attn, name):
             return getattr(attn, name)
-    raise ValueError(f"layer {layer}: attention module {type(attn).__name__} has no output projection")
+    raise BadInput(f"layer {layer}: attention module {type(attn).__name__} has no output projection")
 
 
 def head_dim(model: nn.Module) -> int:

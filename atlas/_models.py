@@ -32,10 +32,12 @@ from typing import Literal
 
 import torch
 
+from ._errors import HardwareUnavailable, SettingsError, Unavailable
+
 __all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir", "model_checksum"]
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(Unavailable):
     """The weights of a model cannot be found here; the message says where Atlas looked."""
 
 
@@ -110,9 +112,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+        raise SettingsError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailable(f"device {device!r} was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise HardwareUnavailable(f"device {device!r} was asked for but torch sees no CUDA GPU; use --device cpu")
     return device
 
 
@@ -122,7 +124,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+        raise SettingsError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:

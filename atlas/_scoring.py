@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from ._corpus import Corpus
+from ._errors import BadInput, SettingsError
 from ._models import LoadedModel
 
 __all__ = ["BOS_POLICIES", "batches", "encode", "token_budget", "token_nll"]
@@ -28,7 +29,7 @@ BOS_POLICIES = ("prepend", "none")
 def encode(lm: LoadedModel, texts: Sequence[str], bos_policy: str) -> list[list[int]]:
     """Token ids a model is fed for each text (the document-start token first under ``prepend``)."""
     if bos_policy not in BOS_POLICIES:
-        raise ValueError(f"unknown BOS policy {bos_policy!r}: use one of {', '.join(BOS_POLICIES)}")
+        raise SettingsError(f"unknown BOS policy {bos_policy!r}: use one of {', '.join(BOS_POLICIES)}")
     limit = _context_length(lm.model.config)
     out = []
     for text in texts:
@@ -36,9 +37,9 @@ def encode(lm: LoadedModel, texts: Sequence[str], bos_policy: str) -> list[list[
         if bos_policy == "prepend":
             ids = [lm.doc_start_id] + ids
         if len(ids) < 2:
-            raise ValueError(f"text {text[:40]!r} has too few tokens to score under BOS policy {bos_policy!r}")
+            raise BadInput(f"text {text[:40]!r} has too few tokens to score under BOS policy {bos_policy!r}")
         if limit is not None and len(ids) > limit:
-            raise ValueError(f"text {text[:40]!r}... has {len(ids)} tokens, more than {lm.name}'s context of {limit}; "
+            raise BadInput(f"text {text[:40]!r}... has {len(ids)} tokens, more than {lm.name}'s context of {limit}; "
                              "split long passages before scoring")
         out.append(ids)
     return out
@@ -51,7 +52,7 @@ def token_budget(lm: LoadedModel, corpus: Corpus, max_tokens: int) -> list[list[
     For instruments whose cost grows with tokens (ablation, Hessian, interpolation): a budget spans
     every domain of the corpus even when the file is sorted by domain."""
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+        raise SettingsError(f"max_tokens must be at least 1, not {max_tokens}")
     out, left = [], max_tokens
     for passage in corpus.round_robin():
         if left == 0:

@@ -18,6 +18,8 @@ import uuid
 
 import click
 
+from ._errors import AtlasError, BadInput
+
 DEFAULT_DB = "sqlite:///atlas.db"
 _DB_OPTION = click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB),
                           show_default="ATLAS_DB or " + DEFAULT_DB, help="SQLAlchemy URL of the store")
@@ -57,23 +59,32 @@ def measurement_options(fn):
 
 def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_domain, seed, no_reuse, as_json,
          **settings):
-    """Load, measure through CISP, and return the run result; bad input becomes one clear error."""
-    from ._cisp import IsolationBreach, run_instrument
-    from ._corpus import CorpusError, load_corpus
-    from ._models import ModelUnavailable, load_model
-    from ._schema import SchemaViolation
+    """Load, measure through CISP, and return the run result (Atlas's errors reach ``main`` as one clear line)."""
+    from ._cisp import run_instrument
+    from ._corpus import load_corpus
+    from ._models import load_model
     from ._store import Store
 
-    try:
-        corpus = load_corpus(corpus_path).sample(per_domain)
-        lm = load_model(model_name, device=device, dtype=dtype)
-        return run_instrument(Store(db), lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
-                              session=f"cli-{uuid.uuid4().hex}", seed=seed, **settings)
-    except (CorpusError, ModelUnavailable, SchemaViolation, IsolationBreach, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    corpus = load_corpus(corpus_path).sample(per_domain)
+    lm = load_model(model_name, device=device, dtype=dtype)
+    return run_instrument(Store(db), lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
+                          session=f"cli-{uuid.uuid4().hex}", seed=seed, **settings)
 
 
-@click.group()
+class _AtlasGroup(click.Group):
+    """Every error Atlas raises on purpose (``atlas.AtlasError``) ends the command with one clear message:
+    exit code 2 for bad input, 1 for what is unavailable or refused. Anything else is a bug and keeps its
+    traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AtlasError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2 if isinstance(exc, BadInput) else 1)
+
+
+@click.group(cls=_AtlasGroup)
 @click.version_option(package_name="atlas-landscape")
 def main():
     """Atlas: measure the loss landscape of language models and judge the Framework's predictions."""
@@ -181,12 +192,9 @@ def verdicts(db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `terms` list")
 def vocabulary(as_json):
     """The Framework's 18 terms (schema/vocabulary.yaml) and what measures each."""
-    from ._vocabulary import VocabularyError, vocabulary as load
+    from ._vocabulary import vocabulary as load
 
-    try:
-        terms = load()
-    except VocabularyError as exc:
-        raise click.ClickException(str(exc)) from None
+    terms = load()
     if as_json:
         click.echo(json.dumps({"terms": [t.as_dict() for t in terms.values()]}, ensure_ascii=False))
         return
@@ -217,13 +225,10 @@ def judge(target, field, value, by, note, table, row, db):
     run's tables (or in schema/verdicts.yaml for verdicts); VALUE one of its allowed values.
     A new call is a new row: the latest counts, earlier ones stay in the history.
     """
-    from ._judgment import JudgmentError, judge as record
+    from ._judgment import judge as record
     from ._store import Store
 
-    try:
-        j = record(Store(db), target, field, value, by=by, note=note, table=table, row=row)
-    except JudgmentError as exc:
-        raise click.ClickException(str(exc)) from None
+    j = record(Store(db), target, field, value, by=by, note=note, table=table, row=row)
     where = f"{j.table_name}[{j.row_key}]." if j.row_key is not None else (f"{j.table_name}." if j.table_name else "")
     click.echo(f"judged {j.target_kind} {j.target_id[:12]}: {where}{j.field} = {j.value!r} by {j.by} (judgment {j.id})")
 
@@ -261,7 +266,7 @@ def _print_import(result, as_json: bool) -> None:
 def import_cmd(file, reference, table, model, source, judged_by, date, caveats, defaults, as_json, db):
     """Import measurements taken elsewhere (a YAML/JSON sheet or a CSV table) as runs of provenance
     "imported", validated against the same schema as measured tables (format: atlas/_import.py)."""
-    from ._import import SheetError, import_sheet, load_sheet, reference_sheet
+    from ._import import import_sheet, load_sheet, reference_sheet
     from ._store import Store
 
     if (file is None) == (reference is None):
@@ -269,14 +274,10 @@ def import_cmd(file, reference, table, model, source, judged_by, date, caveats, 
     pairs = dict(d.split("=", 1) for d in defaults if "=" in d)
     if len(pairs) != len(defaults):
         raise click.UsageError("--default takes COLUMN=VALUE")
-    try:
-        sheet = reference_sheet(reference) if reference else load_sheet(
-            file, table=table, model=model, source=source, judged_by=judged_by, date=date, caveats=caveats,
-            defaults=pairs)
-        result = import_sheet(Store(db), sheet)
-    except SheetError as exc:
-        raise click.ClickException(str(exc)) from None
-    _print_import(result, as_json)
+    sheet = reference_sheet(reference) if reference else load_sheet(
+        file, table=table, model=model, source=source, judged_by=judged_by, date=date, caveats=caveats,
+        defaults=pairs)
+    _print_import(import_sheet(Store(db), sheet), as_json)
 
 
 @main.command("import-reference")
@@ -285,11 +286,7 @@ def import_cmd(file, reference, table, model, source, judged_by, date, caveats, 
 @_DB_OPTION
 def import_reference(name, as_json, db):
     """Import a bundled reference sheet (default: the seed's GPT-2 record of April 2026)."""
-    from ._import import SheetError, import_sheet, reference_sheet
+    from ._import import import_sheet, reference_sheet
     from ._store import Store
 
-    try:
-        result = import_sheet(Store(db), reference_sheet(name))
-    except SheetError as exc:
-        raise click.ClickException(str(exc)) from None
-    _print_import(result, as_json)
+    _print_import(import_sheet(Store(db), reference_sheet(name)), as_json)

@@ -14,7 +14,7 @@ measure perplexity change. Compare impact of ablating layers 9-10 vs layers 0-2.
 
 import pytest
 
-from atlas import Criterion, bootstrap_ci, spearman
+from atlas import Criterion, spearman
 
 SOURCE = "measurements-gpt2-april-2026: Untested Predictions, 'Layers 9-10 ... highest resistance'"
 
@@ -33,11 +33,10 @@ COUPLED_RESIST = Criterion(
                               "removing one of layers 0-2.",
                         criterion=DEEP_RESIST)
 def test_layers_9_10_resist_ablation_more_than_0_2_in_gpt2(prediction):
-    heads = prediction.measure("ablation")["ablation"]
+    heads = prediction.evidence["ablation"]["ablation"]
     deep = heads.loc[heads["layer"].isin([9, 10]), "delta_ppl"].to_numpy(float)
     early = heads.loc[heads["layer"].isin([0, 1, 2]), "delta_ppl"].to_numpy(float)
-    ci = bootstrap_ci((deep, early), lambda a, b: a.mean() - b.mean(), paired=False,
-                      n_resamples=prediction.profile.bootstrap_resamples)
+    ci = prediction.bootstrap((deep, early), lambda a, b: a.mean() - b.mean(), paired=False)
     prediction.conclude(effect=float(deep.mean() - early.mean()), ci=ci, n=len(deep) + len(early), evidence={
         "mean_delta_ppl_9_10": float(deep.mean()), "mean_delta_ppl_0_2": float(early.mean()),
         "baseline_ppl": float(heads["baseline_ppl"].iloc[0])})
@@ -48,11 +47,11 @@ def test_layers_9_10_resist_ablation_more_than_0_2_in_gpt2(prediction):
                         claim="Layers with higher inter-head coupling resist single-head ablation more.",
                         criterion=COUPLED_RESIST)
 def test_coupled_layers_resist_ablation(prediction):
-    coupling = prediction.measure("coupling")["coupling"]
+    coupling = prediction.evidence["coupling"]["coupling"]
     coupling = coupling[coupling["variant"] == "all"].set_index("layer")["coupling"]
-    resistance = prediction.measure("ablation")["ablation_layers"].set_index("layer")["mean_delta_ppl"]
+    resistance = prediction.evidence["ablation"]["ablation_layers"].set_index("layer")["mean_delta_ppl"]
     layers = sorted(int(k) for k in set(coupling.index) & set(resistance.index))
     x, y = coupling.loc[layers].to_numpy(float), resistance.loc[layers].to_numpy(float)
-    ci = bootstrap_ci((x, y), spearman, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
+    ci = prediction.bootstrap((x, y), spearman, paired=True)
     prediction.conclude(effect=spearman(x, y), ci=ci, n=len(layers), evidence={
         "coupling": dict(zip(layers, x.round(4).tolist())), "mean_delta_ppl": dict(zip(layers, y.round(4).tolist()))})

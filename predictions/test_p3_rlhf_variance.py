@@ -48,8 +48,8 @@ def concentration(ppl) -> float:
 
 def judge_pair(prediction, statistic, needed=()):
     """Measure both models on the same passages and conclude on ``statistic`` of their domain perplexities."""
-    base, tuned = prediction.models()
-    tables = [prediction.measure("perplexity", model=m.name) for m in (base, tuned)]
+    base, tuned = prediction.model_names
+    tables = [prediction.evidence["perplexity", m] for m in (base, tuned)]
     ppl = [t["perplexity_domains"].set_index("domain")["ppl"].to_dict() for t in tables]
     missing = sorted(set(needed) - set(ppl[0]))
     if missing or len(ppl[0]) < 2:

@@ -17,7 +17,7 @@ independent normal errors, which is conservative when layers co-vary over passag
 import numpy as np
 import pytest
 
-from atlas import Criterion, bootstrap_ci, spearman
+from atlas import Criterion, spearman
 
 SOURCE = "measurements-gpt2-april-2026: Inter-Head Coupling by Layer"
 SEED_COUPLING = [0.610, 0.703, 0.724, 0.747, 0.675, 0.903, 0.880, 0.906, 0.911, 0.936, 0.945, 0.789]
@@ -33,14 +33,14 @@ RISES = Criterion("Spearman rho(layer, coupling), variant all", ">", 0.0, ci=LAY
 
 
 def coupling_by_layer(prediction):
-    table = prediction.measure("coupling")["coupling"]
+    table = prediction.evidence["coupling"]["coupling"]
     return table[table["variant"] == "all"].sort_values("layer").set_index("layer")
 
 
 def rise(prediction):
     layers = coupling_by_layer(prediction)
     x, y = layers.index.to_numpy(float), layers["coupling"].to_numpy(float)
-    ci = bootstrap_ci((x, y), spearman, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
+    ci = prediction.bootstrap((x, y), spearman, paired=True)
     prediction.conclude(effect=spearman(x, y), ci=ci, n=len(x), evidence={
         "coupling": {int(k): round(float(v), 4) for k, v in layers["coupling"].items()},
         "seed_coupling_gpt2": SEED_COUPLING, "passages": int(layers["n_passages"].min())})

@@ -20,7 +20,7 @@ error is far below the spread across layers and is not propagated.
 
 import pytest
 
-from atlas import Criterion, bootstrap_ci, spearman
+from atlas import Criterion, spearman
 
 SOURCE = ("framework-v12-navigator: Coupling 'causally determines viscosity via eigenvalue calculation'; "
           "measurements-gpt2-april-2026: next step")
@@ -33,14 +33,14 @@ COUPLING_SETS_CURVATURE = Criterion(
 
 
 def judge(prediction):
-    coupling = prediction.measure("coupling")["coupling"]
+    coupling = prediction.evidence["coupling"]["coupling"]
     coupling = coupling[coupling["variant"] == "all"].set_index("layer")["coupling"]
-    hessian = prediction.measure("hessian")["hessian"]
+    hessian = prediction.evidence["hessian"]["hessian"]
     top = hessian[(hessian["kind"] == "eigenvalue") & (hessian["index"] == 0)]
     top = top.assign(layer=top["block"].str.extract(r"layer\.(\d+)\.", expand=False).astype(int)).set_index("layer")
     layers = sorted(set(coupling.index) & set(top.index))
     x, y = coupling.loc[layers].to_numpy(float), top.loc[layers, "value"].to_numpy(float)
-    ci = bootstrap_ci((x, y), spearman, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
+    ci = prediction.bootstrap((x, y), spearman, paired=True)
     prediction.conclude(effect=spearman(x, y), ci=ci, n=len(layers), evidence={
         "coupling": dict(zip(layers, x.round(4).tolist())),
         "top_eigenvalue": dict(zip(layers, y.round(6).tolist())),

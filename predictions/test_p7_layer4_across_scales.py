@@ -30,10 +30,9 @@ DIP_AT_EVERY_SCALE = Criterion(
     claim="The layer-4 coupling dip is architectural: it appears at every Pythia scale.",
     criterion=DIP_AT_EVERY_SCALE)
 def test_layer_4_dips_at_every_pythia_scale(prediction):
-    prediction.models()  # not run unless all three are available
     dips = {}
     for name in PYTHIA:
-        table = prediction.measure("coupling", model=name)["coupling"]
+        table = prediction.evidence["coupling", name]["coupling"]
         layers = table[table["variant"] == "all"].set_index("layer")
         effect = layers.loc[4, "coupling"] - (layers.loc[3, "coupling"] + layers.loc[5, "coupling"]) / 2
         half = [(layers.loc[k, "ci_high"] - layers.loc[k, "ci_low"]) / 2 for k in (3, 4, 5)]

@@ -47,7 +47,7 @@ DOMAIN_SPREAD = Criterion(
 
 
 def _domain_table(prediction):
-    tables = prediction.measure("perplexity")
+    tables = prediction.evidence["perplexity"]
     return tables["perplexity"], tables["perplexity_domains"].set_index("domain")
 
 

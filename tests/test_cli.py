@@ -25,7 +25,7 @@ def test_bad_corpus_is_one_clear_error_and_nothing_is_stored(tmp_path):
     db = f"sqlite:///{tmp_path / 'a.db'}"
     result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--corpus", str(corpus),
                                        "--db", db])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "line 2: duplicate id 'a'" in result.output and "Traceback" not in result.output
     assert Store(db).runs() == []
 

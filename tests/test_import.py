@@ -129,7 +129,7 @@ def test_csv_import_and_its_errors_by_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("domain,n,ppl\npoetry,3,58.1\nspanish,three,80\nprose,2,0.3\n")
     result = CliRunner().invoke(main, ["import", str(bad), "--model", "gpt2", "--source", "x", "--db", db])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert "line 3, column 'n': expected an integer, got 'three'" in result.output
     assert "line 4, column 'ppl': 0.3 is below the minimum 1" in result.output
     assert len(Store(db).runs()) == 1

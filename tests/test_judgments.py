@@ -107,5 +107,5 @@ def test_cli_judge(tmp_path):
     assert "perplexity_domains[spanish].territory = 'laminar' by Ada" in ok.output
     bad = CliRunner().invoke(main, ["judge", ppl[:8], "territory", "soggy", "--row", "spanish", "--by", "Ada",
                                     "--db", db])
-    assert bad.exit_code == 1 and "not an allowed value" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "not an allowed value" in bad.output and "Traceback" not in bad.output
     assert [j.value for j in Store(db).judgments()] == ["laminar"]

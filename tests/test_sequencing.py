@@ -16,12 +16,12 @@ CRITERION = Criterion("mean ppl", ">", 1.0)
 @pytest.mark.prediction(id="T-undeclared", claim="measures what it did not declare", needs=("perplexity",),
                         criterion=CRITERION)
 def test_undeclared(prediction):
-    prediction.measure("coupling")
+    prediction.evidence["coupling"]
 
 @pytest.mark.prediction(id="T-declared", claim="uses what it declared", needs=("perplexity",),
                         criterion=CRITERION)
 def test_declared(prediction):
-    ppl = prediction.measure("perplexity")["perplexity_domains"]["ppl"]
+    ppl = prediction.evidence["perplexity"]["perplexity_domains"]["ppl"]
     prediction.conclude(effect=float(ppl.mean()), ci=(float(ppl.min()), float(ppl.max())), n=len(ppl))
 '''
 

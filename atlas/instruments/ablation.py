@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from .._anatomy import decoder_layers, final_norm, output_projection
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
 from .._stats import bootstrap_ci
@@ -68,7 +69,7 @@ def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048,
                      heads_per_pass: int = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``)."""
     if min(max_tokens, batch_size, heads_per_pass) < 1:
-        raise ValueError("max_tokens, batch_size and heads_per_pass must be at least 1")
+        raise SettingsError("max_tokens, batch_size and heads_per_pass must be at least 1")
     encoded = token_budget(lm, corpus, max_tokens)
     n_tokens = sum(len(ids) - 1 for ids in encoded)
     layers = list(range(lm.n_layers))

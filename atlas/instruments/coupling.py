@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from .._anatomy import attention, decoder_layers, eager_attention, kv_groups
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, encode
 from .._stats import bootstrap_ci
@@ -121,7 +122,7 @@ def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, 
                      progress: bool = True) -> dict[str, pd.DataFrame]:
     """Per passage, layer and variant, the mean head-pair correlation (schema ``coupling_passages``)."""
     if max_tokens < 2:
-        raise ValueError(f"max_tokens must be at least 2 (the document-start token and a text token), not {max_tokens}")
+        raise SettingsError(f"max_tokens must be at least 2 (the document-start token and a text token), not {max_tokens}")
     passages = corpus.passages
     encoded = [ids[:max_tokens] for ids in encode(lm, [p.text for p in passages], "prepend")]
     pairs = _pair_masks(lm.n_heads, kv_groups(lm.model), lm.device)

@@ -73,6 +73,7 @@ from tqdm.auto import tqdm
 
 from .._anatomy import attention_params, eager_attention, mlp_params
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
 from ._lanczos import Ritz, hutchinson, lanczos, rademacher
@@ -119,7 +120,7 @@ def hessian_batch(lm: LoadedModel, corpus: Corpus, max_tokens: int) -> tuple[tor
 def hessian_blocks(model: nn.Module, blocks: str, layers: str) -> list[tuple[str, list[nn.Parameter]]]:
     """(block id, its parameters) for a ``blocks`` setting and a ``layers`` selection ("all" or "0,5,10")."""
     if blocks not in BLOCKS:
-        raise ValueError(f"unknown blocks {blocks!r}: use one of {', '.join(BLOCKS)}")
+        raise SettingsError(f"unknown blocks {blocks!r}: use one of {', '.join(BLOCKS)}")
     if blocks == "model":
         return [("model", list(model.parameters()))]
     n_layers = model.config.num_hidden_layers
@@ -129,9 +130,9 @@ def hessian_blocks(model: nn.Module, blocks: str, layers: str) -> list[tuple[str
         try:
             chosen = [int(x) for x in layers.split(",")]
         except ValueError:
-            raise ValueError(f"layers must be 'all' or a comma list of layer numbers, not {layers!r}") from None
+            raise SettingsError(f"layers must be 'all' or a comma list of layer numbers, not {layers!r}") from None
         if bad := [i for i in chosen if not 0 <= i < n_layers]:
-            raise ValueError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
+            raise SettingsError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
     parts = {"attention": [("attention", attention_params)], "mlp": [("mlp", mlp_params)],
              "layers": [("attention", attention_params), ("mlp", mlp_params)]}[blocks]
     return [(f"layer.{i}.{part}", find(model, i)) for i in chosen for part, find in parts]
@@ -217,7 +218,7 @@ def _masked_mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dict], BlockHessian]:
     ph = importlib.import_module("pyhessian.hessian")  # the package re-exports the class under this name
     if lm.model.dtype != torch.float32:
-        raise ValueError(f"backend pyhessian needs a float32 model (it draws float32 vectors); {lm.name} is "
+        raise SettingsError(f"backend pyhessian needs a float32 model (it draws float32 vectors); {lm.name} is "
                          f"{lm.model.dtype}: load it with dtype float32 or use backend atlas")
     cuda = lm.device.startswith("cuda")
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # [B, T-1]
@@ -252,9 +253,9 @@ def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: str = "atlas", 
                     progress: bool = True) -> dict[str, pd.DataFrame]:
     """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``)."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        raise SettingsError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if top_k < 1 or lanczos_steps < 1 or max_tokens < 1 or hutchinson_samples < 0 or slq_runs < 0 or tol <= 0:
-        raise ValueError("need top_k, lanczos_steps, max_tokens >= 1; hutchinson_samples, slq_runs >= 0; tol > 0")
+        raise SettingsError("need top_k, lanczos_steps, max_tokens >= 1; hutchinson_samples, slq_runs >= 0; tol > 0")
     model = lm.model
     chosen = hessian_blocks(model, blocks, layers)
     ids, mask = hessian_batch(lm, corpus, max_tokens)  # [B, T] each
