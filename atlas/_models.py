@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -150,7 +151,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     elif source == "gguf":
         model, tok, revision = _load_gguf(spec, torch_dtype)
     elif source == "dir":
-        model, tok, revision = _load_pretrained(name, torch_dtype, local_only=True), _load_tokenizer(name), f"dir:{Path(name).resolve()}"
+        model, tok, revision = _load_pretrained(name, torch_dtype, local_only=True), _load_tokenizer(name), _dir_revision(Path(name))
     else:
         model, tok, revision = _load_hub(spec, torch_dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
@@ -251,21 +252,46 @@ def _load_gguf(spec: ModelSpec, torch_dtype):
     return model, tok, f"gguf-sha256:{digest}"
 
 
+def _dir_revision(path: Path) -> str:
+    """A local checkpoint directory's revision: a hash of its files' contents (weights, config, tokenizer), so a
+    checkpoint rewritten in place is a new revision and no stored run of the old one is reused."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    digest = hashlib.sha256("".join(f"{p.name}:{_file_sha256(p)};" for p in files).encode()).hexdigest()
+    return f"dir:{path.resolve()}@sha256:{digest[:32]}"
+
+
 def _file_sha256(path: Path) -> str:
-    """SHA-256 of a file, memoised beside the cache by (path, size, mtime)."""
+    """SHA-256 of a file, memoised in ``cache_dir()/hashes.json`` by (path, size, mtime).
+
+    The memo is a cache: one that cannot be read (truncated by a crash, say) is rebuilt with a
+    warning naming it, and it is rewritten atomically (a temporary file renamed over it)."""
     stat = path.stat()
     memo = cache_dir() / "hashes.json"
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    known = json.loads(memo.read_text()) if memo.is_file() else {}
+    known = _read_memo(memo)
     if key not in known:
         h = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        known[key] = h.hexdigest()
+        known = {**_read_memo(memo), key: h.hexdigest()}  # what other processes added meanwhile, and ours
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps(known))
+        partial = memo.with_name(f"{memo.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(known))
+        partial.replace(memo)
     return known[key]
+
+
+def _read_memo(memo: Path) -> dict:
+    try:
+        known = json.loads(memo.read_text()) if memo.is_file() else {}
+    except (OSError, ValueError):
+        known = None
+    if not isinstance(known, dict):
+        warnings.warn(f"the hash cache {memo} could not be read (truncated?); it is rebuilt", RuntimeWarning,
+                      stacklevel=3)
+        return {}
+    return known
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:

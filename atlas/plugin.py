@@ -148,7 +148,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
         return None
     outcome = dict(report.user_properties).get("atlas_outcome")
     return {"inconclusive": ("inconclusive", "I", "INCONCLUSIVE"), "refuted": ("refuted", "R", "REFUTED"),
-            "no verdict": ("no verdict", "N", "NO VERDICT")}.get(outcome)
+            "no verdict": ("no_verdict", "N", "NO VERDICT")}.get(outcome)
 
 
 class _ReportWriter:
@@ -172,10 +172,10 @@ class _ReportWriter:
         self.path = render_report(Store(_option(self.config, "db")), _reports_dir(self.config))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        for category in ("refuted", "no verdict"):
+        for category in ("refuted", "no_verdict"):
             reports = terminalreporter.stats.get(category, [])
             if reports:
-                terminalreporter.write_sep("=", category.upper())
+                terminalreporter.write_sep("=", category.replace("_", " ").upper())
                 for report in reports:
                     terminalreporter.write_line(f"{report.nodeid}: {report.longrepr}")
         if self.path is not None:
