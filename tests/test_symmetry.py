@@ -13,8 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, OPTConfig
 
 from atlas._anatomy import mlp_projections, output_projection, qkv_projections, residual_axes
 from atlas.instruments._rebasin import weight_matching
-from atlas.instruments._symmetry import Permutation, Plan, logit_change, parameter_distance, permute
-from atlas.instruments._symmetry import random_permutation
+from atlas.instruments._symmetry import Permutation, Plan, logit_change, parameter_distance, permute, random_permutation
 
 SAME_FUNCTION = 1e-4  # max |Δlogit| in float32 for one function (observed: ~1e-7, summation order)
 CHANGED = 1e-3  # a wrong one moves them ten times further at least (observed: 2.7e-3 to 0.3 on the tiny models)
