@@ -26,8 +26,8 @@ assignment then maximises K[a, b] + Q[a, b], K from the k and v rows.
 
 The residual stream. With ``residual=True`` (the default) the stream's d_model features are
 one more family, touching the embeddings, every norm and every projection; without it the
-MLP and head families of different layers share no weight, each is solved in one step, and
-the result stays blind to the basis in which each model happens to write its stream. Two
+MLP and head families of different layers share no weight, each is solved in one step (one
+sweep, no confirming one), and the result stays blind to the basis in which each model happens to write its stream. Two
 independently trained models choose that basis independently (random initialisation), so
 matching them without it compares MLP rows written in unrelated coordinates: the residual
 permutation is included by default, as a real symmetry of pre-/post-norm transformers
@@ -73,11 +73,12 @@ def weight_matching(a: nn.Module, b: nn.Module, *, residual: bool = True, seed: 
     perm = replace(plan.identity(), residual=np.arange(plan.d_model) if residual else None)
     families = ([("residual", -1)] if residual else []) + [("mlp", l) for l in range(plan.n_layers)] + [
         ("heads", l) for l in range(plan.n_layers)]
+    coupled = _coupled(plan, residual)
     rng = np.random.default_rng(seed)
     converged, sweeps = False, 0
     while not converged and sweeps < max_sweeps:
         sweeps += 1
-        converged = True
+        changed = False
         for i in rng.permutation(len(families)):
             kind, layer = families[i]
             if kind == "heads":
@@ -85,10 +86,21 @@ def weight_matching(a: nn.Module, b: nn.Module, *, residual: bool = True, seed: 
             else:
                 new = _match_family(plan, state_a, state_b, perm, (kind, layer))
             if new is not None:
-                perm, converged = new, False
+                perm, changed = new, True
+        converged = not (changed and coupled)  # uncoupled families reach their optimum in one step
     aligned = permute(b, perm)
     return Matching(aligned=aligned, permutation=perm, distance_before=distance_before,
                     distance_after=parameter_distance(a, aligned), sweeps=sweeps, converged=converged)
+
+
+def _family(key: Key) -> Key:
+    return ("heads", key[1]) if key[0] in ("query", "kv") else key
+
+
+def _coupled(plan: Plan, residual: bool) -> bool:
+    """Whether some weight is touched by two of the families being solved (then they must be iterated)."""
+    return any(len({_family(s.key) for s in segments if residual or s.key[0] != "residual"}) > 1
+               for segments in plan.segments.values())
 
 
 def _similarity(plan: Plan, state_a: dict, state_b: dict, perm: Permutation, keys: tuple[Key, ...]
