@@ -111,7 +111,7 @@ def layer_representations(model: nn.Module, input_ids: torch.Tensor, attention_m
             for start in range(0, len(input_ids), batch_size):
                 ids, m = input_ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
                 captured.clear()
-                model(input_ids=ids, attention_mask=m)
+                model.base_model(input_ids=ids, attention_mask=m)  # the decoder alone: no logits needed
                 hidden = torch.stack(captured).double()  # [L, b, T, d]
                 if pooling == "mean":
                     w = m.double()[None, :, :, None]  # [1, b, T, 1]
