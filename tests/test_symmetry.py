@@ -11,7 +11,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, LlamaConfig, OPTConfig
 
-from atlas._anatomy import mlp_projections, output_projection, qkv_projections, residual_axes
+from atlas._anatomy import Axis, mlp_projections, output_projection, qkv_projections, residual_axes
 from atlas.instruments._rebasin import weight_matching
 from atlas.instruments._symmetry import Permutation, Plan, logit_change, parameter_distance, permute, random_permutation
 
@@ -139,11 +139,13 @@ def test_invalid_permutations_are_refused(tiny_gpt2):
 
 
 def test_residual_axes_cover_embeddings_norms_and_untied_head(tiny):
-    names = {a.param for a in residual_axes(tiny.model)}
-    assert tiny.model.get_input_embeddings().weight is dict(tiny.model.named_parameters())[
-        next(n for n in names if "embed_tokens" in n or "wte" in n)]
-    assert sum("norm" in n or "ln_" in n for n in names) == (2 * 2 + 1) * (2 if tiny.name != "tiny-llama" else 1)
-    assert ("lm_head.weight" in names) == (tiny.name == "tiny-llama")  # GPT-2 and OPT tie it to the embeddings
+    model = tiny.model
+    names = {id(p): n for n, p in model.named_parameters()}
+    axes = set(residual_axes(model))
+    assert Axis(names[id(model.get_input_embeddings().weight)], 1) in axes
+    norms = [a for a in axes if "norm" in a.param or ".ln_" in a.param]
+    assert len(norms) == (2 * 2 + 1) * (1 if tiny.name == "tiny-llama" else 2)  # 2 per layer + final; RMSNorm: no bias
+    assert ("lm_head.weight" in {a.param for a in axes}) == (tiny.name == "tiny-llama")  # GPT-2, OPT: tied
 
 
 # --- weight matching -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Weight matching: align model B to model A modulo permutation symmetries (git re-basin).
 
-Ainsworth et al. (2022, "Git Re-Basin", section 3.2, algorithm 1 "weight matching") look
+Ainsworth et al. (2022, "Git Re-Basin", section 3.2 "matching weights", algorithm 1
+"permutation coordinate descent") look
 for the element σ of the permutation group (``atlas.instruments._symmetry``) that brings B's
 weights closest to A's,
 

@@ -41,7 +41,8 @@ from torch import nn
 
 from .._anatomy import decoder_layers, head_axes, head_dim, kv_groups, mlp_axes, residual_axes
 
-__all__ = ["Permutation", "Plan", "logit_change", "parameter_distance", "permute", "random_permutation"]
+__all__ = ["Key", "Permutation", "Plan", "Segment", "logit_change", "parameter_distance", "permute",
+           "random_permutation"]
 
 Key = tuple[str, int]  # ("residual", -1) | ("mlp", layer) | ("query", layer) | ("kv", layer)
 
