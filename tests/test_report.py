@@ -20,9 +20,18 @@ def make_run(**kw):
     return Run(**{**fields, **kw})
 
 
+def make_verdict(**kw):
+    fields = dict(prediction="P5d", version="abc123", form="general", claim="c", source="seed", model="tiny",
+                  corpus="starter-v1", corpus_hash="sha256:abc", profile="quick", outcome="supported", effect=0.5,
+                  ci_low=0.1, ci_high=0.9, n=3, criterion={"statistic": "rho", "direction": ">", "threshold": 0},
+                  criterion_hash="h")
+    return VerdictRecord(**{**fields, **kw})
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """A store with a measured perplexity and coupling run, the seed record, a verdict, events and judgments."""
+def report(tmp_path_factory, instrument_tables):
+    """A store with a measured run of every instrument, the seed record, verdicts on two corpora (one not
+    run), events and judgments."""
     out = tmp_path_factory.mktemp("report")
     store = Store(f"sqlite:///{out / 'atlas.db'}")
     domains = pd.DataFrame({"domain": ["poetry", "spanish"], "n": [3, 3], "n_tokens": [90, 80], "ppl": [40.0, 70.0],
@@ -32,10 +41,15 @@ def report(tmp_path_factory):
     ppl = store.write_run(make_run(), {"perplexity_domains": domains})
     cpl = store.write_run(make_run(instrument="coupling", settings={}), {"coupling": layers})
     import_sheet(store, reference_sheet("gpt2-april-2026"))
-    store.write_verdict(VerdictRecord(prediction="P5d", version="abc123", form="general", claim=EVIL, source="seed",
-                                      model="tiny", outcome="supported", effect=0.5, ci_low=0.1, ci_high=0.9, n=3,
-                                      criterion={"statistic": "rho", "direction": ">", "threshold": 0},
-                                      criterion_hash="h", run_ids=[cpl]))
+    store.write_verdict(make_verdict(claim=EVIL, run_ids=[cpl]))
+    store.write_verdict(make_verdict(corpus="domains-v1[:24/domain]", corpus_hash="sha256:def", outcome="refuted",
+                                     effect=-0.5, ci_low=-0.9, ci_high=-0.2, code_version="0123456789abcdef"))
+    store.write_verdict(make_verdict(prediction="P1a-named", model="gpt2", outcome="not_run", effect=None, ci_low=None,
+                                     ci_high=None, n=None, reason=f"model 'gpt2' is not available: {EVIL}"))
+    for name, tables in (("ablation", ("ablation", "ablation_layers")), ("hessian", ("hessian",)),
+                         ("gradient", ("gradient",)), ("interpolation", ("interpolation", "interpolation_barrier"))):
+        store.write_run(make_run(instrument=name, settings={"other": "tiny-b"} if name == "interpolation" else {}),
+                        {t: instrument_tables[t] for t in tables})
     for i, action in enumerate(["measured", "reused", "refused"]):
         store.write_event(ProtocolEvent(session="s-one", prediction="P5d", instrument="coupling", model="tiny",
                                         corpus_hash="sha256:abc", action=action, run_id=cpl if i < 2 else None,
@@ -52,6 +66,10 @@ def text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def pages_of(root: Path) -> list[Path]:
+    return [root / "index.html", *(root / "terms").glob("*.html"), *(root / "predictions").glob("*.html")]
+
+
 def test_index_and_a_page_per_term(report):
     root, _, _ = report
     pages = sorted(p.stem for p in (root / "terms").glob("*.html"))
@@ -63,7 +81,7 @@ def test_index_and_a_page_per_term(report):
 
 def test_everything_is_escaped_and_self_contained(report):
     root, _, _ = report
-    for page in [root / "index.html", *(root / "terms").glob("*.html")]:
+    for page in pages_of(root):
         html = text(page)
         assert "<script" not in html and " src=" not in html and "<link" not in html
         assert not re.search(r'href="https?:', html)
@@ -86,7 +104,7 @@ class _Links(HTMLParser):
 
 def test_every_link_points_at_a_page_and_anchor_that_exist(report):
     root, _, _ = report
-    pages = [root / "index.html", *(root / "terms").glob("*.html")]
+    pages = pages_of(root)
     parsed = {}
     for page in pages:
         parsed[page.resolve()] = p = _Links()
@@ -157,3 +175,113 @@ def test_seed_record_beside_replications(report):
     assert "seed 58.6" in perplexity  # poetry's seed tick
     imported = index[index.index('id="imported"'):index.index('id="vocabulary"')]
     assert "ONE UN-REPLICATED FIRST-PASS RUN" in imported and "102.5" in imported
+
+
+def svgs(html: str) -> list[str]:
+    return re.findall(r"<svg.*?</svg>", html, re.S)
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and whether every opened element was closed."""
+
+    VOID = {"meta", "br", "hr", "img", "input", "link", "wbr"}  # HTML's; SVG shapes close with "/>"
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.open = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+
+
+def test_every_page_is_well_formed_and_loads_nothing_from_outside(report):
+    root, _, _ = report
+    for page in pages_of(root):
+        tags = _Tags()
+        tags.feed(text(page))
+        assert tags.open == [], f"{page.name}: unclosed {tags.open}"
+        for tag, attrs in tags.tags:
+            for attr in ("src", "href", "xlink:href"):
+                assert not re.match(r"\s*(https?:)?//", attrs.get(attr) or ""), f"{page.name}: <{tag} {attr}>"
+            assert tag not in ("script", "link", "iframe", "img", "object", "embed"), f"{page.name}: <{tag}>"
+
+
+def test_the_index_opens_with_the_overview(report):
+    root, _, _ = report
+    index = text(root / "index.html")
+    overview = index[index.index('id="overview"'):index.index('id="by-corpus"')]
+    assert index.index('id="overview"') < index.index('id="verdicts"') < index.index('id="perplexity"')
+    for outcome, count in (("supported", 1), ("refuted", 1), ("inconclusive", 0), ("not_run", 1)):
+        assert re.search(rf'class="count {outcome}"><b>{count}</b>', overview), outcome
+    [forest] = svgs(overview)
+    assert forest.count('class="threshold"') >= 3  # the legend's and one per row
+    assert "P5d" in forest and "P1a-named" not in forest  # not run: listed, not drawn
+    assert 'href="predictions/P5d.html"' in forest
+
+
+def test_not_run_predictions_are_one_list_with_the_reason_collapsed(report):
+    root, _, _ = report
+    index = text(root / "index.html")
+    overview = index[index.index('id="overview"'):index.index('id="by-corpus"')]
+    listing = overview[overview.index('class="notrun"'):]
+    assert "P1a-named" in listing and "<details>" in listing
+    details = listing[listing.index("<details>"):listing.index("</details>")]
+    assert "model &#39;gpt2&#39; is not available" in details and "&lt;script&gt;" in details
+    full = index[index.index('id="verdicts"'):index.index('id="perplexity"')]
+    assert "P1a-named" not in full  # the full table holds the verdicts reached
+
+
+def test_a_prediction_on_two_corpora_stands_side_by_side(report):
+    root, _, _ = report
+    index = text(root / "index.html")
+    table = index[index.index('id="by-corpus"'):index.index('id="verdicts"')]
+    header = table[table.index("<tr>"):table.index("</tr>")]
+    assert header.index("starter-v1") < header.index("domains-v1[:24/domain]")
+    [row] = [r for r in table.split("<tr>") if 'href="predictions/P5d.html"' in r]
+    assert row.index(">supported<") < row.index(">refuted<")  # one row, a column per corpus
+    assert row.count("—") == 0
+
+
+def test_a_figure_for_every_instrument_run(report):
+    root, _, _ = report
+    index = text(root / "index.html")
+    for section, label in (("perplexity", "perplexity (exp of mean NLL"), ("coupling", "coupling (Pearson r)"),
+                           ("ablation", "mean ΔPPL per layer"), ("hessian", "eigenvalue λ of ∇²L"),
+                           ("gradient", "mean next-token entropy (nats)"), ("interpolation", "max − chord")):
+        start = index.index(f'<section id="{section}"')
+        body = index[start:index.index("</section>", start)]
+        [svg] = svgs(body)
+        assert label in svg and "tiny" in svg and "n = " in svg, section
+
+
+def test_every_figure_kind_has_a_macro_that_draws_it():
+    from jinja2 import Environment, PackageLoader
+
+    from atlas._figures import FIGURES
+
+    module = Environment(loader=PackageLoader("atlas", "templates")).get_template("_figures.html.j2").module
+    for kind in (*FIGURES, "forest", "history"):
+        assert callable(getattr(module, kind, None)), kind
+
+
+def test_a_page_per_prediction_with_its_history(report):
+    root, _, _ = report
+    page = text(root / "predictions" / "P5d.html")
+    assert page.count('<tr id="verdict-') == 2
+    panels = svgs(page)
+    assert len(panels) == 2  # starter-v1 and domains-v1, each over time
+    assert "tiny · starter-v1 · profile quick" in panels[0] and "tiny · domains-v1[:24/domain]" in panels[1]
+    assert "0123456789ab" in page and 'href="../index.html"' in page  # the code version that judged it
+    index = text(root / "index.html")
+    assert 'href="predictions/P1a-named.html"' in index
+    not_run = text(root / "predictions" / "P1a-named.html")
+    assert "<details>" in not_run and "&lt;script&gt;" in not_run  # the reason, collapsed and escaped
