@@ -1,3 +1,4 @@
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -285,3 +286,150 @@ def test_a_page_per_prediction_with_its_history(report):
     assert 'href="predictions/P1a-named.html"' in index
     not_run = text(root / "predictions" / "P1a-named.html")
     assert "<details>" in not_run and "&lt;script&gt;" in not_run  # the reason, collapsed and escaped
+
+
+# --- the command line: verdicts keyed by what produced them, flips, export -----------------------------------
+
+
+def cli(*args):
+    from click.testing import CliRunner
+
+    from atlas.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def two_corpora(tmp_path):
+    """A store with P5d supported on two corpora (quick), refuted on one (full), and a not-run P1a."""
+    db = f"sqlite:///{tmp_path / 'v.db'}"
+    store = Store(db)
+    store.write_verdict(make_verdict())
+    store.write_verdict(make_verdict(corpus="domains-v1[:24/domain]", corpus_hash="sha256:def"))
+    store.write_verdict(make_verdict(corpus="domains-v1", corpus_hash="sha256:d0f", profile="full", outcome="refuted",
+                                     effect=-0.25, ci_low=-0.5, ci_high=-0.1, n=480))
+    store.write_verdict(make_verdict(prediction="P1a-named", model="gpt2", outcome="not_run", effect=None,
+                                     ci_low=None, ci_high=None, n=None, reason="no gpt2"))
+    return db
+
+
+def test_verdicts_plain_output_has_a_header_aligned_columns_and_the_corpus(two_corpora):
+    result = cli("verdicts", "--db", two_corpora)
+    assert result.exit_code == 0, result.output
+    header, *lines = result.output.splitlines()
+    assert header.split() == ["prediction", "version", "form", "model", "corpus", "profile", "outcome", "effect",
+                              "95%", "CI", "n"]
+    assert len(lines) == 4
+    for column in ("corpus", "profile", "outcome"):  # left-aligned: every row starts the column where the header does
+        at = header.index(column)
+        assert all(line[at - 1] == " " and line[at] != " " for line in lines), column
+    not_run = next(line for line in lines if line.startswith("P1a-named"))
+    assert "not run" in not_run and not_run.count("—") == 3  # effect, CI and n missing
+    full = next(line for line in lines if " full " in line)
+    assert "domains-v1 " in full and "refuted" in full and "[-0.5, -0.1]" in full and full.endswith(" 480")
+
+
+def test_verdicts_filter_by_corpus_and_profile(two_corpora):
+    def predictions(*args):
+        result = cli("verdicts", "--db", two_corpora, "--json", *args)
+        return sorted((v["corpus"], v["profile"]) for v in json.loads(result.output)["verdicts"])
+
+    assert predictions("--corpus", "domains-v1") == [("domains-v1", "full"), ("domains-v1[:24/domain]", "quick")]
+    assert predictions("--corpus", "domains-v1", "--profile", "quick") == [("domains-v1[:24/domain]", "quick")]
+    assert predictions("--corpus", "../shared/corpora/domains-v1.jsonl", "--profile", "full") == [
+        ("domains-v1", "full")]
+    assert predictions("--corpus", "sha256:de") == [("domains-v1[:24/domain]", "quick")]
+    assert predictions("--corpus", "starter-v1") == [("starter-v1", "quick"), ("starter-v1", "quick")]
+    result = cli("verdicts", "--db", two_corpora, "--profile", "nightly")
+    assert result.exit_code == 0 and "no verdict matches --profile nightly" in result.output
+
+
+def test_a_flip_between_two_nights_is_printed_written_and_exits_3(tmp_path):
+    nights = []
+    for night, outcome in enumerate(("supported", "inconclusive")):
+        db = f"sqlite:///{tmp_path / f'night{night}.db'}"
+        store = Store(db)
+        store.write_verdict(make_verdict(outcome=outcome, ci_low=0.1 if night == 0 else -0.1))
+        store.write_verdict(make_verdict(prediction="P0b", outcome="refuted", effect=1.01, ci_low=1.0, ci_high=1.02))
+        store.write_verdict(make_verdict(prediction="P0b", profile="full" if night else "quick", outcome="refuted"))
+        path = tmp_path / f"night{night}.json"
+        path.write_text(cli("verdicts", "--db", db, "--json").output)
+        nights.append(path)
+    out = tmp_path / "reports" / "flips.json"
+    result = cli("diff", *nights, "--out", out)
+    assert result.exit_code == 3, result.output
+    [flip_line] = [line for line in result.output.splitlines() if line.startswith("FLIP")]
+    assert "P5d on tiny · starter-v1 · quick: supported -> inconclusive" in flip_line and "[-0.1, 0.9]" in flip_line
+    written = json.loads(out.read_text())
+    [flip] = written["flips"]
+    assert (flip["prediction"], flip["from"], flip["to"], flip["version_changed"]) == (
+        "P5d", "supported", "inconclusive", False)
+    assert written["compared"] == 2  # P5d and P0b quick; P0b full appeared and nothing flipped there
+    assert [(a["prediction"], a["profile"]) for a in written["appeared"]] == [("P0b", "full")]
+    same = cli("diff", nights[1], nights[1], "--out", out)
+    assert same.exit_code == 0 and "0 flip(s)" in same.output and json.loads(out.read_text())["flips"] == []
+
+
+def test_diff_of_a_file_that_is_not_a_verdicts_file_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    result = cli("diff", bad, tmp_path / "missing.json", "--out", tmp_path / "f.json")
+    assert result.exit_code == 1 and 'expected {"verdicts": [...]}' in result.output
+    good = tmp_path / "good.json"
+    good.write_text('{"verdicts": []}')
+    result = cli("diff", good, tmp_path / "missing.json", "--out", tmp_path / "f.json")
+    assert result.exit_code == 1 and "missing.json: no such file" in result.output
+
+
+def test_export_a_run_with_its_provenance(report, tmp_path):
+    root, ppl, _ = report
+    db = f"sqlite:///{root.parent / 'atlas.db'}"
+    result = cli("export", ppl[:8], "--format", "csv", "--out", tmp_path, "--db", db)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / ppl / "perplexity_domains.csv")
+    assert list(frame["domain"]) == ["poetry", "spanish"] and frame["ppl"].tolist() == [40.0, 70.0]
+    sidecar = json.loads((tmp_path / ppl / "provenance.json").read_text())
+    assert sidecar["run"]["model"] == "tiny" and sidecar["run"]["corpus_hash"] == "sha256:abc"
+    assert sidecar["run"]["settings"] == {"bos_policy": "prepend"} and sidecar["run"]["started_at"].startswith("20")
+    assert sidecar["tables"]["perplexity_domains"]["rows"] == 2
+    assert "passages" in sidecar["tables"]["perplexity_domains"]["columns"]["n"]  # the schema's description
+    result = cli("export", ppl, "--format", "json", "--table", "perplexity_domains", "--out", tmp_path / "j",
+                 "--db", db)
+    rows = json.loads((tmp_path / "j" / ppl / "perplexity_domains.json").read_text())
+    assert result.exit_code == 0 and rows[0]["domain"] == "poetry" and rows[0]["ci_low"] == 35.0
+
+
+def test_export_a_prediction_writes_its_runs_and_verdicts(report, tmp_path):
+    root, _, cpl = report
+    result = cli("export", "--prediction", "P5", "--out", tmp_path, "--db", f"sqlite:///{root.parent / 'atlas.db'}")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / cpl / "coupling.csv").is_file()
+    verdicts = json.loads((tmp_path / "P5d.verdicts.json").read_text())["verdicts"]
+    assert {v["corpus"] for v in verdicts} == {"starter-v1", "domains-v1[:24/domain]"}
+
+
+def test_export_errors_name_the_problem(report, tmp_path, monkeypatch):
+    root, ppl, _ = report
+    db = f"sqlite:///{root.parent / 'atlas.db'}"
+    assert cli("export", "--out", tmp_path, "--db", db).exit_code == 2  # neither a run nor a prediction
+    result = cli("export", "--prediction", "P9", "--out", tmp_path, "--db", db)
+    assert result.exit_code == 1 and "no verdict of prediction 'P9'" in result.output
+    result = cli("export", ppl, "--table", "hessian", "--out", tmp_path, "--db", db)
+    assert result.exit_code == 1 and "has no table hessian" in result.output
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    result = cli("export", ppl, "--format", "parquet", "--out", tmp_path / "p", "--db", db)
+    assert result.exit_code == 1 and "pip install 'atlas-landscape[export]'" in result.output
+    assert not (tmp_path / "p").exists()  # nothing written
+
+
+def test_export_parquet_keeps_the_columns(report, tmp_path):
+    pytest.importorskip("pyarrow", reason="parquet export needs the `export` extra (pyarrow)")
+    root, ppl, _ = report
+    db = f"sqlite:///{root.parent / 'atlas.db'}"
+    result = cli("export", ppl, "--format", "parquet", "--out", tmp_path, "--db", db)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(tmp_path / ppl / "perplexity_domains.parquet")
+    assert frame["n"].dtype.kind == "i" and frame["ppl"].tolist() == [40.0, 70.0]
