@@ -329,7 +329,8 @@ def forest(verdicts: list[dict]) -> dict | None:
     reached = [v for v in verdicts if v["outcome"] != "not_run"]
     if not reached:
         return None
-    label_w, x0, x1, row_h = 8, 350, 760, 32
+    label_w, x0, x1 = 8, 350, 760
+    row_h = 32 if len(reached) <= 10 else 26  # many verdicts: tighter rows, so that the overview fits a screen
     y = 62.0
     groups = []
     for kind, title in _KINDS.items():
@@ -408,7 +409,7 @@ def history(verdicts: list[dict]) -> list[dict]:
                           f"{_interval_text(effect, lo, hi, v.get('n'))}")})
         dates = [f"{v['created_at']:%m-%d %H:%M}" for v in rows]
         fig = _frame(f"{model} · {corpus} · profile {profile}",
-                     f"{len(rows)} verdicts; {rows[-1]['criterion'].get('statistic', '')} "
+                     f"{len(rows)} verdict{'s' if len(rows) > 1 else ''}; {rows[-1]['criterion'].get('statistic', '')} "
                      f"{rows[-1]['criterion'].get('direction', '')} {_fmt(thresholds[-1] if thresholds else 0)}",
                      y_bottom + 44, points=points, threshold=" ".join(steps), changes=changes,
                      y_top=y_top, y_bottom=y_bottom)

@@ -1,5 +1,10 @@
+import base64
 import json
 import re
+import shutil
+import struct
+import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -433,3 +438,94 @@ def test_export_parquet_keeps_the_columns(report, tmp_path):
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(tmp_path / ppl / "perplexity_domains.parquet")
     assert frame["n"].dtype.kind == "i" and frame["ppl"].tolist() == [40.0, 70.0]
+
+
+# --- in a real browser ---------------------------------------------------------------------------------------
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+# Appended to a copy of the page: what the layout engine measured, written where --dump-dom shows it.
+LAYOUT_PROBE = """<script>
+(function () {
+  function box(sel) { var e = document.querySelector(sel); if (!e) return null;
+    var r = e.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, width: r.width, height: r.height}; }
+  var probe = {clientWidth: document.documentElement.clientWidth, scrollWidth: document.documentElement.scrollWidth,
+               counts: box(".counts"), forest: box("#forest svg"), overview: box("#overview"),
+               resources: performance.getEntriesByType("resource").map(function (e) { return e.name; })};
+  document.body.setAttribute("data-probe", JSON.stringify(probe));
+})();
+</script>"""
+
+# A page that draws the screenshot (a data: URL, so the canvas stays readable) and counts its pixels.
+PIXEL_PROBE = """<html><body><canvas id="c"></canvas><img id="i" src="data:image/png;base64,{png}"><script>
+var img = document.getElementById("i");
+function count() {{
+  var c = document.getElementById("c"); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  var ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0);
+  var d = ctx.getImageData(0, 0, c.width, c.height).data, ink = 0, inBox = 0, colours = {{}};
+  var box = {box};
+  for (var k = 0; k < d.length; k += 4) {{
+    var p = k / 4, x = p % c.width, y = Math.floor(p / c.width);
+    if (d[k] < 235 || d[k + 1] < 235 || d[k + 2] < 235) {{
+      ink++; if (x >= box.left && x < box.right && y >= box.top && y < box.bottom) inBox++; }}
+    colours[(d[k] >> 4) + "," + (d[k + 1] >> 4) + "," + (d[k + 2] >> 4)] = 1;
+  }}
+  document.body.setAttribute("data-pixels", JSON.stringify({{width: c.width, height: c.height, ink: ink,
+    inBox: inBox, boxArea: (box.right - box.left) * (box.bottom - box.top), colours: Object.keys(colours).length}}));
+}}
+if (img.complete) count(); else img.onload = count;
+</script></body></html>"""
+
+
+def chromium(tmp_path, *args) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+               "--window-size=1280,900", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def dumped(html: str, attribute: str) -> dict:
+    found = re.search(rf'{attribute}="([^"]*)"', html)
+    assert found, f"the page did not write {attribute}"
+    return json.loads(unescape(found[1]))
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
+def test_the_report_in_headless_chromium(report, tmp_path):
+    """At 1280 x 900: no sideways overflow, the counts and the forest plot on the first screen, nothing loaded
+    from the network, and a screenshot with ink where the forest plot is."""
+    root, _, _ = report
+    index = root / "index.html"
+    probe_page = root / "index.probe.html"  # beside the index, so that relative links resolve as they do
+    probe_page.write_text(text(index).replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    try:
+        layout = dumped(chromium(tmp_path, "--dump-dom", probe_page.as_uri()), "data-probe")
+    finally:
+        probe_page.unlink()
+    assert layout["scrollWidth"] <= layout["clientWidth"], layout  # no horizontal overflow
+    assert layout["counts"]["bottom"] <= 900 and layout["forest"]["height"] > 100, layout
+    assert layout["forest"]["bottom"] <= 900, layout  # the whole forest plot without scrolling (small store)
+    assert not [r for r in layout["resources"] if re.match(r"https?:", r)], layout["resources"]
+
+    shot = tmp_path / "index-1280x900.png"
+    chromium(tmp_path, "--hide-scrollbars", f"--screenshot={shot}", index.as_uri())
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 900)
+    forest = layout["forest"]
+    box = {"left": 0, "right": 1280, "top": int(forest["top"]), "bottom": int(forest["bottom"])}
+    checker = tmp_path / "pixels.html"
+    checker.write_text(PIXEL_PROBE.format(png=base64.b64encode(png).decode(), box=json.dumps(box)), encoding="utf-8")
+    pixels = dumped(chromium(tmp_path, "--dump-dom", checker.as_uri()), "data-pixels")
+    assert (pixels["width"], pixels["height"]) == (1280, 900)
+    assert pixels["ink"] > 0.02 * 1280 * 900 and pixels["colours"] > 20, pixels  # not blank: text, bars, colours
+    assert pixels["inBox"] > 0.01 * pixels["boxArea"], pixels  # the forest plot is drawn where the layout put it
+
+
+def test_an_empty_store_renders_an_index_that_says_what_to_run(tmp_path):
+    index = render_report(Store("sqlite://"), tmp_path / "reports")
+    html = text(index)
+    assert "No prediction has reached a verdict yet: run <code>pytest predictions/</code>" in html
+    assert "No measured ablation runs stored yet." in html and "<svg" not in html
+    assert list((tmp_path / "reports" / "predictions").iterdir()) == []
