@@ -573,7 +573,7 @@ def hessian_spectrum(tables: dict, labels: dict, seed: dict) -> dict | None:
     if not eig and not density:
         return None
     blocks = _block_order(list(dict.fromkeys(r["block"] for r in eig + density)))
-    row_h = max(9.0, min(22.0, 520 / len(blocks)))
+    row_h = max(11.0, min(22.0, 520 / len(blocks)))  # at least a label's height: every block is named
     top, x0, x1 = 44, 190, 960
     scale = asinh_scale([r["value"] for r in eig + density], x0, x1)
     index = {b: i for i, b in enumerate(blocks)}
@@ -591,7 +591,7 @@ def hessian_spectrum(tables: dict, labels: dict, seed: dict) -> dict | None:
                       "is above tol·|λ|.")
     axes = [_x_axis(scale, bottom_a, "eigenvalue λ of ∇²L", grid=(top, bottom_a)),
             {"orient": "y", "at": x0, "start": top, "end": bottom_a, "label": "",
-             "ticks": _band_ticks(blocks, top, row_h), "grid": None}]
+             "ticks": _band_ticks(blocks, top, row_h, min_gap=11), "grid": None}]
     if density:
         d_blocks = [b for b in blocks if any(r["block"] == b for r in density)]
         d_top = bottom_a + 70
@@ -619,7 +619,7 @@ def hessian_spectrum(tables: dict, labels: dict, seed: dict) -> dict | None:
         fig["height"] = round(d_bottom + 50)
         axes += [_x_axis(scale, d_bottom, "eigenvalue λ of ∇²L"),
                  {"orient": "y", "at": x0, "start": d_top, "end": d_bottom, "label": "",
-                  "ticks": _band_ticks(d_blocks, d_top, row_h), "grid": None}]
+                  "ticks": _band_ticks(d_blocks, d_top, row_h, min_gap=11), "grid": None}]
     fig["axes"] = axes
     return fig
 
