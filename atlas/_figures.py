@@ -291,10 +291,10 @@ def statistic_kind(criterion: dict) -> str:
     return "difference"
 
 
-_KINDS = {
-    "correlation": "Correlations (ρ)",
-    "ratio": "Ratios",
-    "difference": "Differences, each in its statistic's own unit",
+_KINDS = {  # group title in the forest plot, axis label in a history panel
+    "correlation": ("Correlations (ρ)", "correlation ρ"),
+    "ratio": ("Ratios", "ratio"),
+    "difference": ("Differences, each in its statistic's own unit", "difference"),
 }
 
 
@@ -333,7 +333,7 @@ def forest(verdicts: list[dict]) -> dict | None:
     row_h = 32 if len(reached) <= 10 else 26  # many verdicts: tighter rows, so that the overview fits a screen
     y = 62.0
     groups = []
-    for kind, title in _KINDS.items():
+    for kind, (title, _) in _KINDS.items():
         rows = [v for v in reached if statistic_kind(v["criterion"]) == kind]
         if not rows:
             continue
@@ -397,7 +397,8 @@ def history(verdicts: list[dict]) -> list[dict]:
             cx = x0 + (i + 0.5) * step
             effect, lo, hi = (None if x is None else float(x) for x in (v["effect"], v["ci_low"], v["ci_high"]))
             threshold = float(v["criterion"].get("threshold", 0.0))
-            steps.append(f"{x0 + i * step:.1f},{scale(threshold):.1f} {x0 + (i + 1) * step:.1f},{scale(threshold):.1f}")
+            y_threshold = scale(threshold)
+            steps.append(f"{x0 + i * step:.1f},{y_threshold:.1f} {x0 + (i + 1) * step:.1f},{y_threshold:.1f}")
             if i and v["version"] != rows[i - 1]["version"]:
                 changes.append({"x": x0 + i * step, "label": f"v{v['version'][:6]}"})
             points.append({
@@ -408,13 +409,13 @@ def history(verdicts: list[dict]) -> list[dict]:
                 "title": (f"{v['created_at']:%Y-%m-%d %H:%M} v{v['version']}: {v['outcome'].replace('_', ' ')}, "
                           f"{_interval_text(effect, lo, hi, v.get('n'))}")})
         dates = [f"{v['created_at']:%m-%d %H:%M}" for v in rows]
+        criterion = rows[-1]["criterion"]
         fig = _frame(f"{model} · {corpus} · profile {profile}",
-                     f"{len(rows)} verdict{'s' if len(rows) > 1 else ''}; {rows[-1]['criterion'].get('statistic', '')} "
-                     f"{rows[-1]['criterion'].get('direction', '')} {_fmt(thresholds[-1] if thresholds else 0)}",
+                     f"{len(rows)} verdict{'s' if len(rows) > 1 else ''}; {criterion.get('statistic', '')} "
+                     f"{criterion.get('direction', '')} {_fmt(thresholds[-1] if thresholds else 0)}; {scale.note}",
                      y_bottom + 44, points=points, threshold=" ".join(steps), changes=changes,
                      y_top=y_top, y_bottom=y_bottom)
-        fig["axes"] = [_y_axis(scale, x0, f"{_KINDS[kind].split(',')[0].lower()} ({scale.note})",
-                               grid=(x0, x1)),
+        fig["axes"] = [_y_axis(scale, x0, _KINDS[kind][1], grid=(x0, x1)),
                        {"orient": "x", "at": y_bottom, "start": x0, "end": x1, "label": "verdicts in the order stored",
                         "ticks": _band_ticks(dates, x0, step, min_gap=80), "grid": None}]
         out.append(fig)
