@@ -15,6 +15,7 @@ import json
 import math
 import os
 import uuid
+from pathlib import Path
 
 import click
 
@@ -168,24 +169,113 @@ def models():
         click.echo(f"{spec.name:24} {spec.source:5} {spec.location:48} {spec.description}")
 
 
+def _aligned(headers: tuple[str, ...], rows: list[tuple], right: set[int]) -> list[str]:
+    """Rows as text columns under a header, padded to the widest cell; columns in ``right`` right-aligned."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    return [" ".join((str(x).rjust(w) if i in right else str(x).ljust(w)) for i, (x, w) in
+                     enumerate(zip(line, widths, strict=True))).rstrip() for line in (headers, *rows)]
+
+
+def _g(x) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
 @main.command()
 @_DB_OPTION
+@click.option("--corpus", default=None,
+              help="only verdicts on this corpus: its name (domains-v1[:24/domain]), its file's name (domains-v1: "
+                   "every sample of it) or the start of its hash (sha256:...)")
+@click.option("--profile", default=None, help="only verdicts of this profile (quick, full)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `verdicts` list")
-def verdicts(db, as_json):
-    """The latest verdict of every prediction version on every model."""
+def verdicts(db, corpus, profile, as_json):
+    """The latest verdict of every prediction version on every model, corpus and profile."""
+    from ._flips import corpus_matches, verdict_json
     from ._store import Store
 
-    fields = ("prediction", "version", "form", "model", "outcome", "effect", "ci_low", "ci_high", "n",
-              "criterion_hash", "reason")
-    latest = [{f: _clean(getattr(v, f)) for f in fields} for v in Store(db).latest_verdicts()]
+    latest = [verdict_json(v) for v in Store(db).latest_verdicts()]
+    latest = [v for v in latest if (corpus is None or corpus_matches(v, corpus))
+              and (profile is None or v["profile"] == profile)]
     if as_json:
         click.echo(json.dumps({"verdicts": latest}))
         return
-    for v in latest:
-        ci = "" if v["ci_low"] is None else f"[{v['ci_low']:.3g}, {v['ci_high']:.3g}]"
-        effect = "" if v["effect"] is None else f"{v['effect']:.3g}"
-        click.echo(f"{v['prediction']:40} {v['version']} {v['form']:8} {v['model']:28} {v['outcome']:13} "
-                   f"{effect:>8} {ci:>18} n={v['n']}")
+    if not latest:
+        asked = " ".join(f"--{k} {v}" for k, v in (("corpus", corpus), ("profile", profile)) if v)
+        click.echo(f"no verdict matches {asked}" if asked else "no verdicts stored yet: run pytest predictions/")
+        return
+    rows = [(v["prediction"], v["version"], v["form"], v["model"], v["corpus"] or "—", v["profile"] or "—",
+             v["outcome"].replace("_", " "), _g(v["effect"]),
+             "—" if v["ci_low"] is None else f"[{_g(v['ci_low'])}, {_g(v['ci_high'])}]",
+             "—" if v["n"] is None else str(v["n"]))
+            for v in latest]
+    headers = ("prediction", "version", "form", "model", "corpus", "profile", "outcome", "effect", "95% CI", "n")
+    for line in _aligned(headers, rows, right={7, 8, 9}):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--out", default="reports/flips.json", show_default=True, type=click.Path(dir_okay=False),
+              help="where the flips are written as JSON")
+def diff(old, new, out):
+    """Compare two `atlas verdicts --json` files (OLD, e.g. last night's, and NEW): print every flip, an
+    outcome that changed for the same prediction, model, corpus and profile, and write them to --out.
+
+    Exit status: 0 no flip, 3 at least one flip (1: a file could not be read).
+    """
+    from ._flips import FlipsError, compare, load_verdicts
+
+    try:
+        result = compare(load_verdicts(old), load_verdicts(new))
+    except FlipsError as exc:
+        raise click.ClickException(str(exc)) from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"old": str(old), "new": str(new), **result.as_dict()}, indent=1) + "\n",
+                         encoding="utf-8")
+    for f in result.flips:
+        was, now = f["old"], f["new"]
+        ci = lambda s: "" if s["ci_low"] is None else f" [{_g(s['ci_low'])}, {_g(s['ci_high'])}]"  # noqa: E731
+        click.echo(f"FLIP {f['prediction']} on {f['model']} · {f['corpus'] or '—'} · {f['profile'] or '—'}: "
+                   f"{f['from']} -> {f['to']} (effect {_g(was['effect'])}{ci(was)} -> {_g(now['effect'])}{ci(now)}"
+                   f"{'; criterion version changed' if f['version_changed'] else ''})")
+    for kind in ("appeared", "gone"):
+        for r in getattr(result, kind):
+            click.echo(f"{kind}: {r['prediction']} on {r['model']} · {r['corpus'] or '—'} · {r['profile'] or '—'} "
+                       f"({r['outcome']})")
+    click.echo(f"{len(result.flips)} flip(s) among {result.compared} verdicts in both files; written to {out}")
+    if result.flips:
+        click.get_current_context().exit(3)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--prediction", default=None, help="export the runs of this prediction's latest verdicts instead")
+@click.option("--table", "tables", multiple=True, help="only this table of the run (repeatable)")
+@click.option("--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv", "json", "parquet"]),
+              help="parquet needs pyarrow: pip install 'atlas-landscape[export]'")
+@click.option("--out", default="export", show_default=True, type=click.Path(file_okay=False),
+              help="directory to write into: <run id>/<table>.<format> and <run id>/provenance.json")
+@_DB_OPTION
+def export(run_id, prediction, tables, fmt, out, db):
+    """Write stored tables with their provenance: RUN_ID (or a unique prefix of it), or --prediction ID."""
+    from ._export import ExportError, export_prediction, export_run
+    from ._judgment import JudgmentError, resolve_target
+    from ._store import Store
+
+    if (run_id is None) == (prediction is None):
+        raise click.UsageError("give a RUN_ID or --prediction ID (one of them)")
+    if prediction is not None and tables:
+        raise click.UsageError("--table selects tables of one run: give a RUN_ID with it")
+    store = Store(db)
+    try:
+        if prediction is not None:
+            paths = export_prediction(store, prediction, out, fmt)
+        else:
+            paths = export_run(store, resolve_target(store, f"run:{run_id}").run, out, fmt, tables or None)
+    except (ExportError, JudgmentError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in paths:
+        click.echo(path)
 
 
 @main.command()

@@ -57,5 +57,6 @@ def test_verdicts_json_lists_the_latest_verdict_of_each_prediction_version(tmp_p
     result = CliRunner().invoke(main, ["verdicts", "--db", db, "--json"])
     [v] = json.loads(result.stdout)["verdicts"]
     assert v["outcome"] == "supported" and v["ci_high"] is None and v["n"] == 3
-    assert set(v) == {"prediction", "version", "form", "model", "outcome", "effect", "ci_low", "ci_high", "n",
-                      "criterion_hash", "reason"}
+    assert set(v) == {"id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile",
+                      "code_version", "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash",
+                      "reason", "created_at"}
