@@ -135,7 +135,7 @@ def mlp_projections(model: nn.Module, layer: int) -> tuple[list[nn.Module], nn.M
         found = [_first_path(block, (path,)) for path in (*inputs, output)]
         if all(m is not None for m in found):
             return found[:-1], found[-1]
-    raise ValueError(f"layer {layer} of {type(model).__name__}: no MLP projections found (see atlas._anatomy)")
+    raise BadInput(f"layer {layer} of {type(model).__name__}: no MLP projections found (see atlas._anatomy)")
 
 
 def qkv_projections(model: nn.Module, layer: int) -> dict[str, tuple[nn.Module, int]]:
@@ -148,7 +148,7 @@ def qkv_projections(model: nn.Module, layer: int) -> dict[str, tuple[nn.Module, 
         return {"q": (attn.c_attn, 0), "k": (attn.c_attn, width), "v": (attn.c_attn, 2 * width)}
     if all(hasattr(attn, f"{x}_proj") for x in "qkv"):
         return {x: (getattr(attn, f"{x}_proj"), 0) for x in "qkv"}
-    raise ValueError(f"layer {layer}: attention module {type(attn).__name__} has no separate or GPT-2-fused q/k/v "
+    raise BadInput(f"layer {layer}: attention module {type(attn).__name__} has no separate or GPT-2-fused q/k/v "
                      "projections (GPT-NeoX interleaves q, k, v per head in query_key_value: not supported)")
 
 

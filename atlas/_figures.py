@@ -456,7 +456,7 @@ def perplexity_bars(tables: dict, labels: dict, seed: dict) -> dict:
     return fig
 
 
-_COUPLING_VARIANTS = ("seed_flattened", "all")  # the seed's variant first, when the run measured it
+_COUPLING_VARIANTS = ("seed_flattened", "row_centred")  # the seed's method first (comparable), then the default
 
 
 @figure("coupling_lines", "coupling")
@@ -492,7 +492,7 @@ def coupling_lines(tables: dict, labels: dict, seed: dict) -> dict | None:
                  line=" ".join(f"{p['x']:.1f},{p['y']:.1f}" for p in points),
                  seed_line=" ".join(f"{p['x']:.1f},{p['y']:.1f}" for p in seed_points),
                  legend_y=bottom + 56, variant=variant, model=labels.get("model", "?"), seed_depth=seed_depth,
-                 note="Mean over passages of the mean pairwise Pearson r of heads' attention maps; whiskers: 95% "
+                 note=f"Mean over passages of the mean pairwise correlation of heads' attention maps (variant {variant}); whiskers: 95% "
                       "percentile bootstrap over passages. Dashed: the seed's GPT-2 small values (single probe input)"
                       + ("; both against relative depth because the depths differ." if relative else "."))
     span = max(depth, seed_depth)

@@ -38,7 +38,7 @@ from ._corpus import Corpus, load_corpus
 from ._errors import AtlasError, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, ModelUnavailable, load_model
 from ._profiles import PROFILES, Profile
-from ._stats import bootstrap_ci
+from ._stats import bootstrap_ci, one_sided_p
 from ._store import Run, Store, VerdictRecord
 from ._verdict import Criterion, Outcome
 from ._version import code_version, prediction_version
@@ -255,7 +255,11 @@ class Prediction:
         outcome, why = self.criterion.judge_with_reason(effect, *ci)
         summary = f"{self.criterion.statistic} = {effect:.4g}, 95% CI [{ci[0]:.4g}, {ci[1]:.4g}], n = {n}"
         reason = reason or f"{summary}: {why}"
-        self._store(outcome, effect=effect, ci=ci, n=n, evidence=evidence or {}, reason=reason)
+        evidence = dict(evidence or {})
+        p = one_sided_p(getattr(ci, "replicates", None), self.criterion.threshold, self.criterion.direction)
+        if p is not None:  # for the report's multiple-comparison adjustment across a session (Holm)
+            evidence["p_value"] = p
+        self._store(outcome, effect=effect, ci=ci, n=n, evidence=evidence, reason=reason)
         if outcome is Outcome.REFUTED:
             raise RefutedVerdict(f"REFUTED {self.id} on {self.model_name}: {reason}\ncriterion: {self.criterion}\n"
                                  f"evidence: {evidence}")

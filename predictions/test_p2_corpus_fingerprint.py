@@ -27,15 +27,15 @@ SOURCE = "measurements-gpt2-april-2026: Untested Predictions, Priority 2"
 
 PPL_RATIO = Criterion(
     statistic="PPL_academic(opt-125m) / PPL_academic(gpt2)", direction="<", threshold=0.8,
-    ci="95% percentile bootstrap over academic_abstract passages, paired across models",
+    ci="95% BCa bootstrap over academic_abstract passages, paired across models",
     sample="academic_abstract passages of the corpus; BOS policy prepend")
 BPB_RATIO = Criterion(
     statistic="bits-per-byte_academic(opt-125m) / bits-per-byte_academic(gpt2)", direction="<", threshold=0.8,
-    ci="95% percentile bootstrap over academic_abstract passages, paired across models",
+    ci="95% BCa bootstrap over academic_abstract passages, paired across models",
     sample="academic_abstract passages of the corpus; BOS policy prepend")
 MOVES_MOST = Criterion(
     statistic="min over other domains of log(PPL_B/PPL_A) minus that of academic_abstract", direction=">",
-    threshold=0.0, ci="95% percentile bootstrap, passages resampled within each domain, paired across models",
+    threshold=0.0, ci="95% BCa bootstrap, passages resampled within each domain, paired across models",
     sample="all domains of the corpus; BOS policy prepend")
 
 

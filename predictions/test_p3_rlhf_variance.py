@@ -27,7 +27,7 @@ ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
 SOURCE = "measurements-gpt2-april-2026: Untested Predictions, Priority 3"
 MISTRAL = ("mistral-7b", "mistral-7b-instruct")
-CI = "95% percentile bootstrap, passages resampled within each domain, paired across models"
+CI = "95% BCa bootstrap, passages resampled within each domain, paired across models"
 
 VARIANCE = Criterion(statistic="var over domains of log PPL: tuned minus base", direction="<", threshold=0.0,
                      ci=CI, sample="all domains of the corpus; BOS policy prepend")

@@ -151,7 +151,7 @@ def test_every_figure_labels_model_corpus_and_n_and_names_its_axes(instrument_ta
     tables = {**instrument_tables, "perplexity_domains": pd.DataFrame(
         {"domain": ["poetry", "spanish"], "n": [3, 3], "n_tokens": [90, 80], "ppl": [40.0, 70.0],
          "ci_low": [35.0, 60.0], "ci_high": [45.0, 80.0], "bits_per_byte": [1.2, 1.5]}),
-        "coupling": pd.DataFrame({"layer": [0, 1, 2], "variant": ["all"] * 3, "coupling": [0.41, 0.52, 0.47],
+        "coupling": pd.DataFrame({"layer": [0, 1, 2], "variant": ["seed_flattened"] * 3, "coupling": [0.41, 0.52, 0.47],
                                   "ci_low": [0.4, 0.5, 0.45], "ci_high": [0.42, 0.55, 0.5], "n_passages": [3] * 3})}
     figs = figures_for(tables, LABELS, seed_reference())
     assert [f["kind"] for f in figs] == list(FIGURES)
@@ -238,7 +238,7 @@ def test_perplexity_bars_start_at_zero_with_whiskers_and_seed_ticks():
     assert poetry["ref"] == 58.6 and "seed 58.6" in poetry["text"]
 
 
-def _coupling(n_layers, variants=("all",)):
+def _coupling(n_layers, variants=("row_centred",)):
     return pd.DataFrame([{"layer": i, "variant": v, "coupling": 0.5 + 0.01 * i, "ci_low": 0.49 + 0.01 * i,
                           "ci_high": 0.51 + 0.01 * i, "n_passages": 4} for v in variants for i in range(n_layers)])
 
@@ -256,11 +256,12 @@ def test_coupling_uses_relative_depth_when_depths_differ():
 
 
 def test_coupling_keeps_layer_index_at_equal_depth_and_names_its_variant():
-    fig = figures.coupling_lines({"coupling": _coupling(12, ("no_sink", "all"))}, LABELS, seed_reference())
+    fig = figures.coupling_lines({"coupling": _coupling(12, ("row_centred_no_sink", "row_centred"))}, LABELS,
+                                 seed_reference())
     assert not fig["relative"] and fig["axes"][0]["label"] == "layer"
     assert [p["x"] for p in fig["points"]] == pytest.approx([p["x"] for p in fig["seed_points"]])
-    assert fig["variant"] == "all" and "variant all" in fig["caption"]
-    fig = figures.coupling_lines({"coupling": _coupling(12, ("no_sink", "seed_flattened"))}, LABELS, {})
+    assert fig["variant"] == "row_centred" and "variant row_centred" in fig["caption"]
+    fig = figures.coupling_lines({"coupling": _coupling(12, ("row_centred", "seed_flattened"))}, LABELS, {})
     assert fig["variant"] == "seed_flattened" and fig["seed_points"] == []
 
 

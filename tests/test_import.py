@@ -41,7 +41,7 @@ def test_the_seed_record_round_trips():
     [cpl] = store.runs(instrument="coupling")
     layers = store.tables(cpl.id)["coupling"]
     assert layers["coupling"].tolist() == [r["coupling"] for r in seed["coupling"]["rows"]]
-    assert set(layers["variant"]) == {"all"}
+    assert set(layers["variant"]) == {"seed_flattened"}
 
 
 def test_territory_labels_become_judgments_never_columns():
@@ -119,7 +119,7 @@ def test_csv_import_and_its_errors_by_line(tmp_path):
     good.write_text("layer,coupling,interpretation\n0,0.61,\n1,0.70,rises\n")
     db = f"sqlite:///{tmp_path / 'a.db'}"
     result = CliRunner().invoke(main, ["import", str(good), "--model", "pythia-70m", "--source", "notebook",
-                                       "--default", "variant=all", "--default", "n_passages=1", "--db", db, "--json"])
+                                       "--default", "variant=seed_flattened", "--default", "n_passages=1", "--db", db, "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["runs"][0]["tables"] == ["coupling"] and out["judgments"] == 1

@@ -42,7 +42,7 @@ def report(tmp_path_factory, instrument_tables):
     store = Store(f"sqlite:///{out / 'atlas.db'}")
     domains = pd.DataFrame({"domain": ["poetry", "spanish"], "n": [3, 3], "n_tokens": [90, 80], "ppl": [40.0, 70.0],
                             "ci_low": [35.0, 60.0], "ci_high": [45.0, 80.0], "bits_per_byte": [1.2, 1.5]})
-    layers = pd.DataFrame({"layer": [0, 1, 2], "variant": ["all"] * 3, "coupling": [0.41, 0.52, 0.47],
+    layers = pd.DataFrame({"layer": [0, 1, 2], "variant": ["seed_flattened"] * 3, "coupling": [0.41, 0.52, 0.47],
                            "ci_low": [0.4, 0.5, 0.45], "ci_high": [0.42, 0.55, 0.5], "n_passages": [3] * 3})
     ppl = store.write_run(make_run(), {"perplexity_domains": domains})
     cpl = store.write_run(make_run(instrument="coupling", settings={}), {"coupling": layers})

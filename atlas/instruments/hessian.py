@@ -24,7 +24,14 @@ dimension (density weights times n_params count eigenvalues).
 Loss: the token-weighted mean NLL (total nats / total scored tokens, padding masked,
 BOS policy ``prepend``) of ONE batch of passages, taken round-robin over the corpus's
 domains (first passage of each domain, then the second, ...) until ``max_tokens``
-tokens are scored; the last passage taken is truncated to fit.
+tokens are scored, at most ``tokens_per_passage`` of each (0: whole passages; e.g. 8
+passages x 8 tokens spread a 64-token budget over every domain); the last passage taken
+is truncated to fit.
+
+Precision: Hessian-vector products run in float32 whatever dtype the model was loaded in
+(bfloat16, the CUDA default, puts the top eigenvalue about 1e-3 off while the residual
+test still passes): a model held in another dtype is measured through a temporary
+float32 copy (its memory: 4 bytes per parameter), the loaded model untouched.
 
 Method: Hessian-vector products by double backward (the gradient is built once with
 ``create_graph=True``, then each product is the gradient of <g, v>) under eager
@@ -46,8 +53,8 @@ attention (SDPA has no double backward), with every parameter outside the block 
   torch, so density rows come from Atlas's SLQ (backend ``atlas``); its dataloader mode
   weights batches by rows, not tokens, so it gets one batch (``data=``); it moves data
   with ``.cuda()`` (the current device) and draws float32 vectors, so it runs under the
-  model's CUDA device and needs a float32 model; ``trace()``'s relative stopping test
-  misfires on a negative trace, so it runs exactly ``hutchinson_samples`` probes.
+  model's CUDA device (on the float32 copy, like every product here); ``trace()``'s
+  relative stopping test misfires on a negative trace, so it runs exactly ``hutchinson_samples`` probes.
 
 Cost: a product costs about two backward passes through the layers above the block
 (SmolLM2-135M, one CPU thread: layer 0's attention 0.8 s at 64 tokens, 4 s at 256;
@@ -58,6 +65,8 @@ per-layer blocks big ones.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
 import math
 import warnings
@@ -109,10 +118,12 @@ class BlockHessian:
                           for h, p in zip(hv, self.params)])  # [n]
 
 
-def hessian_batch(lm: LoadedModel, corpus: Corpus, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hessian_batch(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch (input_ids [B, T], attention_mask [B, T]) scoring ``max_tokens`` tokens of passages taken
-    with the domains in turn (``atlas._scoring.token_budget``), the last one truncated to fit."""
-    encoded = token_budget(lm, corpus, max_tokens)
+    with the domains in turn, at most ``per_passage`` of each (``atlas._scoring.token_budget``), the last one
+    truncated to fit."""
+    encoded = token_budget(lm, corpus, max_tokens, per_passage)
     _, ids, mask = next(batches(encoded, len(encoded), lm.doc_start_id, lm.device))
     return ids, mask
 
@@ -217,9 +228,6 @@ def _masked_mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dict], BlockHessian]:
     ph = importlib.import_module("pyhessian.hessian")  # the package re-exports the class under this name
-    if lm.model.dtype != torch.float32:
-        raise SettingsError(f"backend pyhessian needs a float32 model (it draws float32 vectors); {lm.name} is "
-                         f"{lm.model.dtype}: load it with dtype float32 or use backend atlas")
     cuda = lm.device.startswith("cuda")
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # [B, T-1]
     with torch.cuda.device(lm.device) if cuda else nullcontext(), warnings.catch_warnings():
@@ -246,19 +254,21 @@ def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dic
     return rows, H
 
 
-@instrument("hessian", version="1", measures=("hessian",), terms=("viscosity", "coupling", "slick_sticky"))
+@instrument("hessian", version="2", measures=("hessian",), terms=("viscosity", "coupling", "slick_sticky"))
 def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: str = "atlas", blocks: str = "model",
                     layers: str = "all", top_k: int = 5, lanczos_steps: int = 30, hutchinson_samples: int = 20,
-                    slq_runs: int = 1, max_tokens: int = 256, tol: float = 1e-3,
+                    slq_runs: int = 1, max_tokens: int = 256, tokens_per_passage: int = 0, tol: float = 1e-3,
                     progress: bool = True) -> dict[str, pd.DataFrame]:
     """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``)."""
     if backend not in BACKENDS:
         raise SettingsError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if top_k < 1 or lanczos_steps < 1 or max_tokens < 1 or hutchinson_samples < 0 or slq_runs < 0 or tol <= 0:
         raise SettingsError("need top_k, lanczos_steps, max_tokens >= 1; hutchinson_samples, slq_runs >= 0; tol > 0")
+    if lm.model.dtype != torch.float32:  # products in float32 whatever the session dtype: a temporary copy
+        lm = dataclasses.replace(lm, model=copy.deepcopy(lm.model).float(), dtype="float32")
     model = lm.model
     chosen = hessian_blocks(model, blocks, layers)
-    ids, mask = hessian_batch(lm, corpus, max_tokens)  # [B, T] each
+    ids, mask = hessian_batch(lm, corpus, max_tokens, tokens_per_passage)  # [B, T] each
     training, rows = model.training, []
     model.eval()
     try:
