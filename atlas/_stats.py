@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "one_sided_p", "spearman"]
+__all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "holm", "one_sided_p", "spearman"]
 
 
 class Interval(tuple):
@@ -41,6 +41,16 @@ def one_sided_p(replicates: np.ndarray | None, threshold: float, direction: str)
         return None
     against = values <= threshold if direction in (">", ">=") else values >= threshold
     return float((against.sum() + 1) / (len(values) + 1))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values, in the order given: controls the family-wise error rate."""
+    order = np.argsort(p_values, kind="stable")
+    m, adjusted, running = len(p_values), [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def bootstrap_ci(

@@ -117,3 +117,22 @@ def test_effective_layers_shrink_with_smoothness():
     smooth = np.cumsum(rng.normal(size=200))
     assert effective_layers(white, rng.normal(size=200)) > 150
     assert effective_layers(smooth, np.cumsum(rng.normal(size=200))) < 20
+
+
+def test_holm_adjusts_step_down_and_the_report_marks_what_survives():
+    from atlas._report import holm_outcomes
+    from atlas._stats import holm
+    from atlas._store import VerdictRecord
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.001, 0.2]) == pytest.approx([0.002, 0.2])
+
+    def verdict(i, outcome, p):
+        return VerdictRecord(id=i, prediction=f"P{i}", version="v", form="general", claim="", source="", model="m",
+                             outcome=outcome, criterion={}, criterion_hash="", session="s", evidence={"p_value": p})
+
+    adjusted = holm_outcomes([verdict(1, "supported", 0.001), verdict(2, "supported", 0.02),
+                              verdict(3, "inconclusive", 0.3), verdict(4, "refuted", 0.999)])
+    assert adjusted[1]["outcome"] == "supported"  # 3 x 0.001 <= 0.025 (first of the step-down)
+    assert adjusted[2]["outcome"] == "inconclusive"  # 3 x 0.02 = 0.06: does not survive
+    assert adjusted[4]["outcome"] == "refuted" and adjusted[4]["family"] == 4
