@@ -24,8 +24,10 @@ never as passed.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -68,6 +70,11 @@ class AtlasSession:
     profile: Profile = PROFILES["quick"]
     pair: tuple[str, str] | None = None  # (base, other) for pairwise general forms
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: the terminal, while a run measures: a context in which output reaches it (pytest captures it otherwise),
+    #: a writer of one line, and whether it is a TTY (live progress bars; plain lines otherwise)
+    terminal: Callable[[], AbstractContextManager] = nullcontext
+    say: Callable[[str], None] | None = None
+    live: bool = False
     _store: Store | None = None
     _models: dict = field(default_factory=dict)
     _corpus: Corpus | None = None
@@ -126,8 +133,15 @@ class AtlasSession:
                            prediction=prediction, run_id=result.run.id, spec_key=spec.key,
                            reason="measured earlier in this session")
             return result
-        self._runs[key] = run_spec(self.store, spec, summary, lm, corpus, others, log=self.log,
-                                   prediction=prediction)
+        with self.terminal():
+            started = time.perf_counter()
+            self._runs[key] = run_spec(self.store, spec, summary, lm, corpus, others, log=self.log,
+                                       prediction=prediction, progress=self.live)
+            if self.say is not None:
+                result = self._runs[key]
+                self.say(f"{'reused' if result.reused else 'measured'} {instrument} on {lm.name} "
+                         f"({corpus.name}, {len(corpus.passages)} passages): {time.perf_counter() - started:.1f} s"
+                         + (f", stored run {result.run.id[:8]}" if result.reused else ""))
         return self._runs[key]
 
 

@@ -302,10 +302,15 @@ class Store:
                 query = query.where(getattr(table, column) == value)
             return list(session.exec(query))
 
-    def events(self, session: str | None = None) -> list[ProtocolEvent]:
-        """The protocol log, in the order it was written (of one session, or of all)."""
+    def events(self, session: str | None = None, since: datetime | None = None) -> list[ProtocolEvent]:
+        """The protocol log, in the order it was written (of one session, or of all; written since a time)."""
         where = {} if session is None else {"session": session}
-        return self._select(ProtocolEvent, (ProtocolEvent.id,), **where)
+        events = self._select(ProtocolEvent, (ProtocolEvent.id,), **where)
+        if since is None:
+            return events
+        since = since.replace(tzinfo=None) if since.tzinfo else since  # SQLite returns naive UTC timestamps
+        return [e for e in events if (e.created_at.replace(tzinfo=None) if e.created_at.tzinfo else e.created_at)
+                >= since]
 
     def judgments(self, **where) -> list[Judgment]:
         """Judgments matching the given column values (e.g. ``target_id=run.id, field="territory"``), in order."""

@@ -86,10 +86,26 @@ def _check_options(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
     """Options, store, model cache and measurement cache shared by every prediction of the run."""
-    return AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
-                        db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
-                        device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
-                        profile=PROFILES[_option(pytestconfig, "profile")], pair=_pair(_option(pytestconfig, "pair")))
+    session = AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
+                           db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
+                           device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
+                           profile=PROFILES[_option(pytestconfig, "profile")],
+                           pair=_pair(_option(pytestconfig, "pair")))
+    _show_progress(pytestconfig, session)
+    return session
+
+
+def _show_progress(config: pytest.Config, session: AtlasSession) -> None:
+    """While an instrument measures, its progress reaches the terminal (pytest captures output otherwise): a
+    live tqdm bar on a TTY, and one line per run (measured or reused, wall time) in any case. Under xdist
+    the workers' output is not shown: the controller's summary lists every run instead."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    terminal = config.pluginmanager.getplugin("terminalreporter")
+    if hasattr(config, "workerinput") or capture is None or terminal is None:
+        return
+    session.terminal = capture.global_and_fixture_disabled
+    session.live = bool(terminal.isatty)
+    session.say = lambda line: terminal.write_line(f"  atlas: {line}")
 
 
 def _pair(value: str) -> tuple[str, str] | None:
@@ -157,7 +173,10 @@ class _ReportWriter:
     Reports reach the controller from xdist workers too, so it alone writes."""
 
     def __init__(self, config: pytest.Config):
-        self.config, self.ran, self.path = config, False, None
+        from datetime import datetime, timezone
+
+        self.config, self.ran, self.path, self.runs = config, False, None, []
+        self.started = datetime.now(timezone.utc)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if any(key == "atlas_prediction" for key, _ in report.user_properties):
@@ -169,7 +188,9 @@ class _ReportWriter:
         from ._report import render_report
         from ._store import Store
 
-        self.path = render_report(Store(_option(self.config, "db")), _reports_dir(self.config))
+        store = Store(_option(self.config, "db"))
+        self.runs = _run_lines(store, store.events(since=self.started))
+        self.path = render_report(store, _reports_dir(self.config))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         for category in ("refuted", "no_verdict"):
@@ -180,8 +201,24 @@ class _ReportWriter:
                     terminalreporter.write_line(f"{report.nodeid}: {report.longrepr}")
         if self.path is not None:
             terminalreporter.write_sep("-", "Atlas")
+            for line in self.runs:
+                terminalreporter.write_line(line)
             terminalreporter.write_line(f"verdict report: {self.path}  (store: {_option(self.config, 'db')})")
 
+
+def _run_lines(store, events) -> list[str]:
+    """One line per instrument run this pytest run asked for (every xdist worker's too): what was measured,
+    reused, failed or refused, for which predictions, and the measurement's wall time."""
+    lines, seen = [], {}
+    for e in events:
+        if e.action == "reused" and e.reason == "measured earlier in this session":
+            continue
+        seen.setdefault((e.action, e.instrument, e.model, e.run_id), []).append(e.prediction or "cli")
+    for (action, instrument, model, run_id), predictions in seen.items():
+        run = store.run(run_id) if run_id else None
+        took = f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None else "-"
+        lines.append(f"  {action:9} {instrument:14} {model[:40]:40} {took:>9}  for {', '.join(sorted(set(predictions)))}")
+    return lines
 
 def _reports_dir(config: pytest.Config) -> Path:
     path = Path(_option(config, "reports"))
