@@ -154,6 +154,10 @@ def resolve(instrument: str, lm: LoadedModel, corpus: Corpus, settings: dict,
         raise SettingsError(f"instrument {instrument!r} has no setting(s) {sorted(unknown)}; "
                             f"it takes {sorted({**inst.defaults, **STATISTICS_DEFAULTS})}")
     full = {**inst.defaults, **STATISTICS_DEFAULTS, **settings}
+    for name, allowed in inst.choices.items():
+        if full[name] not in allowed:
+            raise SettingsError(f"instrument {instrument!r}: {name} must be one of {', '.join(map(str, allowed))}, "
+                                f"not {full[name]!r}")
     measured = {k: full[k] for k in inst.defaults if k not in inst.models}
     measured.update({m: others[m].name if m in others else None for m in inst.models}, seed=full["seed"])
     spec = RunSpec(inst.name, inst.version, lm.name, lm.revision, corpus.name, corpus.hash, lm.dtype,

@@ -19,6 +19,7 @@ SmolLM2 GGUF declares ``<|im_start|>``, which inflates perplexity).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib.util
@@ -229,7 +230,17 @@ def _load_hub(spec: ModelSpec, torch_dtype):
         f"{HF_HUB_CACHE}: " + "; ".join(errors)
         + f". Get it on a machine with internet access: `huggingface-cli download {spec.location}` "
         "(then copy the cache, or set HF_HOME), or pass a local checkpoint directory as the model."
+        + _suggestion(spec.name)
     )
+
+
+def _suggestion(name: str) -> str:
+    """For a name that is not in the registry: the registry names close to it, and where the registry is listed."""
+    if name in MODELS:
+        return ""
+    close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
+    return (f" It is not a registry name{': did you mean ' + ' or '.join(close) + '?' if close else '.'}"
+            " `atlas models` lists the registry.")
 
 
 # --- the offline GGUF model ----------------------------------------------------------------

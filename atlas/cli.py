@@ -48,7 +48,8 @@ def measurement_options(fn):
         click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
         click.option("--dtype", default="auto", show_default=True,
                      type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
-        click.option("--per-domain", type=int, default=None, help="use only the first N passages of each domain"),
+        click.option("--per-domain", type=click.IntRange(min=1), default=None,
+                     help="use only the first N passages of each domain"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--no-reuse", is_flag=True, help="measure again even if an identical run is stored"),
         click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout"),
@@ -91,7 +92,23 @@ def main():
     """Atlas: measure the loss landscape of language models and judge the Framework's predictions."""
 
 
-@main.group()
+class _MeasureGroup(click.Group):
+    """The instruments as subcommands, listed and described from their source (``atlas._catalog``): help
+    needs no torch; the instrument itself is imported when its command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from ._catalog import catalog
+
+        return list(catalog())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from ._catalog import catalog
+
+        entry = catalog().get(name)
+        return None if entry is None else _measure_command(entry)
+
+
+@main.group(cls=_MeasureGroup)
 def measure():
     """Run one instrument through CISP and store its validated tables.
 
@@ -101,10 +118,13 @@ def measure():
     """
 
 
-def _measure_command(instrument) -> click.Command:
-    """``atlas measure NAME``: one option per default setting of the instrument."""
+def _measure_command(entry) -> click.Command:
+    """``atlas measure NAME``: one option per setting of the instrument (``atlas._catalog.CatalogEntry``)."""
 
     def run(**options):
+        from .instruments import INSTRUMENTS
+
+        instrument = INSTRUMENTS[entry.name]
         common = {k: options.pop(k) for k in _COMMON}
         result = _run(instrument.name, **common, **options)
         tables = result.tables
@@ -124,29 +144,26 @@ def _measure_command(instrument) -> click.Command:
         for name in instrument.summaries or [instrument.table]:
             click.echo(f"\n{name}:\n" + tables[name].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
-    for setting, default in reversed(list(instrument.defaults.items())):
-        flag = "--" + setting.replace("_", "-")
-        if setting in instrument.models:
-            run = click.option(flag, setting, default=None, type=str, help="another model's name")(run)
+    for setting in reversed(entry.settings):
+        flag, default = "--" + setting.name.replace("_", "-"), setting.default
+        text = setting.help or None
+        if setting.model:
+            run = click.option(flag, setting.name, default=None, type=str,
+                               help=text or "another model: registry name, checkpoint directory or hub id")(run)
+        elif setting.choices:
+            run = click.option(flag, setting.name, default=default, type=click.Choice(setting.choices),
+                               show_default=True, help=text)(run)
         elif isinstance(default, bool):
-            run = click.option(f"{flag}/--no-{flag[2:]}", setting, default=default, show_default=True)(run)
+            run = click.option(f"{flag}/--no-{flag[2:]}", setting.name, default=default, show_default=True,
+                               help=text)(run)
         else:
-            run = click.option(flag, setting, default=default, type=type(default), show_default=True)(run)
-    return click.command(instrument.name, help=instrument.summary or None)(measurement_options(run))
+            run = click.option(flag, setting.name, default=default, type=type(default), show_default=True,
+                               help=text)(run)
+    return click.command(entry.name, help=entry.summary or None)(measurement_options(run))
 
 
 _COMMON = ("model_name", "corpus_path", "db", "device", "dtype", "per_domain", "seed", "no_reuse", "as_json")
 _DOMAIN_FIELDS = ("domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte")
-
-
-def _add_measure_commands() -> None:
-    from .instruments import INSTRUMENTS
-
-    for instrument in INSTRUMENTS.values():
-        measure.add_command(_measure_command(instrument))
-
-
-_add_measure_commands()
 
 
 @main.command()

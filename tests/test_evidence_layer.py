@@ -254,7 +254,11 @@ def test_every_error_atlas_raises_on_purpose_is_an_atlas_error():
 def test_the_cli_gives_bad_input_one_line_and_exit_2_and_a_bug_its_traceback(monkeypatch):
     bad = CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--bos-policy", "first",
                                     "--db", "sqlite://"])
-    assert bad.exit_code == 2 and "unknown BOS policy 'first'" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "'first' is not one of 'prepend', 'none'" in bad.output
+    assert "Traceback" not in bad.output
+    with pytest.raises(atlas.SettingsError, match="bos_policy must be one of prepend, none, not 'first'"):
+        run_instrument(Store("sqlite://"), load_model("tiny-gpt2", device="cpu"), atlas.load_corpus("starter"),
+                       "perplexity", bos_policy="first")
 
     def broken(*a, **k):
         raise ZeroDivisionError("a genuine bug")

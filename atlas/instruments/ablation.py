@@ -71,7 +71,14 @@ def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 
             summaries={"ablation_layers": layer_ablation}, terms=("coupling", "viscosity"))
 def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, tokens_per_passage: int = 0,
                      batch_size: int = 8, heads_per_pass: int = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``)."""
+    """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``).
+
+    Settings:
+        max_tokens: tokens scored in all, the domains taking turns
+        tokens_per_passage: at most this many tokens of each passage (0: whole passages)
+        batch_size: passages per forward pass
+        heads_per_pass: ablations run side by side as replicas of a batch (speed only)
+    """
     if min(max_tokens, batch_size, heads_per_pass) < 1:
         raise SettingsError("max_tokens, batch_size and heads_per_pass must be at least 1")
     chosen = budgeted(lm, corpus, max_tokens, tokens_per_passage)

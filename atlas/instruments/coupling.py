@@ -174,7 +174,12 @@ _SINKS = ((True, ""), (False, "_no_sink"))
             terms=("coupling",))
 def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, batch_size: int = 8,
                      progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Per passage, layer and variant, the mean head-pair correlation (schema ``coupling_passages``)."""
+    """Per passage, layer and variant, the mean head-pair correlation (schema ``coupling_passages``).
+
+    Settings:
+        max_tokens: tokens of each passage fed (its opening), the document-start token included
+        batch_size: passages per forward pass (numbers do not depend on it)
+    """
     if max_tokens < 2:
         raise SettingsError(f"max_tokens must be at least 2 (the document-start token and a text token), not {max_tokens}")
     passages = corpus.passages

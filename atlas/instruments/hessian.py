@@ -71,6 +71,7 @@ import importlib
 import math
 import warnings
 from contextlib import contextmanager, nullcontext
+from typing import Literal
 from unittest import mock
 
 import numpy as np
@@ -255,11 +256,25 @@ def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dic
 
 
 @instrument("hessian", version="2", measures=("hessian",), terms=("viscosity", "coupling", "slick_sticky"))
-def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: str = "atlas", blocks: str = "model",
-                    layers: str = "all", top_k: int = 5, lanczos_steps: int = 30, hutchinson_samples: int = 20,
-                    slq_runs: int = 1, max_tokens: int = 256, tokens_per_passage: int = 0, tol: float = 1e-3,
+def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: Literal["atlas", "pyhessian"] = "atlas",
+                    blocks: Literal["model", "attention", "mlp", "layers"] = "model", layers: str = "all",
+                    top_k: int = 5, lanczos_steps: int = 30, hutchinson_samples: int = 20, slq_runs: int = 1,
+                    max_tokens: int = 256, tokens_per_passage: int = 0, tol: float = 1e-3,
                     progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``)."""
+    """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``).
+
+    Settings:
+        backend: atlas (Lanczos, Hutchinson, SLQ) or pyhessian (power iteration, for comparison)
+        blocks: model (all parameters at once), attention, mlp, or layers (both blocks of each layer)
+        layers: "all" or a comma list of layer numbers, for per-layer blocks
+        top_k: eigenvalues reported at each end of the spectrum
+        lanczos_steps: at most this many Lanczos steps (products) per block and run
+        hutchinson_samples: Rademacher probes of the trace (0: no trace)
+        slq_runs: stochastic Lanczos quadrature runs of the density (0: no density)
+        max_tokens: tokens of the one batch the loss is taken on, the domains taking turns
+        tokens_per_passage: at most this many tokens of each passage (0: whole passages)
+        tol: relative residual under which a Ritz value counts as converged
+    """
     if backend not in BACKENDS:
         raise SettingsError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if top_k < 1 or lanczos_steps < 1 or max_tokens < 1 or hutchinson_samples < 0 or slq_runs < 0 or tol <= 0:

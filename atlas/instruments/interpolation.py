@@ -61,7 +61,14 @@ def interpolation_barrier(table: pd.DataFrame, *, n_resamples: int = 0, seed: in
             summaries={"interpolation_barrier": interpolation_barrier}, terms=("basin_connectivity",), models=("other",))
 def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None, points: int = 11,
                           max_tokens: int = 512, batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Loss at each t of the line from the model to checkpoint ``other`` (schema ``interpolation``)."""
+    """Loss at each t of the line from the model to checkpoint ``other`` (schema ``interpolation``).
+
+    Settings:
+        other: the checkpoint at t = 1 (a registry name, a local checkpoint directory or a hub id)
+        points: evenly spaced t from 0 to 1, both ends included
+        max_tokens: tokens scored at each t, the domains taking turns
+        batch_size: passages per forward pass
+    """
     if other is None:
         raise SettingsError("interpolation needs a second checkpoint to draw the line to: pass other=<registry name, "
                          "local checkpoint directory or hub id> (same architecture and tokenizer as the loaded model)")

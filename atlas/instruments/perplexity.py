@@ -17,6 +17,7 @@ exp of the token-weighted mean NLL, with a 95% percentile-bootstrap CI over pass
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -56,9 +57,15 @@ def domain_perplexity(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: 
 
 @instrument("perplexity", version="2", measures=("perplexity",), summaries={"perplexity_domains": domain_perplexity},
             terms=("perplexity", "elevation"))
-def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: str = "prepend", batch_size: int = 8,
-                       progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Score every passage of the corpus; one row per passage (schema ``perplexity``)."""
+def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: Literal["prepend", "none"] = "prepend",
+                       batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Score every passage of the corpus; one row per passage (schema ``perplexity``).
+
+    Settings:
+        bos_policy: prepend: the document-start token is given first, every text token scored; none: the
+            first token unscored, as GPT2LMHeadModel(labels=ids) does
+        batch_size: passages per forward pass (numbers do not depend on it)
+    """
     passages = corpus.passages
     encoded = encode(lm, [p.text for p in passages], bos_policy)
     nll_sum = [0.0] * len(passages)
