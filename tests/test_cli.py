@@ -100,4 +100,4 @@ def test_an_unknown_model_name_suggests_close_registry_names(tmp_path, monkeypat
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "smollm-135m-instruct", "--db", "sqlite://"])
     assert result.exit_code == 1
-    assert "did you mean smollm2-135m-instruct?" in result.output and "`atlas models`" in result.output
+    assert "did you mean smollm2-135m-instruct" in result.output and "`atlas models`" in result.output
