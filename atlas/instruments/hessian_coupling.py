@@ -13,7 +13,9 @@ is 0 where moving b's weights leaves a's gradient unchanged (to second order) an
 1 where the cross-curvature is as large as the units' own. It is symmetric (H_ba = H_abᵀ),
 blind to the loss's scale, and unchanged by any rotation within a unit's parameters. It is
 what a block-diagonal curvature model (e.g. K-FAC's, Martens & Grosse 2015, at the finer
-grain of heads) discards. For an indefinite H (saddles) c_ab can exceed 1.
+grain of heads) discards. Where H is positive semi-definite, H = GᵀG, c_ab <= 1 (Cauchy-Schwarz:
+‖G_aᵀG_b‖²_F = <G_aG_aᵀ, G_bG_bᵀ>_F <= ‖H_aa‖_F ‖H_bb‖_F); it exceeds 1 only where H is
+indefinite (saddle directions) or by estimation noise.
 
 Units. The unit is the smallest set of heads that shares no parameter with another:
 
@@ -48,7 +50,11 @@ coupling is the mean of c_ab over its pairs; pairs share probes, so their errors
 correlated, and its variance sums, per unit u, the variance over u's probes of
 Σ_x c_ux w_uk,x / n_pairs. The 95% CI is taken on the log scale (m exp(±t se/m)), with
 Student's t at the Welch-Satterthwaite degrees of freedom of that sum (Satterthwaite
-1946): with 2 probes per unit the variance has about one degree of freedom per unit.
+1946): with 2 probes per unit the variance has about one degree of freedom per unit. On
+test matrices (``tests/test_hessian_coupling.py``) these errors match the spread over
+repeated probes within 30%, the CI covers 99% (2 probes) and 93% (8 probes) of the time,
+and the O(1/P) bias of c is below a third of its spread. They are the probes' error for
+this batch's Hessian: which passages form the batch is a further, unmeasured variation.
 
 Loss and products as in ``hessian``: the token-weighted mean NLL of one batch
 (``hessian_batch``: passages with the domains taking turns until ``max_tokens`` tokens are
