@@ -123,7 +123,8 @@ def test_reused_and_fresh_tables_compare_equal_dtypes_included(store, tiny, star
     for name, extra in (("perplexity", {}), ("coupling", {}), ("ablation", {"max_tokens": 64}),
                         ("gradient", {"max_tokens_per_domain": 64}),
                         ("hessian", {"max_tokens": 32, "top_k": 1, "lanczos_steps": 4, "hutchinson_samples": 2,
-                                     "slq_runs": 1, "blocks": "attention", "layers": "0"})):
+                                     "slq_runs": 1, "blocks": "attention", "layers": "0"}),
+                        ("hessian_coupling", {"max_tokens": 32, "probes": 2, "layers": "1"})):
         fresh = run_instrument(store, tiny, corpus, name, progress=False, bootstrap_resamples=50, **extra)
         reused = run_instrument(store, tiny, corpus, name, progress=False, bootstrap_resamples=50, **extra)
         assert reused.reused and set(reused.tables) == set(fresh.tables) == set(INSTRUMENTS[name].tables)

@@ -129,22 +129,27 @@ def hessian_batch(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage:
     return ids, mask
 
 
+def select_layers(model: nn.Module, layers: str) -> list[int]:
+    """The decoder layers a ``layers`` setting names: "all", or a comma list such as "0,5,10"."""
+    n_layers = model.config.num_hidden_layers
+    if layers == "all":
+        return list(range(n_layers))
+    try:
+        chosen = [int(x) for x in layers.split(",")]
+    except ValueError:
+        raise SettingsError(f"layers must be 'all' or a comma list of layer numbers, not {layers!r}") from None
+    if bad := [i for i in chosen if not 0 <= i < n_layers]:
+        raise SettingsError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
+    return chosen
+
+
 def hessian_blocks(model: nn.Module, blocks: str, layers: str) -> list[tuple[str, list[nn.Parameter]]]:
     """(block id, its parameters) for a ``blocks`` setting and a ``layers`` selection ("all" or "0,5,10")."""
     if blocks not in BLOCKS:
         raise SettingsError(f"unknown blocks {blocks!r}: use one of {', '.join(BLOCKS)}")
     if blocks == "model":
         return [("model", list(model.parameters()))]
-    n_layers = model.config.num_hidden_layers
-    if layers == "all":
-        chosen = list(range(n_layers))
-    else:
-        try:
-            chosen = [int(x) for x in layers.split(",")]
-        except ValueError:
-            raise SettingsError(f"layers must be 'all' or a comma list of layer numbers, not {layers!r}") from None
-        if bad := [i for i in chosen if not 0 <= i < n_layers]:
-            raise SettingsError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
+    chosen = select_layers(model, layers)
     parts = {"attention": [("attention", attention_params)], "mlp": [("mlp", mlp_params)],
              "layers": [("attention", attention_params), ("mlp", mlp_params)]}[blocks]
     return [(f"layer.{i}.{part}", find(model, i)) for i in chosen for part, find in parts]
