@@ -43,7 +43,7 @@ from ._stats import Interval
 
 MIN_LAYERS = 5  # fewer layers give a rank correlation of a handful of values (two give +-1 always): no interval
 
-__all__ = ["MIN_LAYERS", "LayerCorrelation", "LayerSample", "ablation_profile", "effective_layers", "fixed_profile",
+__all__ = ["MIN_LAYERS", "LayerCorrelation", "ParametricProfile", "LayerSample", "ablation_profile", "effective_layers", "fixed_profile",
            "layer_contrast", "layer_correlation", "mean_profile", "split_halves"]
 
 
@@ -82,6 +82,32 @@ class LayerSample:
         """The same sample restricted to ``layers`` (in that order)."""
         index = [int(np.flatnonzero(self.layers == layer)[0]) for layer in layers]
         return LayerSample(np.asarray(layers), self.n, lambda counts: self.pool(counts)[:, index], self.unit)
+
+
+@dataclass(frozen=True)
+class ParametricProfile:
+    """A profile known by estimates and standard errors only (e.g. a Hessian estimate's probe noise): each
+    resample draws every layer from a log-normal with that mean and relative error (the values are positive),
+    independently across layers. It stands in for a ``LayerSample`` in ``layer_correlation`` (unpaired)."""
+
+    layers: np.ndarray  # [L]
+    mean: np.ndarray  # [L]
+    stderr: np.ndarray  # [L]
+    n: int = 0  # the units behind the standard errors (e.g. probes), for the record
+    unit: str = "probes"
+
+    @property
+    def profile(self) -> np.ndarray:
+        return np.asarray(self.mean, float)
+
+    def resampled(self, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+        sigma = np.sqrt(np.log1p((np.asarray(self.stderr, float) / self.profile) ** 2))  # log-normal with that CV
+        return self.profile * np.exp(rng.normal(size=(n_resamples, len(self.layers))) * sigma - sigma**2 / 2)
+
+    def at(self, layers) -> ParametricProfile:
+        index = [int(np.flatnonzero(self.layers == layer)[0]) for layer in layers]
+        return ParametricProfile(np.asarray(layers), self.profile[index], np.asarray(self.stderr, float)[index],
+                                 self.n, self.unit)
 
 
 def fixed_profile(layers, values=None) -> LayerSample:

@@ -24,16 +24,18 @@ class Profile:
 
 
 PROFILES = {
+    # token budgets of the costly instruments are spread over passages (tokens_per_passage): the passages are the
+    # units every interval resamples, and 8 passages x 8 tokens reach every domain where one passage would not
     "quick": Profile("quick", passages_per_domain=24, bootstrap_resamples=2000,
-                     settings={"ablation": {"max_tokens": 256},
-                               "hessian": {"max_tokens": 64, "top_k": 1, "lanczos_steps": 16,
-                                           "hutchinson_samples": 0, "slq_runs": 0},
+                     settings={"ablation": {"max_tokens": 256, "tokens_per_passage": 32},
+                               "hessian": {"max_tokens": 64, "tokens_per_passage": 8, "top_k": 1,
+                                           "lanczos_steps": 16, "hutchinson_samples": 0, "slq_runs": 0},
                                # every layer (P6 correlates by layer); 2 probes, the fewest with a standard error
-                               "hessian_coupling": {"probes": 2, "max_tokens": 64}},
+                               "hessian_coupling": {"probes": 2, "max_tokens": 64, "tokens_per_passage": 8}},
                      per_domain={"coupling": 8}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
-                    settings={"ablation": {"max_tokens": 2048},
-                              "hessian": {"max_tokens": 256, "top_k": 3, "lanczos_steps": 20,
-                                          "hutchinson_samples": 20, "slq_runs": 1},
-                              "hessian_coupling": {"probes": 8, "max_tokens": 256}}),
+                    settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
+                              "hessian": {"max_tokens": 256, "tokens_per_passage": 32, "top_k": 3,
+                                          "lanczos_steps": 20, "hutchinson_samples": 20, "slq_runs": 1},
+                              "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32}}),
 }

@@ -231,8 +231,16 @@ def layer_hessian_coupling(probes: pd.DataFrame, *, n_resamples: int = 2000, see
 @instrument("hessian_coupling", version="1", measures=("hessian_coupling_probes",), terms=("coupling",),
             summaries={"hessian_coupling": pair_coupling, "hessian_coupling_layers": layer_hessian_coupling})
 def measure_hessian_coupling(lm: LoadedModel, corpus: Corpus, *, layers: str = "all", probes: int = 8,
-                             max_tokens: int = 256, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Off-diagonal Hessian between a layer's heads by probes: one row per (layer, probed unit, probe, unit)."""
+                             max_tokens: int = 256, tokens_per_passage: int = 0,
+                             progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Off-diagonal Hessian between a layer's heads by probes: one row per (layer, probed unit, probe, unit).
+
+    Settings:
+        layers: "all" or a comma list of layer numbers
+        probes: Gaussian probes per unit (head, or KV group under grouped-query attention); at least 2
+        max_tokens: tokens of the one batch the loss is taken on, the domains taking turns
+        tokens_per_passage: at most this many tokens of each passage (0: whole passages)
+    """
     if probes < 2:
         raise SettingsError(f"probes must be at least 2 (the standard errors are variances over probes), not {probes}")
     if max_tokens < 1:
@@ -242,7 +250,7 @@ def measure_hessian_coupling(lm: LoadedModel, corpus: Corpus, *, layers: str = "
     units = {layer: head_units(model, layer) for layer in chosen}
     if (n_units := units[chosen[0]].n_units) < 2:
         raise SettingsError(f"{lm.name} has {n_units} unit per layer (KV heads): coupling between heads needs two")
-    ids, mask = hessian_batch(lm, corpus, max_tokens)  # [B, T] each
+    ids, mask = hessian_batch(lm, corpus, max_tokens, tokens_per_passage)  # [B, T] each
     n_tokens = int(mask[:, 1:].sum())
     training, frames = model.training, []
     model.eval()
