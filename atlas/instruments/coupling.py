@@ -48,7 +48,6 @@ over passages with a 95% percentile-bootstrap CI over passages.
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -71,26 +70,55 @@ DEFAULT_VARIANT = "row_centred"
 MIN_KEYS = 3  # rows with fewer keys are left out of row_centred: a 2-key row correlates +-1 whatever the heads
 
 
+CONSTANT = 1e-9  # a variance below this share of the sum of squares is a constant map (or row): no correlation
+
+
+def _row_moments(attn: torch.Tensor, sink: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per query row, over the keys compared: the heads' dot products [..., T, H, H], sums [..., T, H] and the
+    number of keys [T]. Both families are read from these (one product of the maps, no centred copies).
+
+    attn: [..., H, T, T] (query i, key j), each map causal (zero above the diagonal)."""
+    x = attn.double()
+    if not sink:
+        x = x.clone()
+        x[..., 0] = 0.0
+    t = attn.shape[-1]
+    keys = torch.arange(1, t + 1, device=attn.device) - (0 if sink else 1)  # [T]: keys of row i
+    dot = torch.einsum("...hij,...gij->...ihg", x, x)  # [..., T, H, H]
+    return dot, x.sum(-1).transpose(-1, -2), keys  # sums: [..., T, H]
+
+
+def _correlation(cov: torch.Tensor, squares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pearson r from a covariance matrix [..., H, H] (symmetrised, clamped to [-1, 1]) and which heads are
+    constant [..., H] (variance below ``CONSTANT`` times their sum of squares ``squares``)."""
+    cov = (cov + cov.transpose(-1, -2)) / 2  # exactly symmetric
+    var = cov.diagonal(dim1=-2, dim2=-1)  # [..., H]
+    constant = var <= CONSTANT * squares
+    sd = var.clamp(min=0).sqrt()
+    with torch.no_grad():
+        corr = (cov / (sd[..., :, None] * sd[..., None, :])).clamp(-1.0, 1.0)
+    return corr, constant
+
+
 def head_pair_matrix(attn: torch.Tensor, sink: bool = True) -> torch.Tensor:
-    """Pearson correlations between heads' attention maps over the causal lower triangle.
+    """Pearson correlations between heads' attention maps flattened over the causal lower triangle.
 
     attn: [..., H, T, T] (query i, key j)  ->  [..., H, H], float64, symmetric, in [-1, 1].
     ``sink=False`` leaves out key column j = 0. Entries involving a head whose map is
     constant over those positions (correlation undefined) are NaN, its diagonal too;
     every other diagonal entry is 1.
     """
-    t = attn.shape[-1]
-    keep = torch.ones(t, t, dtype=torch.bool, device=attn.device).tril()  # [T, T], i >= j
-    if not sink:
-        keep[:, 0] = False
-    x = attn.flatten(-2)[..., keep.flatten().nonzero().squeeze(1)].double()  # [..., H, M]
-    constant = x.amax(-1) == x.amin(-1)  # [..., H]: exact test, before rounding in the centring
-    xc = x - x.mean(-1, keepdim=True)
-    xn = xc / xc.norm(dim=-1, keepdim=True)  # [..., H, M]
-    corr = (xn @ xn.transpose(-1, -2)).clamp(-1.0, 1.0)  # [..., H, H]
+    return _flattened(*_row_moments(attn, sink))
+
+
+def _flattened(dot: torch.Tensor, sums: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    total, count = sums.sum(-2), keys.sum().double()  # [..., H], entries compared
+    squares = dot.sum(-3)  # [..., H, H]
+    corr, constant = _correlation(squares - total[..., :, None] * total[..., None, :] / count,
+                                  squares.diagonal(dim1=-2, dim2=-1))
+    corr = corr.clone()
     corr.diagonal(dim1=-2, dim2=-1).fill_(1.0)
-    undefined = constant.unsqueeze(-1) | constant.unsqueeze(-2)  # [..., H, H]
-    return corr.masked_fill(undefined, float("nan"))
+    return corr.masked_fill(constant[..., :, None] | constant[..., None, :], float("nan"))
 
 
 def row_pair_matrix(attn: torch.Tensor, sink: bool = True) -> torch.Tensor:
@@ -100,24 +128,20 @@ def row_pair_matrix(attn: torch.Tensor, sink: bool = True) -> torch.Tensor:
     Rows with fewer than ``MIN_KEYS`` keys, and a head's rows that are constant, are left out;
     a pair with no row left is NaN (its diagonal too). ``sink=False`` leaves out key j = 0.
     """
-    t = attn.shape[-1]
-    keep = torch.ones(t, t, dtype=torch.bool, device=attn.device).tril()  # [T, T], i >= j
-    if not sink:
-        keep[:, 0] = False
-    keys = keep.sum(-1)  # [T]: keys per query row
-    x = attn.double()
-    centred = (x - ((x * keep).sum(-1) / keys.clamp(min=1))[..., None]) * keep  # [..., H, T, T]
-    highest = x.masked_fill(~keep, -torch.inf).amax(-1)  # [..., H, T]
-    lowest = x.masked_fill(~keep, torch.inf).amin(-1)
-    defined = (highest > lowest) & (keys >= MIN_KEYS)  # [..., H, T]: exact test, before rounding
-    unit = torch.where(defined[..., None], centred / centred.norm(dim=-1, keepdim=True).clamp(min=1e-300), 0.0)
-    per_row = torch.einsum("...hij,...gij->...ihg", unit, unit)  # [..., T, H, H]
-    rows = defined.transpose(-1, -2)  # [..., T, H]
+    return _rows(*_row_moments(attn, sink))
+
+
+def _rows(dot: torch.Tensor, sums: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``row_pair_matrix`` from the row moments: [..., T, H, H], [..., T, H], [T]."""
+    k = keys.double().clamp(min=1)[:, None, None]  # [T, 1, 1]
+    per_row, constant = _correlation(dot - sums[..., :, None] * sums[..., None, :] / k,
+                                     dot.diagonal(dim1=-2, dim2=-1))  # [..., T, H, H], [..., T, H]
+    rows = ~constant & (keys >= MIN_KEYS)[:, None]  # [..., T, H]
     weight = keys.double()[:, None, None] * (rows[..., :, None] & rows[..., None, :])  # [..., T, H, H]
     total = weight.sum(-3)  # [..., H, H]
-    corr = ((per_row * weight).sum(-3) / total).clamp(-1.0, 1.0)  # NaN where no row is defined
-    eye = torch.eye(corr.shape[-1], dtype=torch.bool, device=attn.device)
-    return torch.where(eye & (total > 0), 1.0, corr)
+    corr = (per_row.nan_to_num() * weight).sum(-3) / total  # NaN where no row is defined
+    eye = torch.eye(corr.shape[-1], dtype=torch.bool, device=corr.device)
+    return torch.where(eye & (total > 0), 1.0, corr.clamp(-1.0, 1.0))
 
 
 def shared_kv_pairs(n_heads: int, groups: int) -> torch.Tensor:
@@ -166,7 +190,20 @@ def layer_coupling(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: int
             .sort_values("layer", kind="stable").reset_index(drop=True))
 
 
-_FAMILIES = {"row_centred": row_pair_matrix, "seed_flattened": head_pair_matrix}
+def _variant_rows(passage, n_tokens: int, corr: torch.Tensor, prefix: str, pairs: dict) -> list[dict]:
+    """Table rows of one passage and family: per layer and pair set, the mean over pairs with a defined value."""
+    out = []
+    for suffix, chosen in pairs.items():
+        values = corr[:, chosen]  # [L, P]
+        counts = (~values.isnan()).sum(-1)  # [L]: pairs with a defined correlation
+        means = values.nan_to_num().sum(-1) / counts.clamp(min=1)  # [L]
+        out += [{"passage_id": passage.id, "domain": passage.domain, "layer": layer, "variant": prefix + suffix,
+                 "coupling": mean, "n_pairs": count, "n_tokens": n_tokens}
+                for layer, (count, mean) in enumerate(zip(counts.tolist(), means.tolist())) if count]
+    return out
+
+
+_FAMILIES = {"row_centred": _rows, "seed_flattened": _flattened}  # each from the row moments
 _SINKS = ((True, ""), (False, "_no_sink"))
 
 
@@ -186,7 +223,6 @@ def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, 
     encoded = [ids[:max_tokens] for ids in encode(lm, [p.text for p in passages], "prepend")]
     pairs = _pair_masks(lm.n_heads, kv_groups(lm.model), lm.device)
     rows: list[list[dict]] = [[] for _ in passages]
-    dropped = 0
     with torch.no_grad(), eager_attention(lm.model), tqdm(total=len(passages), desc=f"coupling {lm.name}",
                                                          disable=not progress, leave=False) as bar:
         for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
@@ -194,21 +230,12 @@ def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, 
             for row, i in enumerate(idx):
                 n = len(encoded[i])
                 block = maps[row, :, :, :n, :n]  # [L, H, n, n], this passage alone
-                for (family, pair_matrix), (sink, sink_suffix) in itertools.product(_FAMILIES.items(), _SINKS):
-                    corr = pair_matrix(block, sink=sink)  # [L, H, H]
-                    prefix = family + sink_suffix
-                    for suffix, chosen in pairs.items():
-                        values = corr[:, chosen]  # [L, P]
-                        counts = (~values.isnan()).sum(-1)  # [L]: pairs with a defined correlation
-                        means = values.nan_to_num().sum(-1) / counts.clamp(min=1)  # [L]
-                        for layer, (count, mean) in enumerate(zip(counts.tolist(), means.tolist())):
-                            if count == 0:
-                                dropped += 1
-                                continue
-                            rows[i].append({"passage_id": passages[i].id, "domain": passages[i].domain,
-                                            "layer": layer, "variant": prefix + suffix, "coupling": mean,
-                                            "n_pairs": count, "n_tokens": n})
+                for sink, sink_suffix in _SINKS:
+                    moments = _row_moments(block, sink)  # one product of the maps serves both families
+                    for family, pair_matrix in _FAMILIES.items():
+                        rows[i] += _variant_rows(passages[i], n, pair_matrix(*moments), family + sink_suffix, pairs)
             bar.update(len(idx))
+    dropped = sum(len(pairs) * lm.n_layers * len(_SINKS) * len(_FAMILIES) - len(r) for r in rows)
     if dropped:
         warnings.warn(f"coupling: {dropped} (passage, layer, variant) cells had no head pair with a defined "
                       "correlation (every head's map constant) and were left out of the table", RuntimeWarning,
