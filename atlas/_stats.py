@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ def bootstrap_ci(
     n_resamples: int,
     seed: int = 0,
     confidence: float = 0.95,
+    vectorized: bool = False,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic(*samples)`` (scipy.stats.bootstrap).
 
@@ -25,20 +27,34 @@ def bootstrap_ci(
     NLL together with its token count); ``paired=False`` resamples each sample on
     its own (e.g. passages within each domain). Returns (nan, nan) when a sample
     has fewer than two observations: no interval can be estimated.
+
+    ``vectorized=True``: ``statistic(*resampled, axis=-1)`` takes a whole batch of
+    resamples at once (scipy's convention), for statistics too costly to call once
+    per resample. It may return NaN for a resample where it is undefined (e.g. a
+    statistic of pairs of distinct passages on a resample that drew one passage
+    only): those resamples are left out, and the interval is the percentiles of
+    the defined ones.
     """
     if min(len(s) for s in samples) < 2:
         return float("nan"), float("nan")
-    res = stats.bootstrap(
-        tuple(np.asarray(s) for s in samples),
-        statistic,
-        paired=paired,
-        vectorized=False,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    with warnings.catch_warnings():
+        # scipy warns when NaN resamples make its own percentiles NaN; they are recomputed below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            tuple(np.asarray(s) for s in samples),
+            statistic,
+            paired=paired,
+            vectorized=vectorized,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    low, high = res.confidence_interval.low, res.confidence_interval.high
+    if vectorized and np.isnan([low, high]).any() and not np.isnan(res.bootstrap_distribution).all():
+        tail = (1 - confidence) / 2 * 100
+        low, high = np.nanpercentile(res.bootstrap_distribution, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
