@@ -1,4 +1,3 @@
-import copy
 import itertools
 
 import numpy as np
@@ -24,23 +23,6 @@ def small(starter):
     return _first(starter, 2, 3)
 
 
-def naive_gradients(lm, passages, max_tokens: int) -> list[dict[str, np.ndarray]]:
-    """Per passage, {block: flattened gradient} in float64, by ``model(labels=ids).loss.backward()`` on a copy
-    (HF's loss: the mean NLL over every token after the first, the passage's mean NLL per scored token)."""
-    model = copy.deepcopy(lm.model)
-    out = []
-    for p in passages:
-        ids = torch.tensor([([lm.doc_start_id] + lm.tokenizer(p.text, add_special_tokens=False).input_ids)
-                            [: max_tokens + 1]])
-        model.zero_grad()
-        model(input_ids=ids, labels=ids).loss.backward()
-        blocks = {"model": torch.cat([q.grad.reshape(-1) for q in model.parameters()])}
-        for i, layer in enumerate(decoder_layers(model)):
-            blocks[f"layer.{i}"] = torch.cat([q.grad.reshape(-1) for q in layer.parameters()])
-        out.append({k: v.double().numpy() for k, v in blocks.items()})
-    return out
-
-
 def _gram_table(vectors: list[np.ndarray], domain: str = "d", block: str = "model") -> pd.DataFrame:
     a, b = np.triu_indices(len(vectors))
     k = np.array([[u @ v for v in vectors] for u in vectors])
@@ -62,7 +44,7 @@ def _by_hand(vectors: list[np.ndarray]) -> dict[str, float]:
             "trace_cov": np.sum((g - g.mean(0)) ** 2) / (n - 1)}
 
 
-def test_gram_and_statistics_match_a_hand_computed_case(tiny, small):
+def test_gram_and_statistics_match_a_hand_computed_case(tiny, small, naive_gradients):
     table = measure_smoothness(tiny, small, max_tokens=40, progress=False)["smoothness_gram"]
     validate_table("smoothness_gram", table)
     summary = domain_smoothness(table, n_resamples=200).set_index(["domain", "block"])
@@ -170,7 +152,7 @@ def test_bad_settings_and_single_passage_domains_are_one_clear_error(tiny_gpt2, 
 
 
 @pytest.mark.slow
-def test_smollm2_gram_matches_an_independent_backward(smollm2, shared_corpus):
+def test_smollm2_gram_matches_an_independent_backward(smollm2, shared_corpus, naive_gradients):
     corpus = _first(shared_corpus, 2, 2)
     table = measure_smoothness(smollm2, corpus, max_tokens=16, progress=False)["smoothness_gram"]
     validate_table("smoothness_gram", table)
