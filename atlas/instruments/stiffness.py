@@ -34,8 +34,8 @@ arithmetic: tested).
 
 Method. Loss: token-weighted mean NLL on ``max_tokens`` tokens of passages taken with
 the domains in turn (``atlas._scoring.token_budget``), BOS policy ``prepend``. Every
-point is a dict of tensors evaluated with ``torch.func.functional_call``: the loaded
-model is never written to. Directions come from a generator seeded with the direction's
+point is a dict of tensors evaluated with ``torch.func.functional_call``
+(``atlas.instruments._descent``): the loaded model is never written to. Directions come from a generator seeded with the direction's
 number (0, 1, ...), so a run is reproducible on any device. Summary
 ``stiffness_radii``: per radius, means over directions with 95% percentile-bootstrap
 CIs over directions.
@@ -51,18 +51,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from .._corpus import Corpus
 from .._models import LoadedModel
-from .._scoring import batches, token_budget, token_nll
+from .._scoring import token_budget
 from .._stats import bootstrap_ci
+from ._descent import Point, Probe, distance, start_point
 from ._registry import instrument
 
 __all__ = ["filter_normalised_direction", "measure_stiffness", "radius_stiffness"]
-
-Point = dict[str, torch.Tensor]
 
 
 def filter_normalised_direction(theta: Point, seed: int) -> Point:
@@ -88,43 +86,6 @@ def _parse_radii(radii: str) -> list[float]:
     if any(not np.isfinite(r) or r < 0 for r in values):
         raise ValueError(f"radii must be finite and >= 0, not {radii!r}")
     return values
-
-
-def _distance(a: Point, b: Point) -> float:
-    return float(sum((a[k].double() - b[k].double()).square().sum() for k in a) ** 0.5)
-
-
-class _Probe:
-    """Loss and gradient descent at points θ of one model on one token budget (``functional_call``)."""
-
-    def __init__(self, lm: LoadedModel, encoded: list[list[int]], batch_size: int):
-        self.lm, self.encoded, self.batch_size = lm, encoded, batch_size
-        self.n_tokens = sum(len(ids) - 1 for ids in encoded)
-
-    def _nll(self, theta: Point):
-        def model(**inputs):
-            return functional_call(self.lm.model, theta, args=(), kwargs=inputs)
-        for _, ids, mask in batches(self.encoded, self.batch_size, self.lm.doc_start_id, self.lm.device):
-            yield token_nll(model, ids, mask).sum() / self.n_tokens  # this batch's share of L
-
-    def loss(self, theta: Point) -> float:
-        with torch.no_grad():
-            return float(sum(part.double() for part in self._nll(theta)))
-
-    def descend(self, theta: Point, steps: int, lr: float) -> Point:
-        """``steps`` steps θ <- θ - lr ∇L(θ) from a copy of θ; the full batch's gradient each step."""
-        theta = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
-        for _ in range(steps):
-            grads = [torch.zeros_like(v) for v in theta.values()]
-            with torch.enable_grad():
-                for part in self._nll(theta):
-                    for acc, g in zip(grads, torch.autograd.grad(part, list(theta.values()), allow_unused=True)):
-                        if g is not None:
-                            acc += g
-            with torch.no_grad():
-                for v, g in zip(theta.values(), grads):
-                    v.sub_(lr * g)
-        return {k: v.detach() for k, v in theta.items()}
 
 
 def radius_stiffness(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -155,8 +116,8 @@ def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1
                          f"{batch_size})")
     if not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number (the gradient-descent step size), not {lr}")
-    probe = _Probe(lm, token_budget(lm, corpus, max_tokens), batch_size)
-    start = {k: v.detach() for k, v in lm.model.named_parameters()}
+    probe = Probe(lm, token_budget(lm, corpus, max_tokens), batch_size)
+    start = start_point(lm)
     loss_start = probe.loss(start)
     control = probe.descend(start, steps, lr)
     loss_control = probe.loss(control)
@@ -170,14 +131,14 @@ def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1
                 loss_pushed = probe.loss(pushed)
                 after = probe.descend(pushed, steps, lr)
                 loss_after = probe.loss(after)
-                rise, moved, stays = loss_pushed - loss_start, _distance(pushed, start), _distance(after, control)
+                rise, moved, stays = loss_pushed - loss_start, distance(pushed, start), distance(after, control)
                 rows.append({"direction": number, "radius": radius, "loss_start": loss_start,
                              "loss_perturbed": loss_pushed, "loss_recovered": loss_after, "loss_control": loss_control,
                              "rise": rise,
                              "recovered": 1 - (loss_after - loss_control) / rise if rise != 0 else float("nan"),
                              "distance_perturbed": moved, "distance_after": stays,
                              "returned": 1 - stays / moved if moved > 0 else float("nan"),
-                             "distance_to_start": _distance(after, start), "n_tokens": probe.n_tokens})
+                             "distance_to_start": distance(after, start), "n_tokens": probe.n_tokens})
                 del pushed, after
                 bar.update()
     return {"stiffness": pd.DataFrame(rows)}
