@@ -4,10 +4,11 @@ order below; ``atlas._cisp.run_instrument`` is the only caller of an entry funct
 storage and reuse).
 """
 
-from . import perplexity, coupling, ablation, hessian, gradient, interpolation, smoothness, tightness, stiffness  # noqa: F401, I001  (registers, in order)
+from . import perplexity, coupling, ablation, hessian, gradient, interpolation, smoothness, tightness, stiffness, elasticity  # noqa: F401, I001  (registers, in order)
 from ._registry import INSTRUMENTS, Instrument, instrument
 from .ablation import layer_ablation, measure_ablation
 from .coupling import layer_coupling, measure_coupling
+from .elasticity import domain_elasticity, measure_elasticity
 from .gradient import measure_gradient
 from .hessian import measure_hessian
 from .interpolation import interpolation_barrier, measure_interpolation
@@ -19,4 +20,5 @@ from .tightness import block_mgda, block_tightness, measure_tightness
 __all__ = ["INSTRUMENTS", "Instrument", "domain_perplexity", "instrument", "interpolation_barrier", "layer_ablation",
            "layer_coupling", "measure_ablation", "measure_coupling", "measure_gradient", "measure_hessian",
            "measure_interpolation", "measure_perplexity", "domain_smoothness", "measure_smoothness",
-           "block_mgda", "block_tightness", "measure_tightness", "measure_stiffness", "radius_stiffness"]
+           "block_mgda", "block_tightness", "measure_tightness", "measure_stiffness", "radius_stiffness",
+           "domain_elasticity", "measure_elasticity"]
