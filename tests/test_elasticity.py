@@ -105,6 +105,9 @@ def test_share_summary_and_its_ci_over_domains():
     assert row["forgetting_ewc"] == pytest.approx(0.2) and row["elastic_share"] == pytest.approx(0.5)
     assert row["gain"] == 1.0 and row["gain_ewc"] == 0.5
     assert 0 <= row["ci_low"] <= 0.5 <= row["ci_high"] <= 0.75  # per-domain shares are 0.75, 0.5 and 0
+    improved = pd.DataFrame(rows).assign(change=lambda t: -t["change"].abs())  # tuning made every domain better
+    row = domain_elasticity(improved, n_resamples=500).iloc[0]
+    assert row["forgetting"] < 0 and np.isnan([row["elastic_share"], row["ci_low"], row["ci_high"]]).all()
 
 
 def test_run_instrument_validates_stores_and_leaves_the_model_as_found(store, tiny_gpt2, small):

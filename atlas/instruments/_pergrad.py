@@ -17,16 +17,17 @@ rounding. Every parameter counts once (a tied input/output embedding is one tens
 Blocks: ``block_names`` are ``model`` (every parameter) and ``layer.<i>`` (the parameters
 of decoder layer i); embeddings, final norm and head count in ``model`` only.
 
-Gram matrices (``block_gram``): K_ij = <v_i, v_j> per block. The squared norms K_ii are
-exact (summed in float64 from the full-precision vectors, ``compact``); the products
-i != j come from the vectors held in half precision: each tensor scaled by a power of
-two that puts its largest entry in [2^14, 2^15), then rounded to float16 (11
-significant bits; the scaling is exact and keeps entries far below the largest one out
-of float16's underflow). n whole-model vectors cost n x 2 bytes per parameter (eight
-passages of SmolLM2-135M: 2.2 GB), half of float32; products are summed in float32
-chunks into float64. Measured against float32 on the tiny models (16 to 128 tokens,
-every block): off-diagonal products within 1.6e-4 of |v_i||v_j| (bfloat16 storage
-would be off by up to 1.3e-3).
+Gram matrices (``HalfStore``): K_ij = <v_i, v_j> per block, for n vectors held in half
+precision. The squared norms K_ii are exact (float32 norms of the full-precision
+vectors, summed in float64); the products i != j come from the stored copies: each
+tensor scaled by a power of two that puts its largest entry in [2^14, 2^15), then
+rounded to float16 (11 significant bits; the scaling is exact and keeps entries far
+below the largest one out of float16's underflow). n whole-model vectors cost n x 2
+bytes per parameter (eight passages of SmolLM2-135M: 2.2 GB), half of float32, in
+buffers allocated once and reused (fresh CPU allocations of this size cost as much as
+the arithmetic); products are summed in float32 chunks into float64. Measured against
+float32 on the tiny models (16 to 128 tokens, every block): off-diagonal products
+within 1.6e-4 of |v_i||v_j| (bfloat16 storage would be off by up to 1.3e-3).
 """
 
 from __future__ import annotations
@@ -44,18 +45,15 @@ from .._corpus import Corpus, Passage
 from .._models import LoadedModel
 from .._scoring import batches, encode, token_nll
 
-__all__ = ["block_gram", "block_names", "compact", "domain_gradient", "domain_passages", "parameters",
-           "passage_gradients"]
+__all__ = ["HalfStore", "block_names", "domain_gradient", "domain_passages", "parameters", "passage_gradients"]
 
 Vector = tuple[torch.Tensor, ...]  # one tensor per parameter, aligned with ``parameters(model)[0]``
-Held = tuple[tuple[torch.Tensor, float, float], ...]  # per parameter: float16 entries, their power-of-two scale,
-#                                                   and the exact squared norm
 
-_CHUNK = 1 << 22  # coordinates per matrix product in block_gram: bounds the float32 temporary at n x 16 MB
+_CHUNK = 1 << 22  # coordinates per matrix product in HalfStore.gram: a float32 work buffer of n x 16 MB
 
 
 def block_names(n_layers: int) -> list[str]:
-    """``model`` first, then ``layer.0`` ... ``layer.<n_layers-1>``: the rows of ``block_gram``'s result."""
+    """``model`` first, then ``layer.0`` ... ``layer.<n_layers-1>``: the rows of ``HalfStore.gram``."""
     return ["model", *(f"layer.{i}" for i in range(n_layers))]
 
 
@@ -122,31 +120,46 @@ def domain_gradient(lm: LoadedModel, encoded: Sequence[list[int]], params: Seque
     return tuple(total)
 
 
-def compact(vector: Vector) -> Held:
-    """The vector as ``block_gram`` keeps it: per tensor, float16 entries t / s, the power of two s, and |t|^2."""
-    held = []
-    for t in vector:
-        t = t.detach()
-        top = float(t.abs().max())
-        scale = 2.0 ** (math.floor(math.log2(top)) - 14) if top > 0 else 1.0
-        held.append(((t / scale).to(torch.float16), scale, float(t.double().square().sum())))
-    return tuple(held)
+class HalfStore:
+    """Up to ``capacity`` vectors over ``params``, held in float16, and their Gram matrices per block."""
 
+    def __init__(self, params: Sequence[nn.Parameter], layer: Sequence[int], capacity: int):
+        self.layer, self.capacity, self.n = list(layer), capacity, 0
+        self.buffers = [torch.empty((capacity, p.numel()), dtype=torch.float16, device=p.device) for p in params]
+        self.scales = np.ones((capacity, len(self.buffers)))  # [capacity, P]: the power of two per tensor
+        self.norms_sq = np.zeros((capacity, len(self.buffers)))  # [capacity, P]: exact |v|^2 per tensor
 
-def block_gram(vectors: Sequence[Held], layer: Sequence[int], n_layers: int) -> np.ndarray:
-    """Gram matrices of ``vectors`` per block: [1 + n_layers, n, n] float64, rows as ``block_names``."""
-    n = len(vectors)
-    gram = np.zeros((1 + n_layers, n, n))
-    for p, block in enumerate(layer):
-        flat = [v[p][0].reshape(-1) for v in vectors]
-        scale = np.array([v[p][1] for v in vectors])  # [n]
-        part = torch.zeros(n, n, dtype=torch.float64, device=flat[0].device)
-        for start in range(0, flat[0].numel(), _CHUNK):
-            x = torch.stack([f[start:start + _CHUNK] for f in flat]).float()  # [n, chunk]
-            part += (x @ x.T).double()
-        part = part.cpu().numpy() * np.outer(scale, scale)
-        np.fill_diagonal(part, [v[p][2] for v in vectors])
-        gram[0] += part
-        if block >= 0:
-            gram[1 + block] += part
-    return gram
+    def add(self, vector: Vector) -> None:
+        """Store a vector. Its tensors are scaled in place: the caller's copy is consumed."""
+        if self.n == self.capacity:
+            raise ValueError(f"HalfStore holds at most {self.capacity} vectors")
+        for p, t in enumerate(vector):
+            flat = t.detach().reshape(-1)
+            low, high = torch.aminmax(flat)
+            top = max(-float(low), float(high))
+            scale = 2.0 ** (math.floor(math.log2(top)) - 14) if top > 0 else 1.0
+            self.norms_sq[self.n, p] = float(torch.linalg.vector_norm(flat)) ** 2
+            self.scales[self.n, p] = scale
+            self.buffers[p][self.n].copy_(flat.mul_(1.0 / scale))
+        self.n += 1
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def gram(self, n_layers: int) -> np.ndarray:
+        """Gram matrices of the stored vectors per block: [1 + n_layers, n, n] float64, rows as ``block_names``."""
+        n = self.n
+        gram = np.zeros((1 + n_layers, n, n))
+        work = torch.empty((n, min(_CHUNK, max(b.shape[1] for b in self.buffers))), device=self.buffers[0].device)
+        for p, (buffer, block) in enumerate(zip(self.buffers, self.layer)):
+            part = torch.zeros(n, n, dtype=torch.float64, device=buffer.device)
+            for start in range(0, buffer.shape[1], work.shape[1]):
+                x = work[:, : min(work.shape[1], buffer.shape[1] - start)]  # [n, chunk]
+                x.copy_(buffer[:n, start:start + x.shape[1]])
+                part += (x @ x.T).double()
+            part = part.cpu().numpy() * np.outer(self.scales[:n, p], self.scales[:n, p])
+            np.fill_diagonal(part, self.norms_sq[:n, p])
+            gram[0] += part
+            if block >= 0:
+                gram[1 + block] += part
+        return gram

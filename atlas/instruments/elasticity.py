@@ -78,8 +78,8 @@ def domain_elasticity(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int
         others = change.drop(index=tuned)
         none, ewc = others["none"].to_numpy(float), others["ewc"].to_numpy(float)
         share = float(_elastic_share(none, ewc))
-        lo, hi = bootstrap_ci((none, ewc), _elastic_share, paired=True, n_resamples=n_resamples, seed=seed,
-                              vectorized=True)
+        lo, hi = (bootstrap_ci((none, ewc), _elastic_share, paired=True, n_resamples=n_resamples, seed=seed,
+                               vectorized=True) if np.isfinite(share) else (float("nan"), float("nan")))
         rows.append({"tuned_domain": tuned, "n_domains": len(others), "forgetting": float(none.mean()),
                      "forgetting_ewc": float(ewc.mean()), "elastic_share": share, "ci_low": lo, "ci_high": hi,
                      "gain": -float(change.loc[tuned, "none"]), "gain_ewc": -float(change.loc[tuned, "ewc"])})

@@ -28,7 +28,7 @@ each passage's gradient is, b_simple weighs large gradients more.
 Method. One forward and backward per passage (``_pergrad.passage_gradients``); a
 domain's n gradients are held in half precision (n x 2 bytes per parameter, one domain
 at a time) and reduced to their Gram matrix K_ij = <g_i, g_j> per block
-(``_pergrad.block_gram``: squared norms exact, products of distinct passages exact up to
+(``_pergrad.HalfStore``: squared norms exact, products of distinct passages exact up to
 the storage's rounding, less than 2e-4 of |g_i||g_j|). No sketch or projection is needed: every
 statistic above is a function of K. Table ``smoothness_gram`` holds K (pairs a <= b,
 the diagonal |g_i|^2 included); the summary ``smoothness`` (``domain_smoothness``)
@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from .._corpus import Corpus
 from .._models import LoadedModel
 from .._stats import bootstrap_ci
-from ._pergrad import block_gram, block_names, compact, domain_passages, parameters, passage_gradients
+from ._pergrad import HalfStore, block_names, domain_passages, parameters, passage_gradients
 from ._registry import instrument
 
 __all__ = ["domain_smoothness", "measure_smoothness", "pair_statistics"]
@@ -131,15 +131,15 @@ def measure_smoothness(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128
                          "leave the domain out of the corpus")
     params, layer = parameters(lm.model)
     names = block_names(lm.n_layers)
+    store = HalfStore(params, layer, capacity=max(len(passages) for _, passages, _ in groups))
     tables = []
     with tqdm(total=len(corpus.passages), desc=f"smoothness {lm.name}", disable=not progress, leave=False) as bar:
         for domain, passages, encoded in groups:
-            held = []
+            store.clear()
             for g in passage_gradients(lm, encoded, params):
-                held.append(compact(g))
+                store.add(g)
                 bar.update()
-            gram = block_gram(held, layer, lm.n_layers)  # [1 + L, n, n]
-            del held
+            gram = store.gram(lm.n_layers)  # [1 + L, n, n]
             a, b = np.triu_indices(len(passages))
             ids = np.array([p.id for p in passages], dtype=object)
             tables += [pd.DataFrame({"domain": domain, "block": name, "passage_a": ids[a], "passage_b": ids[b],

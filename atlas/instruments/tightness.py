@@ -21,7 +21,7 @@ gradient (``atlas.instruments._pergrad``: the mean of the passages' gradients), 
 Method. Each G_d comes from batched backward passes over the domain's passages (at most
 ``max_tokens`` scored tokens each, BOS policy ``prepend``); the domains' gradients are
 held in half precision and reduced to their Gram matrix M_de = <G_d, G_e> per block
-(``_pergrad.block_gram``: squared norms exact, cross products within 2e-4 of
+(``_pergrad.HalfStore``: squared norms exact, cross products within 2e-4 of
 |G_d||G_e|). Table ``tightness_pairs`` holds M and the cosines (pairs a <= b, the
 diagonal included); the summaries compute from it: ``tightness`` per block, and
 ``tightness_mgda``, the min-norm weights (the QP over the simplex solved on M by SLSQP,
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from .._corpus import Corpus
 from .._models import LoadedModel
-from ._pergrad import block_gram, block_names, compact, domain_gradient, domain_passages, parameters
+from ._pergrad import HalfStore, block_names, domain_gradient, domain_passages, parameters
 from ._registry import instrument
 
 __all__ = ["block_mgda", "block_tightness", "measure_tightness", "min_norm_weights"]
@@ -108,10 +108,11 @@ def measure_tightness(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128,
         raise ValueError(f"tightness compares the gradients of different domains and needs at least two; the corpus "
                          f"has one ({groups[0][0]}): use a corpus with several domains")
     params, layer = parameters(lm.model)
-    held = [compact(domain_gradient(lm, encoded, params, batch_size))
-            for _, _, encoded in tqdm(groups, desc=f"tightness {lm.name}", disable=not progress, leave=False)]
-    gram = block_gram(held, layer, lm.n_layers)  # [1 + L, D, D]
-    del held
+    store = HalfStore(params, layer, capacity=len(groups))
+    for _, _, encoded in tqdm(groups, desc=f"tightness {lm.name}", disable=not progress, leave=False):
+        store.add(domain_gradient(lm, encoded, params, batch_size))
+    gram = store.gram(lm.n_layers)  # [1 + L, D, D]
+    del store
     domains = np.array([domain for domain, _, _ in groups], dtype=object)
     a, b = np.triu_indices(len(domains))
     tables = []
