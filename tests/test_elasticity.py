@@ -81,7 +81,7 @@ def test_an_anchored_step_is_the_exact_minimiser_of_the_linearised_loss_plus_anc
     pushed = {k: v + 0.01 * torch.randn_like(v) for k, v in start.items()}
     weight = {k: torch.rand_like(v) * 50 for k, v in start.items()}  # λF, large enough that lr λF > 1 somewhere
     lr = 0.05
-    got = probe.descend(pushed, 1, lr, anchor=start, stiffness=weight)
+    got = probe.descend(pushed, 1, lr, anchor=start, anchor_weight=weight)
     model = copy.deepcopy(tiny_gpt2.model)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -1,4 +1,5 @@
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -153,3 +154,17 @@ def test_smollm2_cosines_match_an_independent_backward(smollm2, shared_corpus, n
         assert cross == pytest.approx(a[block] @ b[block] / np.linalg.norm(a[block]) / np.linalg.norm(b[block]),
                                       abs=2e-4)
     assert list(itertools.chain(pairs["block"].unique()))[:2] == ["model", "layer.0"]
+
+
+def test_measure_from_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from atlas.cli import main
+
+    result = CliRunner().invoke(main, ["measure", "tightness", "--model", "tiny-gpt2", "--corpus", "starter",
+                                       "--per-domain", "2", "--max-tokens", "16", "--db", f"sqlite:///{tmp_path}/a.db",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out["tables"]) == {"tightness_pairs", "tightness", "tightness_mgda"}
+    assert len(out["tables"]["tightness"]) == 3 and out["settings"]["max_tokens"] == 16

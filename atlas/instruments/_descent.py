@@ -60,8 +60,8 @@ class Probe:
             return float(sum(part.double() for part in self._parts(theta)))
 
     def descend(self, theta: Point, steps: int, lr: float, anchor: Point | None = None,
-                stiffness: Point | None = None) -> Point:
-        """``steps`` steps from a copy of θ: θ <- θ - lr ∇L(θ), or with the anchor λF = ``stiffness`` (a tensor
+                anchor_weight: Point | None = None) -> Point:
+        """``steps`` steps from a copy of θ: θ <- θ - lr ∇L(θ), or, with weights λF = ``anchor_weight`` (a tensor
         per parameter) pulling towards ``anchor``, the exact step of the module docstring."""
         theta = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
         for _ in range(steps):
@@ -74,7 +74,7 @@ class Probe:
             with torch.no_grad():
                 for (name, v), g in zip(theta.items(), grads):
                     v.sub_(lr * g)
-                    if stiffness is not None:
-                        pull = 2 * lr * stiffness[name]
+                    if anchor_weight is not None:
+                        pull = 2 * lr * anchor_weight[name]
                         v.add_(pull * anchor[name]).div_(1 + pull)
         return {k: v.detach() for k, v in theta.items()}

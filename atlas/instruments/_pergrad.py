@@ -138,7 +138,7 @@ class HalfStore:
             low, high = torch.aminmax(flat)
             top = max(-float(low), float(high))
             scale = 2.0 ** (math.floor(math.log2(top)) - 14) if top > 0 else 1.0
-            self.norms_sq[self.n, p] = float(torch.linalg.vector_norm(flat)) ** 2
+            self.norms_sq[self.n, p] = float(torch.linalg.vector_norm(flat, dtype=torch.float32)) ** 2
             self.scales[self.n, p] = scale
             self.buffers[p][self.n].copy_(flat.mul_(1.0 / scale))
         self.n += 1

@@ -116,14 +116,14 @@ def measure_elasticity(lm: LoadedModel, corpus: Corpus, *, tune_domains: str = "
                     f.addcmul_(x, x, value=1.0 / n_fisher)
                 bar.update()
         start = start_point(lm)
-        anchor = {name: ewc_lambda * f for name, f in zip(start, fisher)}  # λF per parameter
+        anchor_weight = {name: ewc_lambda * f for name, f in zip(start, fisher)}  # λF per parameter
         held_out = {domain: Probe(lm, encoded[fisher_passages:], batch_size) for domain, _, encoded in groups}
         before = {domain: probe.loss(start) for domain, probe in held_out.items()}
         rows = []
         for t in tuned:
             tune = Probe(lm, fisher_sets[[domain for domain, _, _ in groups].index(t)], batch_size)
-            for penalty, stiffness in (("none", None), ("ewc", anchor)):
-                tuned_point = tune.descend(start, steps, lr, anchor=start, stiffness=stiffness)
+            for penalty, weight in (("none", None), ("ewc", anchor_weight)):
+                tuned_point = tune.descend(start, steps, lr, anchor=start, anchor_weight=weight)
                 for domain, probe in held_out.items():
                     after = probe.loss(tuned_point)
                     rows.append({"tuned_domain": t, "domain": domain, "penalty": penalty,
