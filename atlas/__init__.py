@@ -12,26 +12,51 @@ record that verdicts and reports are built from.
     ['perplexity', 'perplexity_domains']
 """
 
-from ._cisp import IsolationBreach, RunResult, run_instrument
-from ._corpus import STARTER_CORPUS, Corpus, CorpusError, Passage, load_corpus
-from ._import import SheetError, import_sheet, load_sheet, reference_sheet
-from ._judgment import JudgmentError, judge
-from ._models import MODELS, LoadedModel, ModelSpec, ModelUnavailable, load_model
-from ._predict import Prediction
-from ._profiles import PROFILES, Profile
-from ._report import render_report
-from ._schema import SchemaViolation, validate_table
-from ._stats import bootstrap_ci, spearman
-from ._store import Judgment, Store
-from ._verdict import Criterion, Outcome
-from ._vocabulary import Term, VocabularyError, vocabulary
-from .instruments import INSTRUMENTS, Instrument
+import importlib
+
+#: where each public name lives; imported on first use (PEP 562), so that ``import atlas`` -- and the
+#: ``atlas`` command's help -- does not pay for torch, transformers and great-expectations up front
+_EXPORTS = {
+    "._cisp": ("IsolationBreach", "RunResult", "RunSpec", "SummarySpec", "run_instrument"),
+    "._corpus": ("STARTER_CORPUS", "Corpus", "CorpusError", "Passage", "load_corpus"),
+    "._errors": ("AtlasError", "BadInput", "HardwareUnavailable", "Refused", "SequencingRefused", "SettingsError",
+                 "StoreUrlError", "Unavailable"),
+    "._import": ("SheetError", "import_sheet", "load_sheet", "reference_sheet"),
+    "._judgment": ("JudgmentError", "judge"),
+    "._models": ("MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model"),
+    "._predict": ("Evidence", "Prediction"),
+    "._profiles": ("PROFILES", "Profile"),
+    "._report": ("render_report",),
+    "._schema": ("SchemaViolation", "validate_table"),
+    "._stats": ("bootstrap_ci", "spearman"),
+    "._store": ("Judgment", "Store"),
+    "._verdict": ("Criterion", "Outcome"),
+    "._vocabulary": ("Term", "VocabularyError", "vocabulary"),
+    ".instruments": ("INSTRUMENTS", "Instrument"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'atlas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "INSTRUMENTS", "MODELS", "PROFILES", "STARTER_CORPUS",
-    "Corpus", "CorpusError", "Criterion", "Instrument", "IsolationBreach", "LoadedModel", "ModelSpec",
-    "ModelUnavailable", "Outcome", "Passage", "Prediction", "Profile", "RunResult", "SchemaViolation", "Store",
-    "bootstrap_ci", "load_corpus", "load_model", "render_report", "run_instrument", "spearman", "validate_table",
-    "Judgment", "JudgmentError", "SheetError", "Term", "VocabularyError", "import_sheet", "judge", "load_sheet",
-    "reference_sheet", "vocabulary",
+    "Corpus", "Criterion", "Evidence", "Instrument", "Judgment", "LoadedModel", "ModelSpec", "Outcome", "Passage",
+    "Prediction", "Profile", "RunResult", "RunSpec", "Store", "SummarySpec", "Term",
+    "bootstrap_ci", "import_sheet", "judge", "load_corpus", "load_model", "load_sheet", "reference_sheet",
+    "render_report", "run_instrument", "spearman", "validate_table", "vocabulary",
+    # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused
+    "AtlasError", "BadInput", "CorpusError", "HardwareUnavailable", "IsolationBreach", "JudgmentError",
+    "ModelUnavailable", "Refused", "SchemaViolation", "SequencingRefused", "SettingsError", "SheetError",
+    "StoreUrlError", "Unavailable", "VocabularyError",
 ]

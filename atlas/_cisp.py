@@ -2,23 +2,33 @@
 
 It enforces what the Framework asks of a run:
 
+* **one resolved spec** -- instrument defaults (read from the entry function's
+  signature), the statistics defaults, a profile's settings, a prediction's
+  ``needs`` and call arguments are merged once, by ``resolve``, into a frozen
+  ``RunSpec``: instrument and version, every model's name and revision (the other
+  models of a pairwise instrument too), corpus hash, dtype, every measurement
+  setting. Its ``key`` is the one key the session cache, the store's reuse rule
+  and the protocol log use. Summary settings (bootstrap resamples) form a
+  ``SummarySpec`` of their own: summary tables are derived from the stored primary
+  table, so new summary settings never repeat a measurement;
 * **isolation** -- a run starts from the model as it was loaded (its checksum
   must equal the one taken at load time), seeds are fixed, and afterwards the
   parameters (per-parameter sums in float64), hooks, attention implementation,
   grad mode and train mode must be as before; a run that leaves the model changed
   is stored as failed, never as a valid measurement;
 * **validation** -- every table is checked against its schema (great-expectations)
-  before anything is written; a table that fails is stored as a failed run with
-  the error, and no measurement row is written;
-* **provenance and reuse** -- a run records model revision, corpus hash, settings
-  hash (which includes the instrument's version), device, dtype, seed, package
-  versions and git commit; a complete stored run with the same key is reused, a
-  run of the same instrument under an older version or another model revision is
-  *stale* and never reused;
+  before anything is written, then held in its schema's dtypes
+  (``atlas._schema.coerce``); a table that fails is stored as a failed run with the
+  error, and no measurement row is written;
+* **provenance and reuse** -- a run records every model's revision, corpus hash,
+  settings and their key, device, dtype, seed, package versions and git commit; a
+  complete stored run with the same key is reused; a run of the same instrument
+  under an older version or another model revision is *stale* and never reused;
 * **sequencing** -- every step (measured, reused, failed, refused) is written to
-  the protocol log (``ProtocolEvent``) of its session, in order. Predictions
-  declare the instruments they need; ``atlas._predict`` gathers those inputs
-  through CISP before judging and refuses a prediction whose input failed.
+  the protocol log (``ProtocolLog``, the one writer of ``ProtocolEvent`` rows) of
+  its session, in order. Predictions declare the instruments they need;
+  ``atlas._predict`` gathers those inputs through CISP before the body runs and
+  refuses a prediction whose input failed.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import hashlib
 import json
 import random
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -36,30 +47,124 @@ import pandas as pd
 import torch
 
 from ._corpus import Corpus
+from ._errors import Refused, SettingsError
 from ._models import LoadedModel, load_model, model_checksum
-from ._schema import validate_table
-from ._store import ProtocolEvent, Run, Store, utcnow
-from .instruments import INSTRUMENTS
+from ._schema import coerce, validate_table
+from ._store import Derivation, ProtocolEvent, Run, Store, utcnow
+from .instruments import INSTRUMENTS, Instrument
 
-__all__ = ["IsolationBreach", "RunResult", "model_checksum", "run_instrument", "settings_hash"]
+__all__ = ["IsolationBreach", "ProtocolLog", "RunResult", "RunSpec", "SummarySpec", "model_checksum", "resolve",
+           "run_instrument", "run_spec", "settings_hash"]
 
+#: settings every instrument takes: the seed of the measurement and of its summaries, and the summaries' resamples
 STATISTICS_DEFAULTS = {"bootstrap_resamples": 2000, "seed": 0}
 _PACKAGES = ("atlas-landscape", "torch", "transformers", "great-expectations", "pandas", "numpy", "scipy", "sqlmodel")
 
 
-class IsolationBreach(RuntimeError):
-    """An instrument left the model different from how it found it."""
+class IsolationBreach(Refused):
+    """An instrument left the model different from how it found it, or was given a model changed since loading."""
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides a measurement's numbers, resolved once (``resolve``)."""
+
+    instrument: str
+    version: str
+    model: str
+    model_revision: str
+    corpus: str  # the corpus's name as sampled (for people; the hash is what counts)
+    corpus_hash: str
+    dtype: str
+    settings: tuple[tuple[str, object], ...]  # every measurement setting, the seed included; other models by name
+    others: tuple[tuple[str, str, str], ...] = ()  # (setting, model name, revision) of a pairwise instrument
+
+    @property
+    def key(self) -> str:
+        """The key of the run: the session cache, the store's reuse rule and the protocol log all use it."""
+        return settings_hash({"instrument": self.instrument, "version": self.version, "model": self.model,
+                              "model_revision": self.model_revision, "corpus_hash": self.corpus_hash,
+                              "dtype": self.dtype, "settings": dict(self.settings),
+                              "others": [list(o) for o in self.others]})
+
+    @property
+    def measure_settings(self) -> dict:
+        return dict(self.settings)
+
+
+@dataclass(frozen=True)
+class SummarySpec:
+    """The settings of a run's summary tables; a derivation of one stored run is keyed by ``key(run_id)``."""
+
+    instrument: str
+    version: str
+    n_resamples: int
+    seed: int
+
+    @property
+    def settings(self) -> dict:
+        return {"bootstrap_resamples": self.n_resamples, "seed": self.seed}
+
+    def key(self, run_id: str) -> str:
+        return settings_hash({"run": run_id, "instrument": self.instrument, "version": self.version, **self.settings})
 
 
 @dataclass
 class RunResult:
     run: Run
-    tables: dict[str, pd.DataFrame]
-    reused: bool
+    tables: dict[str, pd.DataFrame]  # measured and summary tables, in their schemas' dtypes
+    reused: bool  # the measurement was a stored run
+    spec: RunSpec | None = None
+    summary: SummarySpec | None = None
 
 
-def settings_hash(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+@dataclass
+class ProtocolLog:
+    """The one writer of the protocol log: each step of one session (a pytest run, a CLI call), in order."""
+
+    store: Store
+    session: str
+
+    def write(self, action: str, *, instrument: str, model: str, corpus_hash: str, prediction: str | None = None,
+              run_id: str | None = None, spec_key: str = "", reason: str = "") -> None:
+        self.store.write_event(ProtocolEvent(session=self.session, prediction=prediction, instrument=instrument,
+                                             model=model, corpus_hash=corpus_hash, action=action, run_id=run_id,
+                                             spec_key=spec_key, reason=reason))
+
+
+def instrument_named(name: str) -> Instrument:
+    try:
+        return INSTRUMENTS[name]
+    except KeyError:
+        raise SettingsError(f"no instrument {name!r}; known: {', '.join(INSTRUMENTS)}") from None
+
+
+def resolve(instrument: str, lm: LoadedModel, corpus: Corpus, settings: dict,
+            others: dict[str, LoadedModel] | None = None) -> tuple[RunSpec, SummarySpec | None]:
+    """Merge the instrument's defaults, the statistics defaults and ``settings`` into a RunSpec (and the
+    SummarySpec of its summary tables, if it has any). ``others``: the loaded models of a pairwise
+    instrument's model settings."""
+    inst, others = instrument_named(instrument), others or {}
+    unknown = set(settings) - set(inst.defaults) - set(STATISTICS_DEFAULTS)
+    if unknown:
+        raise SettingsError(f"instrument {instrument!r} has no setting(s) {sorted(unknown)}; "
+                            f"it takes {sorted({**inst.defaults, **STATISTICS_DEFAULTS})}")
+    full = {**inst.defaults, **STATISTICS_DEFAULTS, **settings}
+    for name, allowed in inst.choices.items():
+        if full[name] not in allowed:
+            raise SettingsError(f"instrument {instrument!r}: {name} must be one of {', '.join(map(str, allowed))}, "
+                                f"not {full[name]!r}")
+    measured = {k: full[k] for k in inst.defaults if k not in inst.models}
+    measured.update({m: others[m].name if m in others else None for m in inst.models}, seed=full["seed"])
+    spec = RunSpec(inst.name, inst.version, lm.name, lm.revision, corpus.name, corpus.hash, lm.dtype,
+                   tuple(sorted(measured.items())), tuple((m, o.name, o.revision) for m, o in sorted(others.items())))
+    summary = (SummarySpec(inst.name, inst.version, int(full["bootstrap_resamples"]), int(full["seed"]))
+               if inst.summaries else None)
+    return spec, summary
 
 
 def _hook_count(model: torch.nn.Module) -> int:
@@ -72,79 +177,117 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _load_others(inst: Instrument, settings: dict, lm: LoadedModel,
+                 load: Callable[[str], LoadedModel] | None) -> tuple[dict, dict[str, LoadedModel]]:
+    """Split a pairwise instrument's model settings off ``settings``, loading those given by name."""
+    load = load or (lambda name: load_model(name, device=lm.device, dtype=lm.dtype))
+    rest = {k: v for k, v in settings.items() if k not in inst.models}
+    others = {m: v if isinstance(v, LoadedModel) else load(v) for m, v in settings.items() if m in inst.models and v}
+    return rest, others
+
+
 def run_instrument(store: Store, lm: LoadedModel, corpus: Corpus, instrument: str, *, reuse: bool = True,
-                   progress: bool = True, session: str = "", prediction: str | None = None,
-                   **settings) -> RunResult:
+                   progress: bool = True, session: str | ProtocolLog = "", prediction: str | None = None,
+                   load: Callable[[str], LoadedModel] | None = None, **settings) -> RunResult:
     """Measure ``instrument`` on ``lm`` and ``corpus``; validate, store and return its tables.
 
     ``settings`` override the instrument's defaults and the statistics defaults
-    (``bootstrap_resamples``, ``seed``). ``session`` and ``prediction`` label the
-    protocol-log entries. Raises ``SchemaViolation`` or ``IsolationBreach`` after
-    storing the run as failed.
+    (``bootstrap_resamples``, ``seed``); a pairwise instrument's model settings take a
+    model name (loaded with ``load``, by default ``load_model`` on the same device and
+    dtype) or a ``LoadedModel``. ``session`` (an id, or the session's ``ProtocolLog``)
+    and ``prediction`` label the protocol-log entries. Raises ``SchemaViolation`` or
+    ``IsolationBreach`` after storing the run as failed.
     """
-    try:
-        inst = INSTRUMENTS[instrument]
-    except KeyError:
-        raise KeyError(f"no instrument {instrument!r}; known: {', '.join(INSTRUMENTS)}") from None
-    unknown = set(settings) - set(inst.defaults) - set(STATISTICS_DEFAULTS)
-    if unknown:
-        raise TypeError(f"instrument {instrument!r} has no setting(s) {sorted(unknown)}; "
-                        f"it takes {sorted({**inst.defaults, **STATISTICS_DEFAULTS})}")
-    full = {**inst.defaults, **STATISTICS_DEFAULTS, **settings}
-    others = {m: full[m] if isinstance(full[m], LoadedModel) else load_model(full[m], device=lm.device, dtype=lm.dtype)
-              for m in inst.models if full[m]}
-    full.update({m: o.name for m, o in others.items()})
-    key = settings_hash({**full, "instrument_version": inst.version, "dtype": lm.dtype,
-                         **{f"{m}_revision": o.revision for m, o in others.items()}})
+    rest, others = _load_others(instrument_named(instrument), settings, lm, load)
+    spec, summary = resolve(instrument, lm, corpus, rest, others)
+    log = session if isinstance(session, ProtocolLog) else ProtocolLog(store, session)
+    return run_spec(store, spec, summary, lm, corpus, others, log=log, reuse=reuse, progress=progress,
+                    prediction=prediction)
 
-    def log(action: str, run_id: str | None = None, reason: str = "") -> None:
-        store.write_event(ProtocolEvent(session=session, prediction=prediction, instrument=instrument,
-                                        model=lm.name, corpus_hash=corpus.hash, action=action, run_id=run_id,
-                                        reason=reason))
+
+def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: LoadedModel, corpus: Corpus,
+             others: dict[str, LoadedModel], *, log: ProtocolLog, reuse: bool = True, progress: bool = True,
+             prediction: str | None = None) -> RunResult:
+    """Run (or reuse) a resolved spec: what ``run_instrument`` does once the settings are resolved."""
+    inst, instrument = instrument_named(spec.instrument), spec.instrument
+
+    def step(action: str, run_id: str | None = None, reason: str = "") -> None:
+        log.write(action, instrument=instrument, model=lm.name, corpus_hash=corpus.hash, prediction=prediction,
+                  run_id=run_id, spec_key=spec.key, reason=reason)
 
     stale = ""
     if reuse:
-        stored = store.runs(instrument=instrument, model=lm.name, corpus_hash=corpus.hash, status="complete",
-                            provenance="measured")
-        for old in reversed(stored):
-            if old.settings_hash == key and old.model_revision == lm.revision:
-                log("reused", old.id, f"identical stored run of {old.started_at:%Y-%m-%d %H:%M}")
-                return RunResult(old, store.tables(old.id), reused=True)
-        stale = _staleness(stored, inst.version, lm.revision)
+        stored = store.runs(settings_hash=spec.key, status="complete", provenance="measured")
+        if stored:
+            old = stored[-1]
+            tables = _with_summaries(store, inst, old, summary)
+            step("reused", old.id, f"identical stored run of {old.started_at:%Y-%m-%d %H:%M}")
+            return RunResult(old, tables, reused=True, spec=spec, summary=summary)
+        stale = _staleness(store.runs(instrument=instrument, model=lm.name, corpus_hash=corpus.hash,
+                                      status="complete", provenance="measured"), inst.version, lm.revision)
 
     run = Run(instrument=instrument, instrument_version=inst.version, model=lm.name, model_revision=lm.revision,
-              corpus=corpus.name, corpus_hash=corpus.hash, settings=full, settings_hash=key, device=lm.device,
-              dtype=lm.dtype, seed=full["seed"], packages=_package_versions(), git_commit=_git_commit(),
-              started_at=utcnow(), ended_at=utcnow(), status="running")
-    measure_settings = {**{k: full[k] for k in inst.defaults}, **others}
+              others={m: {"name": name, "revision": revision} for m, name, revision in spec.others},
+              corpus=corpus.name, corpus_hash=corpus.hash, settings=spec.measure_settings, settings_hash=spec.key,
+              device=lm.device, dtype=lm.dtype, seed=spec.measure_settings["seed"], packages=_package_versions(),
+              git_commit=_git_commit(), started_at=utcnow(), ended_at=utcnow(), status="running")
+    arguments = {**{k: v for k, v in spec.settings if k in inst.defaults and k not in inst.models}, **others}
     state = _model_state(lm.model)
     try:
         if lm.checksum and state[0] != lm.checksum:
             raise IsolationBreach(f"model {lm.name!r} was changed after it was loaded (by code outside CISP); "
                                   "reload it before measuring")
-        _seed_everything(full["seed"])
-        measured = inst.measure(lm, corpus, progress=progress, **measure_settings)
-        tables = dict(measured)
-        primary = tables[inst.table]
-        for name, summarise in inst.summaries.items():
-            tables[name] = summarise(primary, n_resamples=full["bootstrap_resamples"], seed=full["seed"])
+        _seed_everything(spec.measure_settings["seed"])
+        measured = dict(inst.measure(lm, corpus, progress=progress, **arguments))
         changed = [what for what, a, b in zip(_STATE_NAMES, state, _model_state(lm.model)) if a != b]
         if changed:
             lm.model.train(state[3])  # leave the process usable; the breach is still reported
             torch.set_grad_enabled(state[4])
             raise IsolationBreach(f"instrument {instrument!r} left model {lm.name!r} changed "
                                   f"({', '.join(changed)} differ from before the run); its results were not stored")
-        for name, table in tables.items():
-            validate_table(name, table)
+        measured = _checked(measured)
+        summaries = _summarise(inst, measured, summary)
     except Exception as exc:
         run.status, run.error, run.ended_at = "failed", f"{type(exc).__name__}: {exc}", utcnow()
         store.write_run(run, {})
-        log("failed", run.id, run.error)
+        step("failed", run.id, run.error)
         raise
     run.status, run.ended_at = "complete", utcnow()
-    store.write_run(run, tables)
-    log("measured", run.id, stale or "no stored run with these settings")
-    return RunResult(run, tables, reused=False)
+    derivation = None if summary is None else Derivation(key=summary.key(run.id), run_id=run.id,
+                                                         settings=summary.settings)
+    store.write_run(run, measured, derivation, summaries)
+    step("measured", run.id, stale or "no stored run with these settings")
+    return RunResult(run, {**measured, **summaries}, reused=False, spec=spec, summary=summary)
+
+
+def _checked(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Validate each table against its schema, then hold it in the schema's dtypes."""
+    for name, table in tables.items():
+        validate_table(name, table)
+    return {name: coerce(name, table) for name, table in tables.items()}
+
+
+def _summarise(inst: Instrument, measured: dict[str, pd.DataFrame], summary: SummarySpec | None
+               ) -> dict[str, pd.DataFrame]:
+    if summary is None:
+        return {}
+    primary = measured[inst.table]
+    return _checked({name: fn(primary, n_resamples=summary.n_resamples, seed=summary.seed)
+                     for name, fn in inst.summaries.items()})
+
+
+def _with_summaries(store: Store, inst: Instrument, run: Run, summary: SummarySpec | None) -> dict[str, pd.DataFrame]:
+    """A stored run's tables with the summaries of ``summary``: read if derived before, else derived now from the
+    stored primary table and appended to the run as a new derivation."""
+    if summary is None:
+        return store.tables(run.id)
+    key = summary.key(run.id)
+    if store.derivation(key) is not None:
+        return store.tables(run.id, derivation=key)
+    measured = store.tables(run.id, names=set(inst.measures), derivation=key)
+    summaries = _summarise(inst, measured, summary)
+    store.write_derivation(Derivation(key=key, run_id=run.id, settings=summary.settings), summaries)
+    return {**measured, **summaries}
 
 
 _STATE_NAMES = ("parameters", "hooks", "attention implementation", "train mode", "grad mode")

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._errors import BadInput
+
 __all__ = ["Corpus", "CorpusError", "Passage", "STARTER_CORPUS", "load_corpus"]
 
 #: Original passages written for Atlas, a dozen for each of the seed's eight domains.
@@ -38,7 +40,7 @@ SEED_DOMAINS = {
 _REQUIRED = ("id", "domain", "text")
 
 
-class CorpusError(ValueError):
+class CorpusError(BadInput):
     """A corpus file that cannot be used; the message names the file and line."""
 
 

@@ -48,6 +48,7 @@ import pandas as pd
 import yaml
 
 from ._cisp import settings_hash
+from ._errors import BadInput
 from ._judgment import JudgmentError, _key, allowed_value
 from ._schema import SchemaViolation, TableSchema, schema_for, table_names, validate_table
 from ._store import Judgment, Run, Store, utcnow
@@ -60,7 +61,7 @@ _FREE = ("label", "note")
 _EXTRA = "\0extra"  # where csv puts cells beyond the header
 
 
-class SheetError(ValueError):
+class SheetError(BadInput):
     """A sheet that cannot be imported; ``errors`` lists every problem (row, column, what was wrong)."""
 
     def __init__(self, sheet: str, errors: list[str]):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._errors import BadInput
 from ._schema import schema_for, verdict_technician
 from ._store import Judgment, Run, Store, VerdictRecord
 
@@ -26,7 +27,7 @@ AWAITING = "awaiting Technician"
 MIN_PREFIX = 4  # shorter run-id prefixes are too easily confused with verdict ids
 
 
-class JudgmentError(ValueError):
+class JudgmentError(BadInput):
     """A judgment that cannot be recorded (unknown target, undeclared field, disallowed value); nothing was written."""
 
 

@@ -19,6 +19,7 @@ SmolLM2 GGUF declares ``<|im_start|>``, which inflates perplexity).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib.util
@@ -26,16 +27,19 @@ import json
 import os
 import socket
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from ._errors import HardwareUnavailable, SettingsError, Unavailable
+
 __all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir", "model_checksum"]
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(Unavailable):
     """The weights of a model cannot be found here; the message says where Atlas looked."""
 
 
@@ -110,9 +114,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+        raise SettingsError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailable(f"device {device!r} was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise HardwareUnavailable(f"device {device!r} was asked for but torch sees no CUDA GPU; use --device cpu")
     return device
 
 
@@ -122,7 +126,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+        raise SettingsError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
@@ -148,7 +152,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     elif source == "gguf":
         model, tok, revision = _load_gguf(spec, torch_dtype)
     elif source == "dir":
-        model, tok, revision = _load_pretrained(name, torch_dtype, local_only=True), _load_tokenizer(name), f"dir:{Path(name).resolve()}"
+        model, tok, revision = _load_pretrained(name, torch_dtype, local_only=True), _load_tokenizer(name), _dir_revision(Path(name))
     else:
         model, tok, revision = _load_hub(spec, torch_dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
@@ -226,7 +230,17 @@ def _load_hub(spec: ModelSpec, torch_dtype):
         f"{HF_HUB_CACHE}: " + "; ".join(errors)
         + f". Get it on a machine with internet access: `huggingface-cli download {spec.location}` "
         "(then copy the cache, or set HF_HOME), or pass a local checkpoint directory as the model."
+        + _suggestion(spec.name)
     )
+
+
+def _suggestion(name: str) -> str:
+    """For a name that is not in the registry: the registry names close to it, and where the registry is listed."""
+    if name in MODELS:
+        return ""
+    close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
+    return (f" It is not a registry name{': did you mean ' + ' or '.join(close) + '?' if close else '.'}"
+            " `atlas models` lists the registry.")
 
 
 # --- the offline GGUF model ----------------------------------------------------------------
@@ -249,21 +263,46 @@ def _load_gguf(spec: ModelSpec, torch_dtype):
     return model, tok, f"gguf-sha256:{digest}"
 
 
+def _dir_revision(path: Path) -> str:
+    """A local checkpoint directory's revision: a hash of its files' contents (weights, config, tokenizer), so a
+    checkpoint rewritten in place is a new revision and no stored run of the old one is reused."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    digest = hashlib.sha256("".join(f"{p.name}:{_file_sha256(p)};" for p in files).encode()).hexdigest()
+    return f"dir:{path.resolve()}@sha256:{digest[:32]}"
+
+
 def _file_sha256(path: Path) -> str:
-    """SHA-256 of a file, memoised beside the cache by (path, size, mtime)."""
+    """SHA-256 of a file, memoised in ``cache_dir()/hashes.json`` by (path, size, mtime).
+
+    The memo is a cache: one that cannot be read (truncated by a crash, say) is rebuilt with a
+    warning naming it, and it is rewritten atomically (a temporary file renamed over it)."""
     stat = path.stat()
     memo = cache_dir() / "hashes.json"
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    known = json.loads(memo.read_text()) if memo.is_file() else {}
+    known = _read_memo(memo)
     if key not in known:
         h = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        known[key] = h.hexdigest()
+        known = {**_read_memo(memo), key: h.hexdigest()}  # what other processes added meanwhile, and ours
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps(known))
+        partial = memo.with_name(f"{memo.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(known))
+        partial.replace(memo)
     return known[key]
+
+
+def _read_memo(memo: Path) -> dict:
+    try:
+        known = json.loads(memo.read_text()) if memo.is_file() else {}
+    except (OSError, ValueError):
+        known = None
+    if not isinstance(known, dict):
+        warnings.warn(f"the hash cache {memo} could not be read (truncated?); it is rebuilt", RuntimeWarning,
+                      stacklevel=3)
+        return {}
+    return known
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:

@@ -1,45 +1,60 @@
-"""What a prediction module talks to: the ``prediction`` fixture.
+"""What a prediction module talks to: the ``prediction`` fixture and the evidence CISP gathered for it.
 
 A prediction is a test function marked with ``@pytest.mark.prediction(...)``
 (id, claim, source, form, model, criterion, needs). Before its body runs, CISP
 gathers the declared inputs (``needs``, in order) on its model(s) and corpus;
-the body reads them and ends with ``prediction.conclude(...)``::
+the body reads them from ``prediction.evidence`` (read-only) and ends with
+``prediction.conclude(...)``::
 
     @pytest.mark.prediction(id="...", claim="...", source="...", form="general",
                             criterion=Criterion("ratio", ">", 2.0), needs=("perplexity",))
     def test_claim(prediction):
-        tables = prediction.measure("perplexity")       # gathered already: reused
+        tables = prediction.evidence["perplexity"]       # {table: DataFrame}, gathered already
         ...
         prediction.conclude(effect=r, ci=(lo, hi), n=n, evidence={...})
 
-``conclude`` judges the evidence by the criterion and stores the verdict:
-supported passes, refuted fails with the evidence in the message, inconclusive
-gets its own test status; a model that cannot be loaded makes the prediction
-"not run" (a skip), never a pass, and so does an input that failed (refused).
+``conclude`` judges the evidence by the criterion and stores the verdict with the
+prediction's version (criterion *and* analysis code, ``atlas._version``) and the git
+commit of the code: supported passes, refuted gets its own status (``R``) with the
+evidence in the message, inconclusive its own (``I``); a model that cannot be
+loaded makes the prediction "not run" (a skip), never a pass, and so does an input
+that CISP refused. A body that returns without a verdict is reported as "NO VERDICT",
+never as passed.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
+import pandas as pd
 import pytest
 
-from ._cisp import IsolationBreach, RunResult, run_instrument
+from ._cisp import ProtocolLog, RunResult, resolve, run_spec
 from ._corpus import Corpus, load_corpus
+from ._errors import AtlasError, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, ModelUnavailable, load_model
 from ._profiles import PROFILES, Profile
-from ._schema import SchemaViolation
-from ._store import ProtocolEvent, Run, Store, VerdictRecord
+from ._stats import bootstrap_ci, one_sided_p
+from ._store import Run, Store, VerdictRecord
 from ._verdict import Criterion, Outcome
+from ._version import code_version, prediction_version
 from .instruments import INSTRUMENTS
 
-__all__ = ["AtlasSession", "Inconclusive", "Prediction"]
+__all__ = ["AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict"]
 
 
 class Inconclusive(Exception):
     """Raised by ``conclude`` when the CI straddles the threshold; reported as INCONCLUSIVE."""
+
+
+class RefutedVerdict(AssertionError):
+    """Raised by ``conclude`` when the CI lies on the wrong side; reported as REFUTED (a failure, not a crash)."""
 
 
 @dataclass
@@ -55,6 +70,11 @@ class AtlasSession:
     profile: Profile = PROFILES["quick"]
     pair: tuple[str, str] | None = None  # (base, other) for pairwise general forms
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: the terminal, while a run measures: a context in which output reaches it (pytest captures it otherwise),
+    #: a writer of one line, and whether it is a TTY (live progress bars; plain lines otherwise)
+    terminal: Callable[[], AbstractContextManager] = nullcontext
+    say: Callable[[str], None] | None = None
+    live: bool = False
     _store: Store | None = None
     _models: dict = field(default_factory=dict)
     _corpus: Corpus | None = None
@@ -65,6 +85,10 @@ class AtlasSession:
         if self._store is None:
             self._store = Store(self.db_url)
         return self._store
+
+    @property
+    def log(self) -> ProtocolLog:
+        return ProtocolLog(self.store, self.session_id)
 
     @property
     def corpus(self) -> Corpus:
@@ -78,10 +102,10 @@ class AtlasSession:
         if name not in self._models:
             try:
                 self._models[name] = load_model(name, device=self.device, dtype=self.dtype)
-            except ModelUnavailable as exc:
+            except Unavailable as exc:
                 self._models[name] = exc
         found = self._models[name]
-        if isinstance(found, ModelUnavailable):
+        if isinstance(found, Unavailable):
             raise found
         return found
 
@@ -90,30 +114,70 @@ class AtlasSession:
         per_domain = self.profile.per_domain.get(instrument)
         return self.corpus if per_domain is None else self.corpus.sample(per_domain)
 
-    def measure(self, instrument: str, lm: LoadedModel, corpus: Corpus, prediction: str | None = None,
-                **settings) -> RunResult:
-        """Run (or reuse) an instrument with the profile's settings for it, overridden by ``settings``."""
-        settings = {"bootstrap_resamples": self.profile.bootstrap_resamples,
-                    **self.profile.settings.get(instrument, {}), **settings}
-        key = (instrument, lm.name, corpus.hash, tuple(sorted(settings.items())))
-        if key not in self._runs:
-            self._runs[key] = run_instrument(self.store, lm, corpus, instrument, session=self.session_id,
-                                             prediction=prediction, **settings)
-        else:
-            self.log(prediction, instrument, lm.name, corpus.hash, "reused", run_id=self._runs[key].run.id,
-                     reason="measured earlier in this session")
+    def settings_for(self, instrument: str, declared: dict) -> dict:
+        """The one merge of settings a prediction's run gets: the profile's, then the prediction's declared ones."""
+        return {"bootstrap_resamples": self.profile.bootstrap_resamples,
+                **self.profile.settings.get(instrument, {}), **declared}
+
+    def measure(self, instrument: str, lm: LoadedModel, declared: dict, prediction: str | None = None) -> RunResult:
+        """Run (or reuse) ``instrument`` on ``lm`` and the profile's corpus for it, resolved once into a RunSpec."""
+        corpus, settings = self.corpus_for(instrument), self.settings_for(instrument, declared)
+        models = INSTRUMENTS[instrument].models
+        others = {m: self.model(v) for m, v in settings.items() if m in models and v}
+        spec, summary = resolve(instrument, lm, corpus, {k: v for k, v in settings.items() if k not in models},
+                                others)
+        key = (spec.key, None if summary is None else summary.key(""))
+        if key in self._runs:
+            result = self._runs[key]
+            self.log.write("reused", instrument=instrument, model=lm.name, corpus_hash=corpus.hash,
+                           prediction=prediction, run_id=result.run.id, spec_key=spec.key,
+                           reason="measured earlier in this session")
+            return result
+        with self.terminal():
+            started = time.perf_counter()
+            self._runs[key] = run_spec(self.store, spec, summary, lm, corpus, others, log=self.log,
+                                       prediction=prediction, progress=self.live)
+            if self.say is not None:
+                result = self._runs[key]
+                self.say(f"{'reused' if result.reused else 'measured'} {instrument} on {lm.name} "
+                         f"({corpus.name}, {len(corpus.passages)} passages): {time.perf_counter() - started:.1f} s"
+                         + (f", stored run {result.run.id[:8]}" if result.reused else ""))
         return self._runs[key]
 
-    def log(self, prediction: str | None, instrument: str, model: str, corpus_hash: str, action: str, *,
-            run_id: str | None = None, reason: str = "") -> None:
-        """One entry of this session's protocol log (CISP writes its own for what it measures)."""
-        self.store.write_event(ProtocolEvent(session=self.session_id, prediction=prediction, instrument=instrument,
-                                             model=model, corpus_hash=corpus_hash, action=action, run_id=run_id,
-                                             reason=reason))
+
+class Evidence(Mapping):
+    """The tables CISP gathered for a prediction, read-only.
+
+    ``evidence["ablation"]`` is ``{table: DataFrame}`` of that instrument on the
+    prediction's (first) model; ``evidence["perplexity", "gpt2"]`` on another of its
+    models. Each read hands out copies: the body cannot change what was stored.
+    Asking for an instrument the prediction did not declare is refused by CISP.
+    """
+
+    def __init__(self, prediction: Prediction):
+        self._prediction = prediction
+        self._results: dict[tuple[str, str], RunResult] = {}
+
+    def __getitem__(self, key) -> Mapping[str, pd.DataFrame]:
+        instrument, model = key if isinstance(key, tuple) else (key, None)
+        model = model or self._prediction.model_names[0]
+        if (instrument, model) not in self._results:
+            self._prediction.refuse_undeclared(instrument, model)
+        tables = self._results[instrument, model].tables
+        return MappingProxyType({name: df.copy() for name, df in tables.items()})
+
+    def __iter__(self) -> Iterator:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def result(self, instrument: str, model: str | None = None) -> RunResult:
+        return self._results[instrument, model or self._prediction.model_names[0]]
 
 
 class Prediction:
-    """One marked prediction test: its declaration, and the evidence it gathers."""
+    """One marked prediction test: its declaration, and the evidence CISP gathered for it."""
 
     def __init__(self, session: AtlasSession, node: pytest.Item, *, id: str, claim: str, criterion: Criterion,
                  needs: tuple[str, ...] | dict[str, dict], source: str = "", form: str = "general",
@@ -123,11 +187,11 @@ class Prediction:
         ``model``: a name (default: the session's selected model), a tuple of names for a named
         comparison, or ``"pair"`` for the session's ``--atlas-pair``."""
         if form not in ("named", "general"):
-            raise ValueError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
+            raise SettingsError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
         unknown = [n for n in needs if n not in INSTRUMENTS]
         if unknown or not needs:
-            raise ValueError(f"prediction {id!r}: needs= must name instruments of the registry "
-                             f"({', '.join(INSTRUMENTS)}); unknown: {unknown or 'none given'}")
+            raise SettingsError(f"prediction {id!r}: needs= must name instruments of the registry "
+                                f"({', '.join(INSTRUMENTS)}); unknown: {unknown or 'none given'}")
         self.session, self.node = session, node
         self.id, self.claim, self.criterion, self.source, self.form = id, claim, criterion, source, form
         self.needs: dict[str, dict] = dict(needs) if isinstance(needs, dict) else {n: {} for n in needs}
@@ -138,7 +202,10 @@ class Prediction:
         else:
             self.model_names = (model or session.model_name,)
         self.model_name = " vs ".join(self.model_names) or "(no model pair given)"
-        self.runs: dict[str, Run] = {}  # the runs whose tables are the evidence
+        self.evidence = Evidence(self)
+        self.concluded = False  # a verdict (or "not run") was stored
+        self.version = prediction_version(node.function, criterion, self.needs,
+                                          {n: INSTRUMENTS[n].version for n in self.needs}, {"prediction": Prediction})
 
     @property
     def corpus(self) -> Corpus:
@@ -148,54 +215,49 @@ class Prediction:
     def profile(self) -> Profile:
         return self.session.profile
 
-    def model(self, name: str | None = None) -> LoadedModel:
-        """The named model (default: the prediction's first); if it cannot be loaded the prediction is not run."""
-        try:
-            return self.session.model(name or self.models_named()[0])
-        except ModelUnavailable as exc:
-            self.not_run(str(exc))
+    @property
+    def runs(self) -> dict[str, Run]:
+        """The runs whose tables are the evidence, by id."""
+        return {r.run.id: r.run for r in self.evidence._results.values()}
 
-    def models_named(self) -> tuple[str, ...]:
-        if not self.model_names:
-            self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)")
-        return self.model_names
-
-    def models(self) -> list[LoadedModel]:
-        """Every model the prediction compares, loaded; not run if any is unavailable."""
-        return [self.model(name) for name in self.models_named()]
+    def bootstrap(self, samples, statistic, *, paired: bool) -> tuple[float, float]:
+        """``atlas.bootstrap_ci`` with the profile's number of resamples."""
+        return bootstrap_ci(samples, statistic, paired=paired, n_resamples=self.profile.bootstrap_resamples)
 
     def gather(self) -> None:
-        """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction,
-        in the declared order, before any evidence is judged. A failed input refuses the prediction."""
-        for name in self.models_named():
-            for instrument in self.needs:
-                self.measure(instrument, model=name)
-
-    def measure(self, instrument: str, model: str | None = None, corpus: Corpus | None = None,
-                **settings) -> dict:
-        """Tables of ``instrument`` on a model (default: the prediction's) and corpus (default: the session's).
-
-        Only declared inputs (``needs=``) may be measured: evidence a pre-registration did not name is refused.
-        """
-        if instrument not in self.needs:
-            self._refuse(instrument, model, f"it is not among the declared inputs {list(self.needs)}; "
-                                            "declare it in the prediction's marker")
-            pytest.fail(f"CISP refuses {self.id}: it measured {instrument!r}, which is not among its declared "
-                        f"inputs needs={list(self.needs)}", pytrace=False)
-        lm = self.model(model)
+        """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction, in the
+        declared order, before the body runs. An unavailable model makes the prediction "not run"; an input
+        that CISP refused, or that failed on this model's weights, refuses the prediction."""
+        if not self.model_names:
+            self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)")
         try:
-            result = self.session.measure(instrument, lm, corpus or self.session.corpus_for(instrument),
-                                          prediction=self.id, **{**self.needs[instrument], **settings})
-        except (SchemaViolation, IsolationBreach) as exc:
-            self._refuse(instrument, lm.name, f"its input failed: {type(exc).__name__}")
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            self.not_run(f"refused by CISP: the input {instrument!r} on {lm.name} failed "
-                         f"({type(exc).__name__}: {first_line}); its run is stored as failed")
-        self.runs[result.run.id] = result.run
-        return result.tables
+            models = [self.session.model(name) for name in self.model_names]
+        except ModelUnavailable as exc:
+            self.not_run(str(exc))
+        for lm in models:
+            for instrument, declared in self.needs.items():
+                try:
+                    self.evidence._results[instrument, lm.name] = self.session.measure(
+                        instrument, lm, declared, prediction=self.id)
+                except ModelUnavailable as exc:  # the other model of a pairwise instrument
+                    self.not_run(str(exc))
+                except AtlasError as exc:
+                    self._log("refused", instrument, lm.name, f"its input failed: {type(exc).__name__}")
+                    first_line = str(exc).splitlines()[0] if str(exc) else ""
+                    self.not_run(f"refused by CISP: the input {instrument!r} on {lm.name} failed "
+                                 f"({type(exc).__name__}: {first_line}); its run is stored as failed")
 
-    def _refuse(self, instrument: str, model: str | None, reason: str) -> None:
-        self.session.log(self.id, instrument, model or self.model_name, self.corpus.hash, "refused", reason=reason)
+    def refuse_undeclared(self, instrument: str, model: str):
+        """Evidence a pre-registration did not name is refused (and logged)."""
+        self._log("refused", instrument, model, f"it is not among the declared inputs {list(self.needs)}; "
+                                                "declare it in the prediction's marker")
+        exc = SequencingRefused(f"CISP refuses {self.id}: it asked for {instrument!r} on {model}, which is not "
+                                f"among its declared inputs needs={list(self.needs)} and models {list(self.model_names)}")
+        pytest.fail(str(exc), pytrace=False)
+
+    def _log(self, action: str, instrument: str, model: str, reason: str) -> None:
+        self.session.log.write(action, instrument=instrument, model=model, corpus_hash=self.corpus.hash,
+                               prediction=self.id, reason=reason)
 
     def not_run(self, reason: str):
         self._store(Outcome.NOT_RUN, reason=reason)
@@ -204,41 +266,50 @@ class Prediction:
     def conclude(self, *, effect: float, ci: tuple[float, float], n: int, evidence: dict | None = None,
                  reason: str = "") -> Outcome:
         """Judge ``effect`` and its CI by the criterion, store the verdict, and report it to pytest."""
-        outcome = self.criterion.judge(effect, *ci)
+        outcome, why = self.criterion.judge_with_reason(effect, *ci)
         summary = f"{self.criterion.statistic} = {effect:.4g}, 95% CI [{ci[0]:.4g}, {ci[1]:.4g}], n = {n}"
-        reason = reason or {
-            Outcome.SUPPORTED: f"{summary}: the CI lies on the claimed side of {self.criterion.threshold:g}",
-            Outcome.REFUTED: f"{summary}: the CI lies on the wrong side of {self.criterion.threshold:g}",
-            Outcome.INCONCLUSIVE: f"{summary}: the CI straddles {self.criterion.threshold:g} or is missing",
-        }[outcome]
-        self._store(outcome, effect=effect, ci=ci, n=n, evidence=evidence or {}, reason=reason)
+        reason = reason or f"{summary}: {why}"
+        evidence = dict(evidence or {})
+        p = one_sided_p(getattr(ci, "replicates", None), self.criterion.threshold, self.criterion.direction)
+        if p is not None:  # for the report's multiple-comparison adjustment across a session (Holm)
+            evidence["p_value"] = p
+        self._store(outcome, effect=effect, ci=ci, n=n, evidence=evidence, reason=reason)
         if outcome is Outcome.REFUTED:
-            pytest.fail(f"REFUTED {self.id} on {self.model_name}: {reason}\ncriterion: {self.criterion}\n"
-                        f"evidence: {evidence}", pytrace=False)
+            raise RefutedVerdict(f"REFUTED {self.id} on {self.model_name}: {reason}\ncriterion: {self.criterion}\n"
+                                 f"evidence: {evidence}")
         if outcome is Outcome.INCONCLUSIVE:
-            self.node.user_properties.append(("atlas_outcome", "inconclusive"))
             raise Inconclusive(f"INCONCLUSIVE {self.id} on {self.model_name}: {reason}")
         return outcome
 
     def _store(self, outcome: Outcome, *, effect=None, ci=(None, None), n=None, evidence=None, reason=""):
+        corpus = self.corpus_description()
         self.session.store.write_verdict(VerdictRecord(
-            prediction=self.id, version=self.criterion.version, form=self.form, claim=self.claim,
-            source=self.source, model=self.model_name, corpus=self.corpus_description().get("name", ""),
-            corpus_hash=self.corpus_description().get("hash", ""), profile=self.profile.name,
-            outcome=outcome.value, effect=effect, ci_low=ci[0],
-            ci_high=ci[1], n=n, criterion=self.criterion.as_dict(), criterion_hash=self.criterion.hash,
-            reason=reason, evidence={**(evidence or {}), "corpus": self.corpus_description(),
-                                     "profile": self.profile.name, "inputs": self.inputs()},
+            prediction=self.id, version=self.version, form=self.form, claim=self.claim, source=self.source,
+            model=self.model_name, corpus=corpus.get("name", ""), corpus_hash=corpus.get("hash", ""),
+            profile=self.profile.name, code_version=code_version(str(self.node.path)),
+            outcome=outcome.value, effect=effect, ci_low=ci[0], ci_high=ci[1], n=n,
+            criterion=self.criterion.as_dict(), criterion_hash=self.criterion.hash, reason=reason,
+            evidence={**(evidence or {}), "corpus": corpus, "profile": self.profile.name, "inputs": self.inputs()},
             run_ids=list(self.runs), session=self.session.session_id))
+        self.concluded = True
+        # junit XML carries the verdict: outcome, effect, CI, n and version
+        self.node.user_properties += [("atlas_outcome", outcome.value), ("atlas_version", self.version),
+                                      *[(f"atlas_{k}", float(v)) for k, v in (("effect", effect), ("ci_low", ci[0]),
+                                                                               ("ci_high", ci[1]), ("n", n))
+                                        if v is not None]]  # plain floats: xdist sends them between processes
 
     def inputs(self) -> list[dict]:
-        """Every sample size the evidence used: per input run, its instrument, model, corpus and settings."""
-        return [{"run": r.id, "instrument": r.instrument, "model": r.model, "corpus": r.corpus,
-                 "settings": {k: v for k, v in r.settings.items() if k != "seed"}} for r in self.runs.values()]
+        """Every sample size the evidence used: per input run, its instrument, models, corpus and settings."""
+        return [{"run": r.run.id, "instrument": r.run.instrument, "model": r.run.model, "others": r.run.others,
+                 "corpus": r.run.corpus, "spec": r.spec.key if r.spec else r.run.settings_hash,
+                 "settings": {k: v for k, v in r.run.settings.items() if k != "seed"},
+                 "summary": r.summary.settings if r.summary else {}}
+                for r in self.evidence._results.values()]
 
     def corpus_description(self) -> dict:
         try:
             corpus = self.corpus
-        except Exception:  # noqa: BLE001 - a broken corpus must not hide the verdict being stored
+        except AtlasError:  # a broken corpus must not hide the verdict being stored
             return {"path": self.session.corpus_path}
         return {"name": corpus.name, "hash": corpus.hash, "passages": len(corpus.passages)}
+

@@ -24,10 +24,14 @@ class Profile:
 
 
 PROFILES = {
+    # token budgets of the costly instruments are spread over passages (tokens_per_passage): the passages are the
+    # units every interval resamples, and 8 passages x 8 tokens reach every domain where one passage would not
     "quick": Profile("quick", passages_per_domain=24, bootstrap_resamples=2000,
-                     settings={"ablation": {"max_tokens": 256},
-                               "hessian": {"max_tokens": 64, "top_k": 1, "lanczos_steps": 16,
-                                           "hutchinson_samples": 0, "slq_runs": 0},
+                     settings={"ablation": {"max_tokens": 256, "tokens_per_passage": 32},
+                               "hessian": {"max_tokens": 64, "tokens_per_passage": 8, "top_k": 1,
+                                           "lanczos_steps": 16, "hutchinson_samples": 0, "slq_runs": 0},
+                               # every layer (P6 correlates by layer); 2 probes, the fewest with a standard error
+                               "hessian_coupling": {"probes": 2, "max_tokens": 64, "tokens_per_passage": 8},
                                # the gradient-statistics instruments: measured cost in their docstrings
                                "smoothness": {"max_tokens": 64},
                                "tightness": {"max_tokens": 64},
@@ -35,9 +39,10 @@ PROFILES = {
                                "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
-                    settings={"ablation": {"max_tokens": 2048},
-                              "hessian": {"max_tokens": 256, "top_k": 3, "lanczos_steps": 20,
-                                          "hutchinson_samples": 20, "slq_runs": 1},
+                    settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
+                              "hessian": {"max_tokens": 256, "tokens_per_passage": 32, "top_k": 3,
+                                          "lanczos_steps": 20, "hutchinson_samples": 20, "slq_runs": 1},
+                              "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32},
                               "elasticity": {"tune_domains": "all", "fisher_passages": 8}},
                     # smoothness holds a domain's per-passage gradients: 16 x 2 bytes per parameter
                     per_domain={"smoothness": 16}),

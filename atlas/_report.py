@@ -1,122 +1,48 @@
-"""The HTML verdict report: ``index.html`` and one page per Framework term, rendered from the store.
+"""The HTML verdict report, rendered from the store: ``index.html``, one page per Framework term and one
+per prediction.
 
-No scripts, no CDN: styles are inline and charts are inline SVG, so the directory
-can be mailed or archived as it is. Autoescaping is on: claims, reasons, corpus
-names and judgments are data, never markup.
+No scripts, no CDN: styles are inline and figures are inline SVG (geometry from
+``atlas._figures``), so the directory can be mailed or archived as it is. Autoescaping
+is on: claims, reasons, corpus names and judgments are data, never markup.
 
-``index.html`` shows the verdicts (with the terms they touch and their Technician
-interpretation), the domain-perplexity and coupling charts beside the seed's
-record, imported records, the Framework's vocabulary, Technician fields (judged
-or "awaiting Technician"), the CISP protocol log by session, and every run's
-provenance. ``terms/<id>.html`` shows a term: its definition, formula, citations
-and flags, what measures it, and the runs, verdicts and judgments that touch it.
+``index.html`` opens with the overview: the counts of supported, refuted,
+inconclusive and not-run verdicts, a forest plot of every verdict reached (effect
+and 95% CI against the criterion's threshold, one scale per statistic kind), the
+not-run predictions grouped by reason, and the latest verdicts with the corpora
+side by side. Then the verdicts in full (terms they touch, Technician
+interpretation), a figure per instrument run (domain perplexity and coupling beside
+the seed's record, the ablation heatmap, the Hessian spectrum, gradient and entropy
+per domain, interpolation curves), imported records, the Framework's vocabulary,
+Technician fields (judged or "awaiting Technician"), the CISP protocol log by
+session, and every run's provenance. ``terms/<id>.html`` shows a term: its
+definition, formula, citations and flags, what measures it, and the runs, verdicts
+and judgments that touch it. ``predictions/<id>.html`` shows every stored verdict of
+a prediction over time (version, code version, model, corpus, profile).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ._figures import FIGURES, figures_for, forest, history
 from ._judgment import AWAITING, run_fields, verdict_fields
 from ._schema import schema_for, table_names
-from ._store import Run, Store, latest_verdicts, utcnow
+from ._stats import holm
+from ._store import Run, Store, VerdictRecord, latest_verdicts, utcnow
 from ._vocabulary import groups, vocabulary
 
-__all__ = ["render_report", "seed_reference"]
+__all__ = ["prediction_page", "render_report", "seed_reference"]
 
 
 def seed_reference() -> dict:
     """The seed's April 2026 GPT-2 sheet (schema/reference/gpt2-april-2026.yaml), as parsed YAML."""
     return yaml.safe_load((files("atlas.schema") / "reference" / "gpt2-april-2026.yaml").read_text("utf-8"))
-
-
-def _nan(x) -> bool:
-    return isinstance(x, float) and math.isnan(x)
-
-
-def _value(x):
-    return None if x is None or _nan(x) else x
-
-
-def _bar_chart(domains, reference: dict[str, float]) -> dict:
-    """Geometry of a horizontal bar chart: one bar per domain, CI whiskers, seed values as ticks."""
-    rows = list(domains.to_dict(orient="records"))
-    top = max([_value(r["ci_high"]) or r["ppl"] for r in rows] + [reference.get(r["domain"], 0) for r in rows])
-    label_w, plot_w, row_h = 290, 420, 26
-    scale = plot_w / (top * 1.05)
-    bars = []
-    for i, r in enumerate(rows):
-        lo, hi = _value(r.get("ci_low")), _value(r.get("ci_high"))
-        bars.append({
-            "y": 10 + i * row_h, "label": r["domain"], "ppl": r["ppl"], "n": r["n"],
-            "w": r["ppl"] * scale,
-            "lo": None if lo is None else lo * scale,
-            "hi": None if hi is None else hi * scale,
-            "ref": reference[r["domain"]] * scale if r["domain"] in reference else None,
-            "ref_value": reference.get(r["domain"]),
-        })
-    return {"bars": bars, "x0": label_w, "width": label_w + plot_w + 150, "height": 30 + len(rows) * row_h,
-            "has_ref": any(b["ref"] is not None for b in bars)}
-
-
-def _line_chart(measured: list[dict], seed: list[dict]) -> dict:
-    """Geometry of coupling by layer: the measured line with CI whiskers, the seed's line dashed.
-
-    ``measured``: [{layer, coupling, ci_low, ci_high}]; ``seed``: [{layer, coupling}].
-    """
-    ys = [p["coupling"] for p in measured + seed] + [v for p in measured for v in (p["ci_low"], p["ci_high"])
-                                                     if v is not None]
-    step = next(s for s in (0.05, 0.1, 0.2, 0.25, 0.5) if (max(ys) - min(ys)) / s <= 5)
-    lo, hi = max(-1.0, math.floor(min(ys) / step) * step), min(1.0, math.ceil(max(ys) / step) * step)
-    if hi - lo < step:
-        lo, hi = max(-1.0, lo - step), min(1.0, hi + step)
-    n_layers = max(p["layer"] for p in measured + seed) + 1
-    x0, y0, plot_w, plot_h = 50, 12, 560, 220
-    x = lambda layer: x0 + (layer + 0.5) * plot_w / n_layers  # noqa: E731
-    y = lambda v: y0 + (hi - v) / (hi - lo) * plot_h  # noqa: E731
-
-    def line(points):
-        return " ".join(f"{x(p['layer']):.1f},{y(p['coupling']):.1f}" for p in points)
-
-    ticks = [lo + k * step for k in range(round((hi - lo) / step) + 1)]
-    return {
-        "width": x0 + plot_w + 20, "height": y0 + plot_h + 52, "x0": x0, "y0": y0, "x1": x0 + plot_w,
-        "y1": y0 + plot_h,
-        "measured": line(measured), "seed": line(seed),
-        "points": [{"x": x(p["layer"]), "y": y(p["coupling"]), "layer": p["layer"], "value": p["coupling"],
-                    "lo": None if p["ci_low"] is None else y(p["ci_low"]),
-                    "hi": None if p["ci_high"] is None else y(p["ci_high"])} for p in measured],
-        "seed_points": [{"x": x(p["layer"]), "y": y(p["coupling"]), "layer": p["layer"], "value": p["coupling"]}
-                        for p in seed],
-        "yticks": [{"y": y(t), "label": f"{t:.2f}"} for t in ticks],
-        "xticks": [{"x": x(layer), "label": layer} for layer in range(n_layers)
-                   if n_layers <= 16 or layer % max(1, n_layers // 12) == 0],
-    }
-
-
-def _coupling_panel(run: Run, table, seed_rows: list[dict]) -> dict | None:
-    """A measured coupling table (variant ``all``) beside the seed's coupling by layer."""
-    if table is None or not {"layer", "coupling"} <= set(table.columns):
-        return None
-    if "variant" in table.columns:
-        table = table[table["variant"] == "all"]
-    if table.empty:
-        return None
-    measured = [{"layer": int(r["layer"]), "coupling": float(r["coupling"]),
-                 "ci_low": _value(r.get("ci_low")), "ci_high": _value(r.get("ci_high"))}
-                for r in table.sort_values("layer").to_dict(orient="records")]
-    seed = [{"layer": int(r["layer"]), "coupling": float(r["coupling"]), "note": r.get("interpretation", "")}
-            for r in seed_rows]
-    by_layer = {p["layer"]: p for p in seed}
-    rows = [{**p, "seed": by_layer.get(p["layer"], {}).get("coupling"), "seed_note": by_layer.get(p["layer"], {})
-             .get("note", "")} for p in measured]
-    rows += [{"layer": s["layer"], "coupling": None, "ci_low": None, "ci_high": None, "seed": s["coupling"],
-              "seed_note": s["note"]} for s in seed if s["layer"] not in {p["layer"] for p in measured}]
-    return {"run": run, "rows": rows, **_line_chart(measured, seed)}
 
 
 def _latest_measured(runs: list[Run], instrument: str) -> list[Run]:
@@ -132,11 +58,61 @@ def _term_links(terms: dict, instruments: set[str]) -> list:
     return [t for t in terms.values() if set(t.instruments) & instruments]
 
 
+def prediction_page(prediction: str) -> str:
+    """The file name of a prediction's history page under ``predictions/``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", prediction) + ".html"
+
+
+def _verdict_data(v: VerdictRecord, root: str = "") -> dict:
+    """What the verdict figures read from a verdict (see ``_figures.forest``)."""
+    return {"id": v.id, "prediction": v.prediction, "version": v.version, "model": v.model, "corpus": v.corpus,
+            "profile": v.profile, "outcome": v.outcome, "effect": v.effect, "ci_low": v.ci_low,
+            "ci_high": v.ci_high, "n": v.n, "criterion": v.criterion, "created_at": v.created_at,
+            "href": f"{root}predictions/{prediction_page(v.prediction)}"}
+
+
+def _by_corpus(verdicts: list[VerdictRecord]) -> dict:
+    """The latest verdicts as a matrix: one row per (prediction, version, model, profile), one column per
+    corpus (name and hash), so that a prediction's verdicts on different corpora stand side by side."""
+    columns = list(dict.fromkeys((v.corpus, v.corpus_hash) for v in verdicts))
+    rows: dict[tuple, dict] = {}
+    for v in verdicts:
+        row = rows.setdefault((v.prediction, v.version, v.model, v.profile), {"first": v, "cells": {}})
+        row["cells"][(v.corpus, v.corpus_hash)] = v
+    return {"columns": columns, "rows": list(rows.values())}
+
+
+def _not_run(verdicts: list[VerdictRecord]) -> list[dict]:
+    """Not-run verdicts grouped by their reason (usually: which model is missing): the predictions, models
+    and corpora of each reason, each named once."""
+    grouped: dict[str, list[VerdictRecord]] = {}
+    for v in verdicts:
+        if v.outcome == "not_run":
+            grouped.setdefault(v.reason, []).append(v)
+    return [{"reason": reason, "predictions": list(dict.fromkeys(v.prediction for v in vs)),
+             "models": list(dict.fromkeys(v.model for v in vs)),
+             "corpora": list(dict.fromkeys(v.corpus or "—" for v in vs))} for reason, vs in grouped.items()]
+
+
+def _figure_sections(all_runs: list[Run], tables: dict, reference: dict) -> dict[str, list]:
+    """Per instrument (in the order figures are registered): its newest measured runs and their figures."""
+    sections: dict[str, list] = {schema_for(fig.tables[0]).instrument: [] for fig in FIGURES.values()}
+    for instrument, items in sections.items():
+        for run in _latest_measured(all_runs, instrument):
+            labels = {"model": run.model, "corpus": run.corpus, "corpus_hash": run.corpus_hash, "run": run.id,
+                      "settings": run.settings}
+            figs = figures_for(tables[run.id], labels, reference)
+            if figs:
+                items.append({"run": run, "figures": figs})
+    return sections
+
+
 def _context(store: Store) -> dict:
     terms, group_info = vocabulary(), groups()
     all_runs = store.runs()
     runs: dict[str, Run] = {r.id: r for r in all_runs}
-    wanted = {"perplexity_domains", "coupling", *(t for t in table_names() if schema_for(t).technician)}
+    wanted = {t for fig in FIGURES.values() for t in fig.tables} | {
+        t for t in table_names() if schema_for(t).technician}
     # per-passage tables can be large and the report does not show them
     tables = {r.id: store.tables(r.id, None if r.provenance == "imported" else wanted)
               for r in all_runs if r.status == "complete"}
@@ -147,14 +123,9 @@ def _context(store: Store) -> dict:
         versions = history.setdefault(v.prediction, [])
         if v.version not in [x["version"] for x in versions]:
             versions.append({"version": v.version, "first": v.created_at, "criterion": v.criterion})
+    counts = {o: sum(v.outcome == o for v in verdicts) for o in ("supported", "refuted", "inconclusive", "not_run")}
 
     reference = seed_reference()
-    seed_ppl = {row["domain"]: row["ppl"] for row in reference["domain_perplexity"]["rows"]}
-    charts = [{"run": run, **_bar_chart(tables[run.id]["perplexity_domains"], seed_ppl)}
-              for run in _latest_measured(all_runs, "perplexity") if "perplexity_domains" in tables[run.id]]
-    coupling = [panel for run in _latest_measured(all_runs, "coupling")
-                if (panel := _coupling_panel(run, tables[run.id].get("coupling"), reference["coupling"]["rows"]))]
-
     run_terms = {rid: _term_links(terms, {r.instrument}) for rid, r in runs.items()}
     verdict_terms = {v.id: _term_links(terms, {runs[rid].instrument for rid in v.run_ids if rid in runs})
                      for v in all_verdicts}
@@ -174,11 +145,41 @@ def _context(store: Store) -> dict:
     imported = [{"run": r, "tables": tables.get(r.id, {}), "record": r.settings.get("record", {})}
                 for r in all_runs if r.provenance == "imported"]
     return dict(
-        verdicts=verdicts, all_verdicts=all_verdicts, runs=runs, history=history, charts=charts,
-        coupling=coupling, reference=reference, terms=terms, groups=group_info, run_terms=run_terms,
-        verdict_terms=verdict_terms, term_counts=term_counts, technician=technician, interpretations=interpretations,
-        field_terms=field_terms, sessions=sessions, imported=imported, awaiting=AWAITING, generated=utcnow(),
-        db=store.url)
+        verdicts=verdicts, reached=[v for v in verdicts if v.outcome != "not_run"], counts=counts,
+        forest=forest([_verdict_data(v) for v in verdicts]), not_run=_not_run(verdicts),
+        by_corpus=_by_corpus(verdicts), all_verdicts=all_verdicts, runs=runs, history=history,
+        sections=_figure_sections(all_runs, tables, reference), reference=reference, terms=terms,
+        groups=group_info, run_terms=run_terms, verdict_terms=verdict_terms, term_counts=term_counts,
+        technician=technician, interpretations=interpretations, field_terms=field_terms, sessions=sessions,
+        imported=imported, awaiting=AWAITING, generated=utcnow(), db=store.url, holm=holm_outcomes(verdicts))
+
+
+def holm_outcomes(verdicts: list[VerdictRecord]) -> dict[int, dict]:
+    """Beside each general-form verdict reached, its outcome after Holm's adjustment across the general forms
+    judged in the same session (the family a reader sees at once): a supported (or refuted) verdict survives
+    when its one-sided bootstrap p-value, adjusted, stays at or below 0.025 -- the level of the 95% CI's end."""
+    families: dict[str, list[VerdictRecord]] = {}
+    for v in verdicts:
+        if v.form == "general" and v.outcome in ("supported", "refuted", "inconclusive") \
+                and v.evidence.get("p_value") is not None:
+            families.setdefault(v.session, []).append(v)
+    out = {}
+    for family in families.values():
+        # the p-value of the verdict's own side: against the claim when supported, for it when refuted
+        p = [v.evidence["p_value"] if v.outcome != "refuted" else 1 - v.evidence["p_value"] for v in family]
+        for v, adjusted in zip(family, holm(p)):
+            survives = v.outcome != "inconclusive" and adjusted <= 0.025
+            out[v.id] = {"p_adjusted": adjusted, "family": len(family),
+                         "outcome": v.outcome if survives else "inconclusive"}
+    return out
+
+
+def _prediction_context(prediction: str, ctx: dict) -> dict:
+    """What a prediction's page shows: every stored verdict of it, oldest first, and their history figures."""
+    verdicts = [v for v in ctx["all_verdicts"] if v.prediction == prediction]
+    return {"prediction": prediction, "prediction_verdicts": verdicts, "latest": verdicts[-1],
+            "versions": ctx["history"][prediction],
+            "history_figures": history([_verdict_data(v, "../") for v in verdicts])}
 
 
 def _term_context(term, ctx: dict) -> dict:
@@ -203,16 +204,22 @@ def _write(path: Path, html: str) -> None:
 
 
 def render_report(store: Store, out_dir: str | Path) -> Path:
-    """Write ``index.html`` and ``terms/<id>.html`` for everything in ``store`` into ``out_dir``;
-    returns the index's path."""
+    """Write ``index.html``, ``terms/<id>.html`` and ``predictions/<id>.html`` for everything in ``store``
+    into ``out_dir``; returns the index's path."""
     out_dir = Path(out_dir)
-    (out_dir / "terms").mkdir(parents=True, exist_ok=True)
+    for sub in ("terms", "predictions"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
     env = Environment(loader=PackageLoader("atlas", "templates"), autoescape=select_autoescape(["j2", "html"]))
-    env.filters["num"] = lambda x, d=3: "" if x is None or _nan(x) else f"{x:.{d}g}"
+    env.filters["num"] = lambda x, d=3: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}g}"
+    env.filters["page"] = prediction_page
     ctx = _context(store)
     for term in ctx["terms"].values():
         _write(out_dir / "terms" / f"{term.id}.html",
                env.get_template("term.html.j2").render(**ctx, **_term_context(term, ctx), root="../"))
+    for prediction in ctx["history"]:
+        _write(out_dir / "predictions" / prediction_page(prediction),
+               env.get_template("prediction.html.j2").render(**ctx, **_prediction_context(prediction, ctx),
+                                                              root="../"))
     path = out_dir / "index.html"
     _write(path, env.get_template("index.html.j2").render(**ctx, root=""))
     return path

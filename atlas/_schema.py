@@ -26,7 +26,10 @@ from importlib.resources import files
 import pandas as pd
 import yaml
 
-__all__ = ["SchemaViolation", "TableSchema", "schema_for", "validate_table", "table_names", "verdict_technician"]
+from ._errors import BadInput
+
+__all__ = ["SchemaViolation", "TableSchema", "coerce", "schema_for", "validate_table", "table_names",
+           "verdict_technician"]
 
 _TYPES = {
     "int": ["int64", "int32", "Int64", "int"],  # "int": a nullable column held as Python ints and None
@@ -36,7 +39,12 @@ _TYPES = {
 }
 
 
-class SchemaViolation(ValueError):
+#: the pandas dtype a column of each schema type is held in (nullable ints and bools use pandas' masked dtypes)
+_DTYPES = {"int": "int64", "float": "float64", "str": "str", "bool": "bool"}
+_NULLABLE_DTYPES = {"int": "Int64", "float": "float64", "str": "str", "bool": "boolean"}
+
+
+class SchemaViolation(BadInput):
     """A table does not match its schema. ``failures`` holds (expectation, column, rows)."""
 
     def __init__(self, table: str, failures: list[tuple[str, str, pd.DataFrame | None]]):
@@ -71,6 +79,7 @@ class TableSchema:
 _NOT_TABLES = {"vocabulary.yaml", "verdicts.yaml"}
 
 
+@functools.cache
 def table_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in files("atlas.schema").iterdir()
                   if p.name.endswith(".yaml") and p.name not in _NOT_TABLES)
@@ -80,17 +89,17 @@ def _technician(where: str, raw, columns) -> dict[str, dict]:
     """Check a ``technician:`` block: a clear error naming the field when it is malformed."""
     raw = raw or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: `technician` must map field names to specs")
+        raise BadInput(f"{where}: `technician` must map field names to specs")
     for name, spec in raw.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("description"), str):
-            raise ValueError(f"{where}: Technician field {name!r} needs a mapping with a `description`")
+            raise BadInput(f"{where}: Technician field {name!r} needs a mapping with a `description`")
         if name in columns:
-            raise ValueError(f"{where}: Technician field {name!r} is also a column; automation never fills it")
+            raise BadInput(f"{where}: Technician field {name!r} is also a column; automation never fills it")
         values = spec.get("values")
         if values is not None and (not isinstance(values, list) or not all(isinstance(v, str) for v in values)):
-            raise ValueError(f"{where}: Technician field {name!r}: `values` must be a list of strings")
+            raise BadInput(f"{where}: Technician field {name!r}: `values` must be a list of strings")
         if spec.get("row") is not None and spec["row"] not in columns:
-            raise ValueError(f"{where}: Technician field {name!r}: `row` {spec['row']!r} is not a column")
+            raise BadInput(f"{where}: Technician field {name!r}: `row` {spec['row']!r} is not a column")
     return raw
 
 
@@ -98,7 +107,7 @@ def _technician(where: str, raw, columns) -> dict[str, dict]:
 def schema_for(table: str) -> TableSchema:
     path = files("atlas.schema") / f"{table}.yaml"
     if not path.is_file() or path.name in _NOT_TABLES:
-        raise KeyError(f"no schema for table {table!r}: expected schema/{table}.yaml")
+        raise BadInput(f"no schema for table {table!r}: expected schema/{table}.yaml")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     return TableSchema(raw["table"], raw["instrument"], raw.get("description", ""), raw["columns"],
                        tuple(raw.get("key", ())), tuple(raw.get("checks", ())),
@@ -146,6 +155,21 @@ def _batch_definition():
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     asset = context.data_sources.add_pandas("atlas").add_dataframe_asset("measurements")
     return asset.add_batch_definition_whole_dataframe("whole table")
+
+
+def coerce(table: str, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its schema's columns in the schema's order, each in the dtype its type declares.
+
+    Applied to a table once it is validated and to every table read from the store, so a
+    stored table and a fresh one compare equal, dtypes included. A table whose columns are
+    not the schema's, or with no schema at all, is returned unchanged (validation names the difference)."""
+    if table not in table_names():
+        return df
+    columns = schema_for(table).columns
+    if set(df.columns) != set(columns):
+        return df
+    return pd.DataFrame({name: df[name].astype((_NULLABLE_DTYPES if spec.get("nullable") else _DTYPES)[spec["type"]])
+                         for name, spec in columns.items()}, index=pd.RangeIndex(len(df)))
 
 
 def validate_table(table: str, df: pd.DataFrame) -> None:

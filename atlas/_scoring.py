@@ -17,10 +17,11 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from ._corpus import Corpus
+from ._corpus import Corpus, Passage
+from ._errors import BadInput, SettingsError
 from ._models import LoadedModel
 
-__all__ = ["BOS_POLICIES", "batches", "encode", "token_budget", "token_nll"]
+__all__ = ["BOS_POLICIES", "batches", "budgeted", "encode", "token_budget", "token_nll"]
 
 BOS_POLICIES = ("prepend", "none")
 
@@ -28,7 +29,7 @@ BOS_POLICIES = ("prepend", "none")
 def encode(lm: LoadedModel, texts: Sequence[str], bos_policy: str) -> list[list[int]]:
     """Token ids a model is fed for each text (the document-start token first under ``prepend``)."""
     if bos_policy not in BOS_POLICIES:
-        raise ValueError(f"unknown BOS policy {bos_policy!r}: use one of {', '.join(BOS_POLICIES)}")
+        raise SettingsError(f"unknown BOS policy {bos_policy!r}: use one of {', '.join(BOS_POLICIES)}")
     limit = _context_length(lm.model.config)
     out = []
     for text in texts:
@@ -36,28 +37,38 @@ def encode(lm: LoadedModel, texts: Sequence[str], bos_policy: str) -> list[list[
         if bos_policy == "prepend":
             ids = [lm.doc_start_id] + ids
         if len(ids) < 2:
-            raise ValueError(f"text {text[:40]!r} has too few tokens to score under BOS policy {bos_policy!r}")
+            raise BadInput(f"text {text[:40]!r} has too few tokens to score under BOS policy {bos_policy!r}")
         if limit is not None and len(ids) > limit:
-            raise ValueError(f"text {text[:40]!r}... has {len(ids)} tokens, more than {lm.name}'s context of {limit}; "
+            raise BadInput(f"text {text[:40]!r}... has {len(ids)} tokens, more than {lm.name}'s context of {limit}; "
                              "split long passages before scoring")
         out.append(ids)
     return out
 
 
-def token_budget(lm: LoadedModel, corpus: Corpus, max_tokens: int) -> list[list[int]]:
+def token_budget(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage: int = 0
+                 ) -> list[list[int]]:
+    """The token ids of ``budgeted``'s passages."""
+    return [ids for _, ids in budgeted(lm, corpus, max_tokens, per_passage)]
+
+
+def budgeted(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage: int = 0
+             ) -> list[tuple[Passage, list[int]]]:
     """Token ids (BOS policy ``prepend``) of passages, domains taking turns, until exactly ``max_tokens``
-    tokens are scored or the corpus runs out; the last passage is cut short to fit.
+    tokens are scored or the corpus runs out; the last passage is cut short to fit. ``per_passage`` > 0
+    scores at most that many tokens of each passage (its opening), so that a small budget still spreads
+    over many passages -- the units a bootstrap resamples -- and over every domain.
 
     For instruments whose cost grows with tokens (ablation, Hessian, interpolation): a budget spans
     every domain of the corpus even when the file is sorted by domain."""
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+    if max_tokens < 1 or per_passage < 0:
+        raise SettingsError(f"max_tokens must be at least 1 and tokens_per_passage at least 0 (0: whole "
+                            f"passages), not {max_tokens} and {per_passage}")
     out, left = [], max_tokens
     for passage in corpus.round_robin():
         if left == 0:
             break
-        ids = encode(lm, [passage.text], "prepend")[0][: left + 1]
-        out.append(ids)
+        ids = encode(lm, [passage.text], "prepend")[0][: min(left, per_passage or left) + 1]
+        out.append((passage, ids))
         left -= len(ids) - 1
     return out
 

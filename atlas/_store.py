@@ -6,22 +6,38 @@ A run and all its rows are written in one transaction, so a crash leaves no
 half-written run. Nothing is ever updated or deleted: on SQLite, triggers refuse
 UPDATE and DELETE outright. SQLite connections use WAL and a busy timeout so
 several pytest-xdist workers can write at once.
+
+A run's tables come in two kinds. *Measured* tables are what the instrument
+returned. *Summary* tables (per-domain perplexities, per-layer CIs ...) are derived
+from the run's primary table under summary settings (bootstrap resamples, seed):
+each derivation is a ``Derivation`` row with its own key, and its tables are
+measurement rows tagged with that key, so a new number of resamples appends a
+derivation to the stored run instead of measuring again. ``Store.tables`` returns
+every table with the dtypes its schema declares (``atlas._schema.coerce``): a table
+read back equals the one written, dtypes included.
+
+A database made by an earlier Atlas gains the columns added since (nullable, or with
+their default) when it is opened; nothing else about it changes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 from datetime import datetime, timezone
 
 import pandas as pd
-from sqlalchemy import JSON, Column, event, text
+from sqlalchemy import JSON, Column, event, inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-__all__ = ["Judgment", "Measurement", "ProtocolEvent", "Run", "Store", "VerdictRecord", "utcnow"]
+from ._schema import coerce
 
-_APPEND_ONLY = ("run", "measurement", "verdictrecord", "protocolevent", "judgment")
+__all__ = ["Derivation", "Judgment", "Measurement", "ProtocolEvent", "Run", "Store", "VerdictRecord", "utcnow"]
+
+_APPEND_ONLY = ("run", "measurement", "derivation", "verdictrecord", "protocolevent", "judgment")
 
 
 def utcnow() -> datetime:
@@ -37,10 +53,12 @@ class Run(SQLModel, table=True):
     instrument_version: str
     model: str = Field(index=True)
     model_revision: str
+    #: the other models of a pairwise instrument: setting -> {"name": ..., "revision": ...}
+    others: dict = Field(default_factory=dict, sa_column=Column(JSON))
     corpus: str
     corpus_hash: str = Field(index=True)
     settings: dict = Field(default_factory=dict, sa_column=Column(JSON))
-    settings_hash: str = Field(index=True)
+    settings_hash: str = Field(index=True)  # the RunSpec key (atlas._cisp): what reuse matches on
     device: str
     dtype: str
     seed: int
@@ -60,6 +78,16 @@ class Measurement(SQLModel, table=True):
     table_name: str
     row: int
     values: dict = Field(sa_column=Column(JSON))
+    derivation: str = ""  # "" for a measured table, else the key of the Derivation it belongs to
+
+
+class Derivation(SQLModel, table=True):
+    """Summary tables derived from a run's primary table under summary settings (e.g. bootstrap resamples)."""
+
+    key: str = Field(primary_key=True)  # atlas._cisp.SummarySpec.key
+    run_id: str = Field(foreign_key="run.id", index=True)
+    settings: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class VerdictRecord(SQLModel, table=True):
@@ -101,6 +129,7 @@ class ProtocolEvent(SQLModel, table=True):
     corpus_hash: str
     action: str  # measured | reused | refused | failed
     run_id: str | None = None
+    spec_key: str = ""  # the RunSpec key the step was about (atlas._cisp)
     reason: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -123,9 +152,72 @@ class Judgment(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+def _add_rows(session: Session, run_id: str, tables: dict[str, pd.DataFrame], derivation: str) -> None:
+    for name, df in tables.items():
+        for i, record in enumerate(df.to_dict(orient="records")):
+            values = {k: _json_safe(v) for k, v in record.items()}
+            session.add(Measurement(run_id=run_id, table_name=name, row=i, values=values, derivation=derivation))
+
+
+def _prepare(engine, sqlite: bool, attempts: int = 20) -> None:
+    """Create the tables, add the columns an older database lacks, install the append-only triggers.
+
+    Several processes may open a new store at the same moment (pytest-xdist workers, parallel
+    ``atlas measure``): each step only adds what is missing, so a step that loses the race to
+    another process ("already exists", "duplicate column") is simply taken again."""
+    for attempt in range(attempts):
+        try:
+            SQLModel.metadata.create_all(engine)
+            _add_missing_columns(engine)
+            if sqlite:
+                with engine.begin() as conn:
+                    for table in _APPEND_ONLY:
+                        for op in ("UPDATE", "DELETE"):
+                            conn.execute(text(
+                                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                                f"BEGIN SELECT RAISE(ABORT, 'the Atlas store is append-only'); END"))
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            lost_race = any(s in str(exc).lower() for s in ("already exists", "duplicate", "locked"))
+            if not lost_race or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _add_missing_columns(engine) -> None:
+    """Bring a database made by an earlier Atlas up to the current tables: add the columns it lacks.
+
+    Only additions: a new column is nullable, or takes its field's default for the rows already there."""
+    existing = inspect(engine)
+    for table in SQLModel.metadata.sorted_tables:
+        if not existing.has_table(table.name):
+            continue
+        have = {c["name"] for c in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = getattr(column.default, "arg", None) if column.default is not None else None
+            if callable(default):
+                default = default(None) if default.__code__.co_argcount else default()
+            clause = "" if default is None else f" DEFAULT {_sql_literal(default)}"
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'))
+
+
+def _sql_literal(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _json_safe(value):
-    """NaN is not JSON: store it as null."""
-    if isinstance(value, float) and math.isnan(value):
+    """NaN and pandas' NA are not JSON: store them as null."""
+    if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     if hasattr(value, "item"):  # numpy scalar
         return _json_safe(value.item())
@@ -146,20 +238,22 @@ class Store:
         self.engine = create_engine(url, connect_args={"timeout": 60} if sqlite else {})
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        SQLModel.metadata.create_all(self.engine)
-        if sqlite:
-            with self.engine.begin() as conn:
-                for table in _APPEND_ONLY:
-                    for op in ("UPDATE", "DELETE"):
-                        conn.execute(text(
-                            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                            f"BEGIN SELECT RAISE(ABORT, 'the Atlas store is append-only'); END"))
+        _prepare(self.engine, sqlite)
 
     # --- writing -------------------------------------------------------------------------
 
-    def write_run(self, run: Run, tables: dict[str, pd.DataFrame]) -> str:
-        """Write a run and all rows of its tables in one transaction; returns the run id."""
-        self.write_runs([(run, tables)])
+    def write_run(self, run: Run, tables: dict[str, pd.DataFrame], derivation: Derivation | None = None,
+                  summaries: dict[str, pd.DataFrame] | None = None) -> str:
+        """Write a run, all rows of its measured tables and (optionally) a derivation with its summary tables,
+        in one transaction; returns the run id."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(run)
+            session.flush()  # the run row first: measurements reference it
+            _add_rows(session, run.id, tables, "")
+            if derivation is not None:
+                session.add(derivation)
+                _add_rows(session, run.id, summaries or {}, derivation.key)
+            session.commit()
         return run.id
 
     def write_runs(self, runs: list[tuple[Run, dict[str, pd.DataFrame]]], judgments: list[Judgment] = ()) -> None:
@@ -167,12 +261,16 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             for run, tables in runs:
                 session.add(run)
-                session.flush()  # the run row first: measurements reference it
-                for name, df in tables.items():
-                    for i, record in enumerate(df.to_dict(orient="records")):
-                        values = {k: _json_safe(v) for k, v in record.items()}
-                        session.add(Measurement(run_id=run.id, table_name=name, row=i, values=values))
+                session.flush()
+                _add_rows(session, run.id, tables, "")
             session.add_all(judgments)
+            session.commit()
+
+    def write_derivation(self, derivation: Derivation, summaries: dict[str, pd.DataFrame]) -> None:
+        """Append a derivation of a stored run and its summary tables, in one transaction."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(derivation)
+            _add_rows(session, derivation.run_id, summaries, derivation.key)
             session.commit()
 
     def write_judgment(self, judgment: Judgment) -> Judgment:
@@ -204,10 +302,15 @@ class Store:
                 query = query.where(getattr(table, column) == value)
             return list(session.exec(query))
 
-    def events(self, session: str | None = None) -> list[ProtocolEvent]:
-        """The protocol log, in the order it was written (of one session, or of all)."""
+    def events(self, session: str | None = None, since: datetime | None = None) -> list[ProtocolEvent]:
+        """The protocol log, in the order it was written (of one session, or of all; written since a time)."""
         where = {} if session is None else {"session": session}
-        return self._select(ProtocolEvent, (ProtocolEvent.id,), **where)
+        events = self._select(ProtocolEvent, (ProtocolEvent.id,), **where)
+        if since is None:
+            return events
+        since = since.replace(tzinfo=None) if since.tzinfo else since  # SQLite returns naive UTC timestamps
+        return [e for e in events if (e.created_at.replace(tzinfo=None) if e.created_at.tzinfo else e.created_at)
+                >= since]
 
     def judgments(self, **where) -> list[Judgment]:
         """Judgments matching the given column values (e.g. ``target_id=run.id, field="territory"``), in order."""
@@ -229,17 +332,37 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(Run, run_id)
 
-    def tables(self, run_id: str, names: set[str] | None = None) -> dict[str, pd.DataFrame]:
-        """A run's measurement tables (only those in ``names``, if given), rows in their original order."""
+    def derivation(self, key: str) -> Derivation | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(Derivation, key)
+
+    def derivations(self, run_id: str) -> list[Derivation]:
+        """A run's derivations, oldest first."""
+        return self._select(Derivation, (Derivation.created_at,), run_id=run_id)
+
+    def tables(self, run_id: str, names: set[str] | None = None, derivation: str | None = None
+               ) -> dict[str, pd.DataFrame]:
+        """A run's tables (only those in ``names``, if given), rows in their original order, typed by their schemas.
+
+        Measured tables always; summary tables from the derivation ``derivation`` (a key), or, when
+        None, each summary table from the run's newest derivation that holds it."""
         with Session(self.engine, expire_on_commit=False) as session:
             query = select(Measurement).where(Measurement.run_id == run_id)
             if names is not None:
                 query = query.where(Measurement.table_name.in_(sorted(names)))
-            rows = session.exec(query.order_by(Measurement.table_name, Measurement.row)).all()
+            rows = session.exec(query.order_by(Measurement.table_name, Measurement.id)).all()
+        if derivation is None:  # the newest derivation per summary table
+            newest = {}
+            for m in sorted((m for m in rows if m.derivation), key=lambda m: m.id):
+                newest[m.table_name] = m.derivation
+            chosen = lambda m: m.derivation == newest.get(m.table_name, "")  # noqa: E731
+        else:
+            chosen = lambda m: m.derivation in ("", derivation)  # noqa: E731
         grouped: dict[str, list[dict]] = {}
         for m in rows:
-            grouped.setdefault(m.table_name, []).append(m.values)
-        return {name: pd.DataFrame(records) for name, records in grouped.items()}
+            if chosen(m):
+                grouped.setdefault(m.table_name, []).append(m.values)
+        return {name: coerce(name, pd.DataFrame(records)) for name, records in grouped.items()}
 
     def verdicts(self, prediction: str | None = None) -> list[VerdictRecord]:
         where = {} if prediction is None else {"prediction": prediction}

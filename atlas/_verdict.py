@@ -8,7 +8,8 @@ confidence interval against the threshold:
     CI entirely on the claimed side   -> supported
     CI entirely on the other side     -> refuted
     CI straddles the threshold        -> inconclusive
-    effect or CI missing (NaN)        -> inconclusive: never supported on missing data
+    effect or a CI bound missing or not finite (None, NaN, inf; Python, numpy or torch
+    scalars alike)                    -> inconclusive: never supported on missing data
 
 A prediction whose model or hardware is unavailable is ``not_run``.
 """
@@ -20,6 +21,8 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+
+from ._errors import SettingsError
 
 __all__ = ["Criterion", "Outcome"]
 
@@ -51,7 +54,7 @@ class Criterion:
 
     def __post_init__(self):
         if self.direction not in _SIDES:
-            raise ValueError(f"criterion direction must be one of {list(_SIDES)}, not {self.direction!r}")
+            raise SettingsError(f"criterion direction must be one of {list(_SIDES)}, not {self.direction!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,13 +70,29 @@ class Criterion:
     def __str__(self) -> str:
         return f"{self.statistic} {self.direction} {self.threshold:g} ({self.ci})"
 
-    def judge(self, effect: float | None, ci_low: float | None, ci_high: float | None) -> Outcome:
-        values = (effect, ci_low, ci_high)
-        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-            return Outcome.INCONCLUSIVE
+    def judge(self, effect, ci_low, ci_high) -> Outcome:
+        return self.judge_with_reason(effect, ci_low, ci_high)[0]
+
+    def judge_with_reason(self, effect, ci_low, ci_high) -> tuple[Outcome, str]:
+        """The outcome, and why, in words."""
+        values = {"effect": effect, "CI low end": ci_low, "CI high end": ci_high}
+        missing = [name for name, v in values.items() if not _finite(v)]
+        if missing:
+            return Outcome.INCONCLUSIVE, f"the {', '.join(missing)} is missing or not finite: no verdict on it"
+        lo, hi = float(ci_low), float(ci_high)
         supported, refuted = _SIDES[self.direction]
-        if supported(ci_low, ci_high, self.threshold):
-            return Outcome.SUPPORTED
-        if refuted(ci_low, ci_high, self.threshold):
-            return Outcome.REFUTED
-        return Outcome.INCONCLUSIVE
+        if supported(lo, hi, self.threshold):
+            return Outcome.SUPPORTED, f"the CI lies on the claimed side of {self.threshold:g}"
+        if refuted(lo, hi, self.threshold):
+            return Outcome.REFUTED, f"the CI lies on the wrong side of {self.threshold:g}"
+        return Outcome.INCONCLUSIVE, f"the CI straddles {self.threshold:g}"
+
+
+def _finite(value) -> bool:
+    """A number that is neither None nor NaN nor infinite, whatever its type (Python, numpy, a 0-d tensor)."""
+    if value is None:
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

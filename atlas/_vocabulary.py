@@ -19,6 +19,8 @@ from importlib.resources import files
 
 import yaml
 
+from ._errors import BadInput
+
 __all__ = ["GROUPS", "MARKERS", "Term", "VocabularyError", "registry_mismatches", "vocabulary"]
 
 GROUPS = ("terrain", "navigator", "global_geometry")
@@ -28,7 +30,7 @@ _FIELDS = ("id", "name", "group", "poles", "definition", "formula", "citations",
            "instruments")
 
 
-class VocabularyError(ValueError):
+class VocabularyError(BadInput):
     """``schema/vocabulary.yaml`` is malformed."""
 
 

@@ -15,8 +15,11 @@ import json
 import math
 import os
 import uuid
+from pathlib import Path
 
 import click
+
+from ._errors import AtlasError, BadInput
 
 DEFAULT_DB = "sqlite:///atlas.db"
 _DB_OPTION = click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB),
@@ -45,7 +48,8 @@ def measurement_options(fn):
         click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
         click.option("--dtype", default="auto", show_default=True,
                      type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
-        click.option("--per-domain", type=int, default=None, help="use only the first N passages of each domain"),
+        click.option("--per-domain", type=click.IntRange(min=1), default=None,
+                     help="use only the first N passages of each domain"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--no-reuse", is_flag=True, help="measure again even if an identical run is stored"),
         click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout"),
@@ -57,29 +61,54 @@ def measurement_options(fn):
 
 def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_domain, seed, no_reuse, as_json,
          **settings):
-    """Load, measure through CISP, and return the run result; bad input becomes one clear error."""
-    from ._cisp import IsolationBreach, run_instrument
-    from ._corpus import CorpusError, load_corpus
-    from ._models import ModelUnavailable, load_model
-    from ._schema import SchemaViolation
+    """Load, measure through CISP, and return the run result (Atlas's errors reach ``main`` as one clear line)."""
+    from ._cisp import run_instrument
+    from ._corpus import load_corpus
+    from ._models import load_model
     from ._store import Store
 
-    try:
-        corpus = load_corpus(corpus_path).sample(per_domain)
-        lm = load_model(model_name, device=device, dtype=dtype)
-        return run_instrument(Store(db), lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
-                              session=f"cli-{uuid.uuid4().hex}", seed=seed, **settings)
-    except (CorpusError, ModelUnavailable, SchemaViolation, IsolationBreach, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    corpus = load_corpus(corpus_path).sample(per_domain)
+    lm = load_model(model_name, device=device, dtype=dtype)
+    return run_instrument(Store(db), lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
+                          session=f"cli-{uuid.uuid4().hex}", seed=seed, **settings)
 
 
-@click.group()
+class _AtlasGroup(click.Group):
+    """Every error Atlas raises on purpose (``atlas.AtlasError``) ends the command with one clear message:
+    exit code 2 for bad input, 1 for what is unavailable or refused. Anything else is a bug and keeps its
+    traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AtlasError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2 if isinstance(exc, BadInput) else 1)
+
+
+@click.group(cls=_AtlasGroup)
 @click.version_option(package_name="atlas-landscape")
 def main():
     """Atlas: measure the loss landscape of language models and judge the Framework's predictions."""
 
 
-@main.group()
+class _MeasureGroup(click.Group):
+    """The instruments as subcommands, listed and described from their source (``atlas._catalog``): help
+    needs no torch; the instrument itself is imported when its command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from ._catalog import catalog
+
+        return list(catalog())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from ._catalog import catalog
+
+        entry = catalog().get(name)
+        return None if entry is None else _measure_command(entry)
+
+
+@main.group(cls=_MeasureGroup)
 def measure():
     """Run one instrument through CISP and store its validated tables.
 
@@ -89,10 +118,13 @@ def measure():
     """
 
 
-def _measure_command(instrument) -> click.Command:
-    """``atlas measure NAME``: one option per default setting of the instrument."""
+def _measure_command(entry) -> click.Command:
+    """``atlas measure NAME``: one option per setting of the instrument (``atlas._catalog.CatalogEntry``)."""
 
     def run(**options):
+        from .instruments import INSTRUMENTS
+
+        instrument = INSTRUMENTS[entry.name]
         common = {k: options.pop(k) for k in _COMMON}
         result = _run(instrument.name, **common, **options)
         tables = result.tables
@@ -112,29 +144,26 @@ def _measure_command(instrument) -> click.Command:
         for name in instrument.summaries or [instrument.table]:
             click.echo(f"\n{name}:\n" + tables[name].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
-    for setting, default in reversed(list(instrument.defaults.items())):
-        flag = "--" + setting.replace("_", "-")
-        if setting in instrument.models:
-            run = click.option(flag, setting, default=None, type=str, help="another model's name")(run)
+    for setting in reversed(entry.settings):
+        flag, default = "--" + setting.name.replace("_", "-"), setting.default
+        text = setting.help or None
+        if setting.model:
+            run = click.option(flag, setting.name, default=None, type=str,
+                               help=text or "another model: registry name, checkpoint directory or hub id")(run)
+        elif setting.choices:
+            run = click.option(flag, setting.name, default=default, type=click.Choice(setting.choices),
+                               show_default=True, help=text)(run)
         elif isinstance(default, bool):
-            run = click.option(f"{flag}/--no-{flag[2:]}", setting, default=default, show_default=True)(run)
+            run = click.option(f"{flag}/--no-{flag[2:]}", setting.name, default=default, show_default=True,
+                               help=text)(run)
         else:
-            run = click.option(flag, setting, default=default, type=type(default), show_default=True)(run)
-    return click.command(instrument.name, help=instrument.summary or None)(measurement_options(run))
+            run = click.option(flag, setting.name, default=default, type=type(default), show_default=True,
+                               help=text)(run)
+    return click.command(entry.name, help=entry.summary or None)(measurement_options(run))
 
 
 _COMMON = ("model_name", "corpus_path", "db", "device", "dtype", "per_domain", "seed", "no_reuse", "as_json")
 _DOMAIN_FIELDS = ("domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte")
-
-
-def _add_measure_commands() -> None:
-    from .instruments import INSTRUMENTS
-
-    for instrument in INSTRUMENTS.values():
-        measure.add_command(_measure_command(instrument))
-
-
-_add_measure_commands()
 
 
 @main.command()
@@ -157,36 +186,122 @@ def models():
         click.echo(f"{spec.name:24} {spec.source:5} {spec.location:48} {spec.description}")
 
 
+def _aligned(headers: tuple[str, ...], rows: list[tuple], right: set[int]) -> list[str]:
+    """Rows as text columns under a header, padded to the widest cell; columns in ``right`` right-aligned."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    return [" ".join((str(x).rjust(w) if i in right else str(x).ljust(w)) for i, (x, w) in
+                     enumerate(zip(line, widths, strict=True))).rstrip() for line in (headers, *rows)]
+
+
+def _g(x) -> str:
+    return "—" if x is None else f"{x:.4g}"
+
+
 @main.command()
 @_DB_OPTION
+@click.option("--corpus", default=None,
+              help="only verdicts on this corpus: its name (domains-v1[:24/domain]), its file's name (domains-v1: "
+                   "every sample of it) or the start of its hash (sha256:...)")
+@click.option("--profile", default=None, help="only verdicts of this profile (quick, full)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `verdicts` list")
-def verdicts(db, as_json):
-    """The latest verdict of every prediction version on every model."""
+def verdicts(db, corpus, profile, as_json):
+    """The latest verdict of every prediction version on every model, corpus and profile."""
+    from ._flips import corpus_matches, verdict_json
     from ._store import Store
 
-    fields = ("prediction", "version", "form", "model", "outcome", "effect", "ci_low", "ci_high", "n",
-              "criterion_hash", "reason")
-    latest = [{f: _clean(getattr(v, f)) for f in fields} for v in Store(db).latest_verdicts()]
+    latest = [verdict_json(v) for v in Store(db).latest_verdicts()]
+    latest = [v for v in latest if (corpus is None or corpus_matches(v, corpus))
+              and (profile is None or v["profile"] == profile)]
     if as_json:
         click.echo(json.dumps({"verdicts": latest}))
         return
-    for v in latest:
-        ci = "" if v["ci_low"] is None else f"[{v['ci_low']:.3g}, {v['ci_high']:.3g}]"
-        effect = "" if v["effect"] is None else f"{v['effect']:.3g}"
-        click.echo(f"{v['prediction']:40} {v['version']} {v['form']:8} {v['model']:28} {v['outcome']:13} "
-                   f"{effect:>8} {ci:>18} n={v['n']}")
+    if not latest:
+        asked = " ".join(f"--{k} {v}" for k, v in (("corpus", corpus), ("profile", profile)) if v)
+        click.echo(f"no verdict matches {asked}" if asked else "no verdicts stored yet: run pytest predictions/")
+        return
+    rows = [(v["prediction"], v["version"], v["form"], v["model"], v["corpus"] or "—", v["profile"] or "—",
+             v["outcome"].replace("_", " "), _g(v["effect"]),
+             "—" if v["ci_low"] is None else f"[{_g(v['ci_low'])}, {_g(v['ci_high'])}]",
+             "—" if v["n"] is None else str(v["n"]))
+            for v in latest]
+    headers = ("prediction", "version", "form", "model", "corpus", "profile", "outcome", "effect", "95% CI", "n")
+    for line in _aligned(headers, rows, right={7, 8, 9}):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--out", default="reports/flips.json", show_default=True, type=click.Path(dir_okay=False),
+              help="where the flips are written as JSON")
+def diff(old, new, out):
+    """Compare two `atlas verdicts --json` files (OLD, e.g. last night's, and NEW): print every flip, an
+    outcome that changed for the same prediction, model, corpus and profile, and write them to --out.
+
+    Exit status: 0 no flip, 3 at least one flip (1: a file could not be read).
+    """
+    from ._flips import FlipsError, compare, load_verdicts
+
+    try:
+        result = compare(load_verdicts(old), load_verdicts(new))
+    except FlipsError as exc:
+        raise click.ClickException(str(exc)) from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"old": str(old), "new": str(new), **result.as_dict()}, indent=1) + "\n",
+                         encoding="utf-8")
+    for f in result.flips:
+        was, now = f["old"], f["new"]
+        ci = lambda s: "" if s["ci_low"] is None else f" [{_g(s['ci_low'])}, {_g(s['ci_high'])}]"  # noqa: E731
+        click.echo(f"FLIP {f['prediction']} on {f['model']} · {f['corpus'] or '—'} · {f['profile'] or '—'}: "
+                   f"{f['from']} -> {f['to']} (effect {_g(was['effect'])}{ci(was)} -> {_g(now['effect'])}{ci(now)}"
+                   f"{'; criterion version changed' if f['version_changed'] else ''})")
+    for kind in ("appeared", "gone"):
+        for r in getattr(result, kind):
+            click.echo(f"{kind}: {r['prediction']} on {r['model']} · {r['corpus'] or '—'} · {r['profile'] or '—'} "
+                       f"({r['outcome']})")
+    click.echo(f"{len(result.flips)} flip(s) among {result.compared} verdicts in both files; written to {out}")
+    if result.flips:
+        click.get_current_context().exit(3)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--prediction", default=None, help="export the runs of this prediction's latest verdicts instead")
+@click.option("--table", "tables", multiple=True, help="only this table of the run (repeatable)")
+@click.option("--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv", "json", "parquet"]),
+              help="parquet needs pyarrow: pip install 'atlas-landscape[export]'")
+@click.option("--out", default="export", show_default=True, type=click.Path(file_okay=False),
+              help="directory to write into: <run id>/<table>.<format> and <run id>/provenance.json")
+@_DB_OPTION
+def export(run_id, prediction, tables, fmt, out, db):
+    """Write stored tables with their provenance: RUN_ID (or a unique prefix of it), or --prediction ID."""
+    from ._export import ExportError, export_prediction, export_run
+    from ._judgment import JudgmentError, resolve_target
+    from ._store import Store
+
+    if (run_id is None) == (prediction is None):
+        raise click.UsageError("give a RUN_ID or --prediction ID (one of them)")
+    if prediction is not None and tables:
+        raise click.UsageError("--table selects tables of one run: give a RUN_ID with it")
+    store = Store(db)
+    try:
+        if prediction is not None:
+            paths = export_prediction(store, prediction, out, fmt)
+        else:
+            paths = export_run(store, resolve_target(store, f"run:{run_id}").run, out, fmt, tables or None)
+    except (ExportError, JudgmentError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in paths:
+        click.echo(path)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `terms` list")
 def vocabulary(as_json):
     """The Framework's 18 terms (schema/vocabulary.yaml) and what measures each."""
-    from ._vocabulary import VocabularyError, vocabulary as load
+    from ._vocabulary import vocabulary as load
 
-    try:
-        terms = load()
-    except VocabularyError as exc:
-        raise click.ClickException(str(exc)) from None
+    terms = load()
     if as_json:
         click.echo(json.dumps({"terms": [t.as_dict() for t in terms.values()]}, ensure_ascii=False))
         return
@@ -217,13 +332,10 @@ def judge(target, field, value, by, note, table, row, db):
     run's tables (or in schema/verdicts.yaml for verdicts); VALUE one of its allowed values.
     A new call is a new row: the latest counts, earlier ones stay in the history.
     """
-    from ._judgment import JudgmentError, judge as record
+    from ._judgment import judge as record
     from ._store import Store
 
-    try:
-        j = record(Store(db), target, field, value, by=by, note=note, table=table, row=row)
-    except JudgmentError as exc:
-        raise click.ClickException(str(exc)) from None
+    j = record(Store(db), target, field, value, by=by, note=note, table=table, row=row)
     where = f"{j.table_name}[{j.row_key}]." if j.row_key is not None else (f"{j.table_name}." if j.table_name else "")
     click.echo(f"judged {j.target_kind} {j.target_id[:12]}: {where}{j.field} = {j.value!r} by {j.by} (judgment {j.id})")
 
@@ -261,7 +373,7 @@ def _print_import(result, as_json: bool) -> None:
 def import_cmd(file, reference, table, model, source, judged_by, date, caveats, defaults, as_json, db):
     """Import measurements taken elsewhere (a YAML/JSON sheet or a CSV table) as runs of provenance
     "imported", validated against the same schema as measured tables (format: atlas/_import.py)."""
-    from ._import import SheetError, import_sheet, load_sheet, reference_sheet
+    from ._import import import_sheet, load_sheet, reference_sheet
     from ._store import Store
 
     if (file is None) == (reference is None):
@@ -269,14 +381,10 @@ def import_cmd(file, reference, table, model, source, judged_by, date, caveats, 
     pairs = dict(d.split("=", 1) for d in defaults if "=" in d)
     if len(pairs) != len(defaults):
         raise click.UsageError("--default takes COLUMN=VALUE")
-    try:
-        sheet = reference_sheet(reference) if reference else load_sheet(
-            file, table=table, model=model, source=source, judged_by=judged_by, date=date, caveats=caveats,
-            defaults=pairs)
-        result = import_sheet(Store(db), sheet)
-    except SheetError as exc:
-        raise click.ClickException(str(exc)) from None
-    _print_import(result, as_json)
+    sheet = reference_sheet(reference) if reference else load_sheet(
+        file, table=table, model=model, source=source, judged_by=judged_by, date=date, caveats=caveats,
+        defaults=pairs)
+    _print_import(import_sheet(Store(db), sheet), as_json)
 
 
 @main.command("import-reference")
@@ -285,11 +393,7 @@ def import_cmd(file, reference, table, model, source, judged_by, date, caveats, 
 @_DB_OPTION
 def import_reference(name, as_json, db):
     """Import a bundled reference sheet (default: the seed's GPT-2 record of April 2026)."""
-    from ._import import SheetError, import_sheet, reference_sheet
+    from ._import import import_sheet, reference_sheet
     from ._store import Store
 
-    try:
-        result = import_sheet(Store(db), reference_sheet(name))
-    except SheetError as exc:
-        raise click.ClickException(str(exc)) from None
-    _print_import(result, as_json)
+    _print_import(import_sheet(Store(db), reference_sheet(name)), as_json)

@@ -11,10 +11,13 @@ Options (each also read from an environment variable):
     --atlas-profile  ATLAS_PROFILE  quick | full
     --atlas-pair     ATLAS_PAIR     BASE,OTHER model pair for the pairwise general forms
 
-Outcomes: supported passes, refuted fails, not run skips, and inconclusive has
-its own status (``I``, counted as "inconclusive" in the summary). After the run,
-the controller process (never an xdist worker) renders ``reports/index.html``
-from the store.
+Outcomes: supported passes; refuted fails with its own status (``R``, "refuted");
+inconclusive has its own status (``I``, counted as "inconclusive"); not run skips.
+A body that returns without a verdict fails as "NO VERDICT" (``N``), and a crash is
+an ordinary failure (``F``): neither is ever counted as passed or as refuted.
+Prediction ids are keywords (``pytest predictions/ -k P5d``). A bad ``--atlas-*``
+value is one usage error before any model is loaded. After the run, the controller
+process (never an xdist worker) renders ``reports/index.html`` from the store.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from ._predict import AtlasSession, Inconclusive, Prediction
+from ._errors import AtlasError
+from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict
 from ._profiles import PROFILES
 
 _OPTIONS = {
@@ -56,18 +60,52 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "prediction(id, claim, criterion, needs, source='', form='general', model=None): "
                    "an Atlas prediction; see atlas._predict")
     config.pluginmanager.register(_ReportWriter(config), "atlas-report-writer")
+    _check_options(config)
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Every --atlas-* value checked once, before any model loads: one usage error naming the option and the fix."""
+    from ._corpus import load_corpus
+
+    profile = _option(config, "profile")
+    if profile not in PROFILES:
+        raise pytest.UsageError(f"--atlas-profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    _pair(_option(config, "pair"))
+    for name, choices in (("device", ("auto", "cpu", "cuda")), ("dtype", ("auto", "float32", "bfloat16", "float16"))):
+        value = _option(config, name)
+        if value not in choices and not (name == "device" and value.startswith("cuda:")):
+            raise pytest.UsageError(f"--atlas-{name} must be one of {', '.join(choices)}, not {value!r}")
+    corpus = _option(config, "corpus")
+    if corpus != "starter":
+        try:
+            load_corpus(corpus)
+        except AtlasError as exc:
+            raise pytest.UsageError(f"--atlas-corpus: {exc}") from None
 
 
 @pytest.fixture(scope="session")
 def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
     """Options, store, model cache and measurement cache shared by every prediction of the run."""
-    profile = _option(pytestconfig, "profile")
-    if profile not in PROFILES:
-        raise pytest.UsageError(f"--atlas-profile must be one of {', '.join(PROFILES)}, not {profile!r}")
-    return AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
-                        db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
-                        device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
-                        profile=PROFILES[profile], pair=_pair(_option(pytestconfig, "pair")))
+    session = AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
+                           db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
+                           device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
+                           profile=PROFILES[_option(pytestconfig, "profile")],
+                           pair=_pair(_option(pytestconfig, "pair")))
+    _show_progress(pytestconfig, session)
+    return session
+
+
+def _show_progress(config: pytest.Config, session: AtlasSession) -> None:
+    """While an instrument measures, its progress reaches the terminal (pytest captures output otherwise): a
+    live tqdm bar on a TTY, and one line per run (measured or reused, wall time) in any case. Under xdist
+    the workers' output is not shown: the controller's summary lists every run instead."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    terminal = config.pluginmanager.getplugin("terminalreporter")
+    if hasattr(config, "workerinput") or capture is None or terminal is None:
+        return
+    session.terminal = capture.global_and_fixture_disabled
+    session.live = bool(terminal.isatty)
+    session.say = lambda line: terminal.write_line(f"  atlas: {line}")
 
 
 def _pair(value: str) -> tuple[str, str] | None:
@@ -77,6 +115,14 @@ def _pair(value: str) -> tuple[str, str] | None:
     if len(names) != 2 or not all(names):
         raise pytest.UsageError(f"--atlas-pair takes two model names separated by a comma, not {value!r}")
     return names[0], names[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A prediction's id is one of its keywords, so ``-k P5d`` selects it."""
+    for item in items:
+        marker = item.get_closest_marker("prediction")
+        if marker is not None and marker.kwargs.get("id"):
+            item.extra_keyword_matches.add(marker.kwargs["id"])
 
 
 @pytest.fixture
@@ -96,16 +142,29 @@ def prediction(request: pytest.FixtureRequest, atlas_session: AtlasSession) -> P
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
-    if call.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
+    if call.when != "call":
+        return
+    if call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
         report.outcome = "passed"
         report.sections.append(("atlas verdict", str(call.excinfo.value)))
         report.longrepr = None
+    elif call.excinfo is not None and call.excinfo.errisinstance(RefutedVerdict):
+        report.longrepr = str(call.excinfo.value)
+    elif call.excinfo is None and report.passed:
+        prediction = getattr(item, "funcargs", {}).get("prediction")
+        if isinstance(prediction, Prediction) and not prediction.concluded:
+            report.outcome = "failed"
+            report.longrepr = (f"NO VERDICT {prediction.id}: the body returned without prediction.conclude(...) "
+                               "or prediction.not_run(...); nothing was stored and the prediction did not pass")
+            report.user_properties.append(("atlas_outcome", "no verdict"))
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
-    if report.when == "call" and ("atlas_outcome", "inconclusive") in report.user_properties:
-        return "inconclusive", "I", "INCONCLUSIVE"
-    return None
+    if report.when != "call":
+        return None
+    outcome = dict(report.user_properties).get("atlas_outcome")
+    return {"inconclusive": ("inconclusive", "I", "INCONCLUSIVE"), "refuted": ("refuted", "R", "REFUTED"),
+            "no verdict": ("no_verdict", "N", "NO VERDICT")}.get(outcome)
 
 
 class _ReportWriter:
@@ -114,7 +173,10 @@ class _ReportWriter:
     Reports reach the controller from xdist workers too, so it alone writes."""
 
     def __init__(self, config: pytest.Config):
-        self.config, self.ran, self.path = config, False, None
+        from datetime import datetime, timezone
+
+        self.config, self.ran, self.path, self.runs = config, False, None, []
+        self.started = datetime.now(timezone.utc)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if any(key == "atlas_prediction" for key, _ in report.user_properties):
@@ -126,13 +188,37 @@ class _ReportWriter:
         from ._report import render_report
         from ._store import Store
 
-        self.path = render_report(Store(_option(self.config, "db")), _reports_dir(self.config))
+        store = Store(_option(self.config, "db"))
+        self.runs = _run_lines(store, store.events(since=self.started))
+        self.path = render_report(store, _reports_dir(self.config))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        for category in ("refuted", "no_verdict"):
+            reports = terminalreporter.stats.get(category, [])
+            if reports:
+                terminalreporter.write_sep("=", category.replace("_", " ").upper())
+                for report in reports:
+                    terminalreporter.write_line(f"{report.nodeid}: {report.longrepr}")
         if self.path is not None:
             terminalreporter.write_sep("-", "Atlas")
+            for line in self.runs:
+                terminalreporter.write_line(line)
             terminalreporter.write_line(f"verdict report: {self.path}  (store: {_option(self.config, 'db')})")
 
+
+def _run_lines(store, events) -> list[str]:
+    """One line per instrument run this pytest run asked for (every xdist worker's too): what was measured,
+    reused, failed or refused, for which predictions, and the measurement's wall time."""
+    lines, seen = [], {}
+    for e in events:
+        if e.action == "reused" and e.reason == "measured earlier in this session":
+            continue
+        seen.setdefault((e.action, e.instrument, e.model, e.run_id), []).append(e.prediction or "cli")
+    for (action, instrument, model, run_id), predictions in seen.items():
+        run = store.run(run_id) if run_id else None
+        took = f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None else "-"
+        lines.append(f"  {action:9} {instrument:14} {model[:40]:40} {took:>9}  for {', '.join(sorted(set(predictions)))}")
+    return lines
 
 def _reports_dir(config: pytest.Config) -> Path:
     path = Path(_option(config, "reports"))

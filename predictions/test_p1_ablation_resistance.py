@@ -6,25 +6,30 @@ highest resistance to head ablation" (the coupling peak). Test: "Michel et al.
 measure perplexity change. Compare impact of ablating layers 9-10 vs layers 0-2."
 
 (a) named, gpt2: mean delta-PPL of single-head ablations in layers 9-10 minus that
-    in layers 0-2 < 0 (heads resampled within each group);
+    in layers 0-2 < 0;
 (b) general, selected model: layers with higher inter-head coupling resist
-    ablation more — Spearman rho(layer coupling, layer mean delta-PPL) < 0,
-    (layer pairs resampled). Both instruments run on the same model and corpus.
+    ablation more — Spearman rho(layer coupling, layer mean delta-PPL) < 0, with the
+    coupling probe's default variant (row-centred: not an artifact of the causal mask).
+The sampled units are passages: every interval resamples them (each instrument's
+own), recomputing the layer profiles in each resample (``atlas._evidence``).
 """
 
 import pytest
 
-from atlas import Criterion, bootstrap_ci, spearman
+from atlas import Criterion
+from atlas._evidence import ablation_profile, layer_contrast, layer_correlation, mean_profile
 
 SOURCE = "measurements-gpt2-april-2026: Untested Predictions, 'Layers 9-10 ... highest resistance'"
+VARIANT = "row_centred"
 
 DEEP_RESIST = Criterion(
     statistic="mean delta-PPL of single-head ablations, layers 9-10 minus layers 0-2", direction="<",
-    threshold=0.0, ci="95% percentile bootstrap over heads, each group resampled on its own",
+    threshold=0.0, ci="95% BCa bootstrap over passages, every head's delta-PPL recomputed per resample",
     sample="every head of layers 0-2 and 9-10 (GPT-2 small: 36 and 24 heads)")
 COUPLED_RESIST = Criterion(
-    statistic="Spearman rho(layer coupling (variant all), layer mean delta-PPL)", direction="<", threshold=0.0,
-    ci="95% percentile bootstrap over layers", sample="every layer of the model")
+    statistic=f"Spearman rho(layer coupling (variant {VARIANT}), layer mean delta-PPL)", direction="<",
+    threshold=0.0, ci="95% percentile bootstrap over each instrument's passages, layer profiles recomputed",
+    sample="every layer of the model")
 
 
 @pytest.mark.prediction(id="P1a-deep-layers-resist-gpt2", form="named", model="gpt2", source=SOURCE,
@@ -33,14 +38,11 @@ COUPLED_RESIST = Criterion(
                               "removing one of layers 0-2.",
                         criterion=DEEP_RESIST)
 def test_layers_9_10_resist_ablation_more_than_0_2_in_gpt2(prediction):
-    heads = prediction.measure("ablation")["ablation"]
-    deep = heads.loc[heads["layer"].isin([9, 10]), "delta_ppl"].to_numpy(float)
-    early = heads.loc[heads["layer"].isin([0, 1, 2]), "delta_ppl"].to_numpy(float)
-    ci = bootstrap_ci((deep, early), lambda a, b: a.mean() - b.mean(), paired=False,
-                      n_resamples=prediction.profile.bootstrap_resamples)
-    prediction.conclude(effect=float(deep.mean() - early.mean()), ci=ci, n=len(deep) + len(early), evidence={
-        "mean_delta_ppl_9_10": float(deep.mean()), "mean_delta_ppl_0_2": float(early.mean()),
-        "baseline_ppl": float(heads["baseline_ppl"].iloc[0])})
+    resistance = ablation_profile(prediction.evidence["ablation"]["ablation_passages"])
+    weights = {9: 0.5, 10: 0.5, 0: -1 / 3, 1: -1 / 3, 2: -1 / 3}  # every layer has 12 heads
+    effect, ci = layer_contrast(resistance, weights, n_resamples=prediction.profile.bootstrap_resamples)
+    profile = dict(zip(resistance.layers.tolist(), resistance.profile.round(4).tolist()))
+    prediction.conclude(effect=effect, ci=ci, n=resistance.n, evidence={"mean_delta_ppl_by_layer": profile})
 
 
 @pytest.mark.prediction(id="P1b-coupled-layers-resist", form="general", source=SOURCE,
@@ -48,11 +50,10 @@ def test_layers_9_10_resist_ablation_more_than_0_2_in_gpt2(prediction):
                         claim="Layers with higher inter-head coupling resist single-head ablation more.",
                         criterion=COUPLED_RESIST)
 def test_coupled_layers_resist_ablation(prediction):
-    coupling = prediction.measure("coupling")["coupling"]
-    coupling = coupling[coupling["variant"] == "all"].set_index("layer")["coupling"]
-    resistance = prediction.measure("ablation")["ablation_layers"].set_index("layer")["mean_delta_ppl"]
-    layers = sorted(int(k) for k in set(coupling.index) & set(resistance.index))
-    x, y = coupling.loc[layers].to_numpy(float), resistance.loc[layers].to_numpy(float)
-    ci = bootstrap_ci((x, y), spearman, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
-    prediction.conclude(effect=spearman(x, y), ci=ci, n=len(layers), evidence={
-        "coupling": dict(zip(layers, x.round(4).tolist())), "mean_delta_ppl": dict(zip(layers, y.round(4).tolist()))})
+    passages = prediction.evidence["coupling"]["coupling_passages"]
+    coupling = mean_profile(passages[passages["variant"] == VARIANT], "coupling")
+    resistance = ablation_profile(prediction.evidence["ablation"]["ablation_passages"])
+    result = layer_correlation(coupling, resistance, n_resamples=prediction.profile.bootstrap_resamples)
+    prediction.conclude(effect=result.rho, ci=result.ci, n=coupling.n + resistance.n, evidence={
+        **result.evidence(), "coupling": dict(zip(coupling.layers.tolist(), coupling.profile.round(4).tolist())),
+        "mean_delta_ppl": dict(zip(resistance.layers.tolist(), resistance.profile.round(4).tolist()))})

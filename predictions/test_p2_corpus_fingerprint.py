@@ -19,7 +19,7 @@ Criteria, fixed before data:
 import numpy as np
 import pytest
 
-from atlas import Criterion, bootstrap_ci
+from atlas import Criterion
 from atlas._stats import domain_bootstrap_ci
 
 NAMED_DOMAIN = "academic_abstract"
@@ -27,20 +27,20 @@ SOURCE = "measurements-gpt2-april-2026: Untested Predictions, Priority 2"
 
 PPL_RATIO = Criterion(
     statistic="PPL_academic(opt-125m) / PPL_academic(gpt2)", direction="<", threshold=0.8,
-    ci="95% percentile bootstrap over academic_abstract passages, paired across models",
+    ci="95% BCa bootstrap over academic_abstract passages, paired across models",
     sample="academic_abstract passages of the corpus; BOS policy prepend")
 BPB_RATIO = Criterion(
     statistic="bits-per-byte_academic(opt-125m) / bits-per-byte_academic(gpt2)", direction="<", threshold=0.8,
-    ci="95% percentile bootstrap over academic_abstract passages, paired across models",
+    ci="95% BCa bootstrap over academic_abstract passages, paired across models",
     sample="academic_abstract passages of the corpus; BOS policy prepend")
 MOVES_MOST = Criterion(
     statistic="min over other domains of log(PPL_B/PPL_A) minus that of academic_abstract", direction=">",
-    threshold=0.0, ci="95% percentile bootstrap, passages resampled within each domain, paired across models",
+    threshold=0.0, ci="95% BCa bootstrap, passages resampled within each domain, paired across models",
     sample="all domains of the corpus; BOS policy prepend")
 
 
 def _academic(prediction, a, b):
-    ta, tb = (prediction.measure("perplexity", model=m)["perplexity"] for m in (a, b))
+    ta, tb = (prediction.evidence["perplexity", m]["perplexity"] for m in (a, b))
     if NAMED_DOMAIN not in set(ta["domain"]):
         prediction.not_run(f"the corpus has no {NAMED_DOMAIN} passages")
     rows = (ta["domain"] == NAMED_DOMAIN).to_numpy()
@@ -53,15 +53,13 @@ def _academic(prediction, a, b):
           "the Pile includes academic papers, WebText hardly any.",
     criterion=PPL_RATIO)
 def test_opt_finds_academic_abstracts_easier_than_gpt2(prediction):
-    prediction.models()
     nll_a, tok_a, nll_b, tok_b = _academic(prediction, "opt-125m", "gpt2")
 
     def ratio(na, ta, nb, tb):
         return float(np.exp(na.sum() / ta.sum() - nb.sum() / tb.sum()))
 
     effect = ratio(nll_a, tok_a, nll_b, tok_b)
-    ci = bootstrap_ci((nll_a, tok_a, nll_b, tok_b), ratio, paired=True,
-                      n_resamples=prediction.profile.bootstrap_resamples)
+    ci = prediction.bootstrap((nll_a, tok_a, nll_b, tok_b), ratio, paired=True)
     prediction.conclude(effect=effect, ci=ci, n=len(nll_a), evidence={
         "ppl_opt": float(np.exp(nll_a.sum() / tok_a.sum())), "ppl_gpt2": float(np.exp(nll_b.sum() / tok_b.sum()))})
 
@@ -72,13 +70,12 @@ def test_opt_finds_academic_abstracts_easier_than_gpt2(prediction):
     claim="The same corpus fingerprint in bits per byte, which does not depend on the tokenizer.",
     criterion=BPB_RATIO)
 def test_opt_needs_fewer_bits_per_byte_on_academic_abstracts(prediction):
-    prediction.models()
     nll_a, _, nll_b, _ = _academic(prediction, "opt-125m", "gpt2")
 
     def ratio(a, b):  # the bytes are the same passages' bytes: they cancel
         return float(a.sum() / b.sum())
 
-    ci = bootstrap_ci((nll_a, nll_b), ratio, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
+    ci = prediction.bootstrap((nll_a, nll_b), ratio, paired=True)
     prediction.conclude(effect=ratio(nll_a, nll_b), ci=ci, n=len(nll_a))
 
 
@@ -88,8 +85,8 @@ def test_opt_needs_fewer_bits_per_byte_on_academic_abstracts(prediction):
           "the domain the second's corpus adds (academic abstracts) moves most.",
     criterion=MOVES_MOST)
 def test_the_named_domain_moves_most_between_a_model_pair(prediction):
-    a, b = prediction.models()
-    ta, tb = (prediction.measure("perplexity", model=m.name) for m in (a, b))
+    a, b = prediction.model_names
+    ta, tb = (prediction.evidence["perplexity", m] for m in (a, b))
     ppl = [t["perplexity_domains"].set_index("domain")["ppl"].to_dict() for t in (ta, tb)]
     domains = list(ppl[0])
     if NAMED_DOMAIN not in domains or len(domains) < 2:

@@ -27,7 +27,7 @@ ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
 SOURCE = "measurements-gpt2-april-2026: Untested Predictions, Priority 3"
 MISTRAL = ("mistral-7b", "mistral-7b-instruct")
-CI = "95% percentile bootstrap, passages resampled within each domain, paired across models"
+CI = "95% BCa bootstrap, passages resampled within each domain, paired across models"
 
 VARIANCE = Criterion(statistic="var over domains of log PPL: tuned minus base", direction="<", threshold=0.0,
                      ci=CI, sample="all domains of the corpus; BOS policy prepend")
@@ -48,8 +48,8 @@ def concentration(ppl) -> float:
 
 def judge_pair(prediction, statistic, needed=()):
     """Measure both models on the same passages and conclude on ``statistic`` of their domain perplexities."""
-    base, tuned = prediction.models()
-    tables = [prediction.measure("perplexity", model=m.name) for m in (base, tuned)]
+    base, tuned = prediction.model_names
+    tables = [prediction.evidence["perplexity", m] for m in (base, tuned)]
     ppl = [t["perplexity_domains"].set_index("domain")["ppl"].to_dict() for t in tables]
     missing = sorted(set(needed) - set(ppl[0]))
     if missing or len(ppl[0]) < 2:

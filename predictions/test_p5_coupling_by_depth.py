@@ -3,69 +3,66 @@
 Seed: measurements-gpt2-april-2026, "Inter-Head Coupling by Layer" (GPT-2 small,
 single probe input): "Monotonic increase with depth. Peak at layers 9-10. Layer 4
 anomalous dip unexplained", and layer 11: "Drop — output projection decouples".
-Coupling is the coupling instrument's variant ``all``: mean pairwise Pearson
-correlation of heads' causal (lower-triangle) attention maps, averaged over passages.
 
+The named forms replicate the seed's method, variant ``seed_flattened`` (maps flattened
+over the causal triangle; it couples any two heads through the row profile every causal
+map shares); the general form uses the default, ``row_centred``, which removes it.
 (a) named, gpt2: Spearman rho(layer, coupling) >= 0.6;
 (b) named, gpt2: the layer-4 dip, coupling(4) - mean(coupling(3), coupling(5)) < 0;
 (c) named, gpt2: the layer-11 drop, coupling(11) - coupling(10) < 0;
 (d) general, selected model: rho(layer, coupling) > 0.
-rho's CI resamples layers; (b) and (c) combine the per-layer bootstrap CIs as
-independent normal errors, which is conservative when layers co-vary over passages.
+Every interval resamples passages and recomputes the layer profile (``atlas._evidence``):
+layers are not independent units, and the contrasts' layers share their passages.
 """
 
-import numpy as np
 import pytest
 
-from atlas import Criterion, bootstrap_ci, spearman
+from atlas import Criterion
+from atlas._evidence import fixed_profile, layer_contrast, layer_correlation, mean_profile
 
 SOURCE = "measurements-gpt2-april-2026: Inter-Head Coupling by Layer"
 SEED_COUPLING = [0.610, 0.703, 0.724, 0.747, 0.675, 0.903, 0.880, 0.906, 0.911, 0.936, 0.945, 0.789]
-LAYER_CI = "95% percentile bootstrap over (layer, coupling) pairs"
-CONTRAST_CI = "95% normal interval from per-layer bootstrap CIs over passages, treated as independent"
+RHO_CI = "95% percentile bootstrap over passages, the layer profile recomputed per resample"
+CONTRAST_CI = "95% BCa bootstrap over passages, the layers recomputed together per resample"
 
-RISES_NAMED = Criterion("Spearman rho(layer, coupling), variant all", ">=", 0.6, ci=LAYER_CI,
+RISES_NAMED = Criterion("Spearman rho(layer, coupling), variant seed_flattened", ">=", 0.6, ci=RHO_CI,
                         sample="GPT-2 small's 12 layers")
-LAYER4_DIP = Criterion("coupling(4) - mean(coupling(3), coupling(5)), variant all", "<", 0.0, ci=CONTRAST_CI)
-LAYER11_DROP = Criterion("coupling(11) - coupling(10), variant all", "<", 0.0, ci=CONTRAST_CI)
-RISES = Criterion("Spearman rho(layer, coupling), variant all", ">", 0.0, ci=LAYER_CI,
+LAYER4_DIP = Criterion("coupling(4) - mean(coupling(3), coupling(5)), variant seed_flattened", "<", 0.0,
+                       ci=CONTRAST_CI)
+LAYER11_DROP = Criterion("coupling(11) - coupling(10), variant seed_flattened", "<", 0.0, ci=CONTRAST_CI)
+RISES = Criterion("Spearman rho(layer, coupling), variant row_centred", ">", 0.0, ci=RHO_CI,
                   sample="every layer of the model")
 
 
-def coupling_by_layer(prediction):
-    table = prediction.measure("coupling")["coupling"]
-    return table[table["variant"] == "all"].sort_values("layer").set_index("layer")
+def coupling(prediction, variant: str):
+    passages = prediction.evidence["coupling"]["coupling_passages"]
+    return mean_profile(passages[passages["variant"] == variant], "coupling")
 
 
-def rise(prediction):
-    layers = coupling_by_layer(prediction)
-    x, y = layers.index.to_numpy(float), layers["coupling"].to_numpy(float)
-    ci = bootstrap_ci((x, y), spearman, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
-    prediction.conclude(effect=spearman(x, y), ci=ci, n=len(x), evidence={
-        "coupling": {int(k): round(float(v), 4) for k, v in layers["coupling"].items()},
-        "seed_coupling_gpt2": SEED_COUPLING, "passages": int(layers["n_passages"].min())})
+def rise(prediction, variant: str):
+    profile = coupling(prediction, variant)
+    result = layer_correlation(fixed_profile(profile.layers), profile,
+                               n_resamples=prediction.profile.bootstrap_resamples)
+    prediction.conclude(effect=result.rho, ci=result.ci, n=profile.n, evidence={
+        **result.evidence(), "coupling": dict(zip(profile.layers.tolist(), profile.profile.round(4).tolist())),
+        "seed_coupling_gpt2": SEED_COUPLING})
 
 
 def contrast(prediction, weights: dict[int, float]):
-    """A weighted sum of layer couplings with a CI from the per-layer CIs (independent normal errors)."""
-    layers = coupling_by_layer(prediction)
-    missing = sorted(set(weights) - set(layers.index))
-    if missing:
+    profile = coupling(prediction, "seed_flattened")
+    if missing := sorted(set(weights) - set(profile.layers.tolist())):
         prediction.not_run(f"the model has no layers {missing}")
-    effect = sum(w * layers.loc[k, "coupling"] for k, w in weights.items())
-    se = np.sqrt(sum((w * (layers.loc[k, "ci_high"] - layers.loc[k, "ci_low"]) / (2 * 1.96)) ** 2
-                     for k, w in weights.items()))
-    prediction.conclude(effect=float(effect), ci=(float(effect - 1.96 * se), float(effect + 1.96 * se)),
-                        n=int(layers["n_passages"].min()), evidence={
-                            "coupling": {k: float(layers.loc[k, "coupling"]) for k in weights},
-                            "seed": {k: SEED_COUPLING[k] for k in weights if k < len(SEED_COUPLING)}})
+    effect, ci = layer_contrast(profile, weights, n_resamples=prediction.profile.bootstrap_resamples)
+    prediction.conclude(effect=effect, ci=ci, n=profile.n, evidence={
+        "coupling": {k: float(v) for k, v in zip(profile.layers, profile.profile) if k in weights},
+        "seed": {k: SEED_COUPLING[k] for k in weights if k < len(SEED_COUPLING)}})
 
 
 @pytest.mark.prediction(
     id="P5a-coupling-rises-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
     claim="In GPT-2 small, inter-head coupling rises with depth.", criterion=RISES_NAMED)
 def test_coupling_rises_with_depth_in_gpt2(prediction):
-    rise(prediction)
+    rise(prediction, "seed_flattened")
 
 
 @pytest.mark.prediction(
@@ -88,4 +85,4 @@ def test_layer_11_drops_in_gpt2(prediction):
     id="P5d-coupling-rises", needs=("coupling",), form="general", source=SOURCE,
     claim="In a causal LM, inter-head coupling rises with depth.", criterion=RISES)
 def test_coupling_rises_with_depth(prediction):
-    rise(prediction)
+    rise(prediction, "row_centred")

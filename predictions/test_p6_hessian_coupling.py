@@ -1,66 +1,69 @@
-"""P6 — Hessian <-> coupling: the layers whose heads move together are the sharply curved ones.
+"""P6 — the attention probe against the Framework's own coupling, and coupling against curvature.
 
-Seed: framework-v12-navigator, Coupling: "Causally determines viscosity via eigenvalue
-calculation"; Viscosity: "Hessian eigenvalue spectrum {lambda_i} ... determined by
-coupling"; measurements-gpt2-april-2026, next step: "PyHessian run on GPT-2 small to
-compute actual Hessian eigenvalue spectrum and measure correlation against the
-attention probe values recorded here".
+Seed: framework-v12-navigator, Coupling: "H_ij = d2L/dtheta_i dtheta_j (off-diagonal
+Hessian)", "causally determines viscosity via eigenvalue calculation";
+measurements-gpt2-april-2026, next step: "compute actual Hessian eigenvalue spectrum and
+measure correlation against the attention probe values recorded here".
 
-Per layer: the top eigenvalue of the loss Hessian restricted to that layer's
-attention parameters (instrument ``hessian``, blocks "attention", Lanczos) and the
-layer's inter-head coupling (instrument ``coupling``, variant ``all``). Coupling is
-the off-diagonal Hessian in the Framework's reading, and off-diagonal mass raises
-the spectral radius, so the direction is fixed as positive:
-
-(a) named, gpt2: Spearman rho(layer coupling, layer top attention eigenvalue) > 0;
-(b) general, selected model: the same.
-The CI resamples (coupling, eigenvalue) layer pairs; the eigenvalue's own Lanczos
-error is far below the spread across layers and is not propagated.
+Per layer, the probe is the coupling instrument's default variant (row-centred; under
+grouped-query attention its ``_cross_kv`` form, whose pairs match the Hessian's units, the
+KV groups); ``hessian_coupling`` is the normalised off-diagonal Hessian between the layer's
+heads. Criteria, fixed before the data:
+(a) named, gpt2, and (b) general: Spearman rho(probe coupling, Hessian coupling) > 0 (the
+    seed variant's rho is reported beside it);
+(c) general, against curvature: ``test_p6c_coupling_curvature.py``.
+The probe resamples passages; the Hessian coupling draws each layer from its probe error.
 """
 
 import pytest
 
-from atlas import Criterion, bootstrap_ci, spearman
+from atlas import Criterion
+from atlas._evidence import ParametricProfile, layer_correlation, mean_profile
 
-SOURCE = ("framework-v12-navigator: Coupling 'causally determines viscosity via eigenvalue calculation'; "
+SOURCE = ("framework-v12-navigator: Coupling 'H_ij = off-diagonal Hessian', 'causally determines viscosity'; "
           "measurements-gpt2-april-2026: next step")
-
-NEEDS = {"coupling": {}, "hessian": {"blocks": "attention"}}  # per-layer attention blocks
-COUPLING_SETS_CURVATURE = Criterion(
-    statistic="Spearman rho(layer coupling (variant all), top Hessian eigenvalue of the layer's attention block)",
-    direction=">", threshold=0.0, ci="95% percentile bootstrap over layers",
-    sample="every layer the profile's hessian settings cover; one batch of passages for the Hessian")
+RHO_CI = "95% percentile bootstrap: passages of the probe, probe draws of the Hessian estimate"
+PROBE_TRACKS_HESSIAN = Criterion(
+    statistic="Spearman rho(probe coupling (row_centred; _cross_kv under GQA), Hessian coupling between heads)",
+    direction=">", threshold=0.0, ci=RHO_CI, sample="every layer; the Hessian on one batch spread over the domains")
 
 
-def judge(prediction):
-    coupling = prediction.measure("coupling")["coupling"]
-    coupling = coupling[coupling["variant"] == "all"].set_index("layer")["coupling"]
-    hessian = prediction.measure("hessian")["hessian"]
-    top = hessian[(hessian["kind"] == "eigenvalue") & (hessian["index"] == 0)]
-    top = top.assign(layer=top["block"].str.extract(r"layer\.(\d+)\.", expand=False).astype(int)).set_index("layer")
-    layers = sorted(set(coupling.index) & set(top.index))
-    x, y = coupling.loc[layers].to_numpy(float), top.loc[layers, "value"].to_numpy(float)
-    ci = bootstrap_ci((x, y), spearman, paired=True, n_resamples=prediction.profile.bootstrap_resamples)
-    prediction.conclude(effect=spearman(x, y), ci=ci, n=len(layers), evidence={
-        "coupling": dict(zip(layers, x.round(4).tolist())),
-        "top_eigenvalue": dict(zip(layers, y.round(6).tolist())),
-        "hessian_converged": bool(top.loc[layers, "converged"].all()),
-        "hessian_tokens": int(hessian["n_tokens"].iloc[0])})
+def probe(prediction, family: str = "row_centred"):
+    passages = prediction.evidence["coupling"]["coupling_passages"]
+    variant = family + "_cross_kv" if f"{family}_cross_kv" in set(passages["variant"]) else family
+    return variant, mean_profile(passages[passages["variant"] == variant], "coupling")
 
 
-@pytest.mark.prediction(
-    id="P6a-hessian-coupling-gpt2", form="named", model="gpt2", source=SOURCE, needs=NEEDS,
-    claim="In GPT-2 small, layers with higher inter-head coupling have a larger top Hessian eigenvalue in "
-          "their attention block.",
-    criterion=COUPLING_SETS_CURVATURE)
-def test_coupled_layers_are_sharply_curved_in_gpt2(prediction):
-    judge(prediction)
+def against_hessian_coupling(prediction):
+    layers = prediction.evidence["hessian_coupling"]["hessian_coupling_layers"]
+    hessian = ParametricProfile(layers["layer"].to_numpy(), layers["coupling"].to_numpy(float),
+                                layers["stderr"].to_numpy(float), int(layers["n_probes"].iloc[0]))
+    n = prediction.profile.bootstrap_resamples
+    variant, default = probe(prediction)
+    result = layer_correlation(default, hessian, n_resamples=n)
+    seed_variant, seed = probe(prediction, "seed_flattened")
+    seed_result = layer_correlation(seed, hessian, n_resamples=n)
+    prediction.conclude(effect=result.rho, ci=result.ci, n=default.n, evidence={
+        **result.evidence(), "variant": variant, "hessian_coupling": dict(zip(hessian.layers.tolist(),
+                                                                           hessian.profile.round(4).tolist())),
+        "seed_variant": {"variant": seed_variant, "rho": seed_result.rho, "ci": list(seed_result.ci)},
+        "hessian_tokens": int(layers["n_tokens"].iloc[0])})
+
+
+NEEDS = {"coupling": {}, "hessian_coupling": {}}
 
 
 @pytest.mark.prediction(
-    id="P6b-hessian-coupling", form="general", source=SOURCE, needs=NEEDS,
-    claim="In a causal LM, layers with higher inter-head coupling have a larger top Hessian eigenvalue in "
-          "their attention block.",
-    criterion=COUPLING_SETS_CURVATURE)
-def test_coupled_layers_are_sharply_curved(prediction):
-    judge(prediction)
+    id="P6a-probe-tracks-hessian-gpt2", form="named", model="gpt2", source=SOURCE, needs=NEEDS,
+    claim="In GPT-2 small, the layers whose heads attend alike are those whose heads are Hessian-coupled.",
+    criterion=PROBE_TRACKS_HESSIAN)
+def test_probe_tracks_hessian_coupling_in_gpt2(prediction):
+    against_hessian_coupling(prediction)
+
+
+@pytest.mark.prediction(
+    id="P6b-probe-tracks-hessian", form="general", source=SOURCE, needs=NEEDS,
+    claim="In a causal LM, the layers whose heads attend alike are those whose heads are Hessian-coupled.",
+    criterion=PROBE_TRACKS_HESSIAN)
+def test_probe_tracks_hessian_coupling(prediction):
+    against_hessian_coupling(prediction)

@@ -8,16 +8,20 @@ difference between lowest and highest", read as a corpus fingerprint of WebText.
 Two forms, criteria fixed here before any data:
 
 (a) named, on gpt2: the replicated domain perplexities rank the eight domains as
-    the seed did — Spearman rho(replicated, seed) >= 0.7, judged by a 95%
+    the seed did — Spearman rho(replicated, seed) >= 0.7, judged by a 95% BCa
     bootstrap CI (passages resampled within each domain).
 (b) general, on the selected model: domains differ in perplexity — the ratio of
-    the highest to the lowest domain perplexity exceeds 2; the two domains are
-    picked on the point estimates, the CI resamples passages within each.
+    the highest to the lowest domain perplexity exceeds 2. Picking the two domains
+    on the data that test them favours the claim (at a true ratio of exactly 2 it
+    came out supported 5% of the time, nominal 2.5%), so the pair is chosen on one
+    half of each domain's passages and the ratio estimated on the other half.
 """
 
+import numpy as np
 import pytest
 
 from atlas import Criterion, spearman
+from atlas._evidence import split_halves
 from atlas._stats import domain_bootstrap_ci
 
 SEED_PPL = {  # domain id -> the seed sheet's GPT-2 small perplexity
@@ -34,20 +38,21 @@ SEED_PPL = {  # domain id -> the seed sheet's GPT-2 small perplexity
 RANK_AGREEMENT = Criterion(
     statistic="Spearman rho between replicated and seed domain perplexities (8 seed domains)",
     direction=">=", threshold=0.7,
-    ci="95% percentile bootstrap, passages resampled within each domain",
+    ci="95% BCa bootstrap, passages resampled within each domain",
     sample="every seed domain present in the corpus; BOS policy prepend",
 )
 
 DOMAIN_SPREAD = Criterion(
     statistic="highest / lowest domain perplexity",
     direction=">", threshold=2.0,
-    ci="95% percentile bootstrap, passages resampled within each domain; domains fixed on point estimates",
-    sample="all domains of the corpus; BOS policy prepend",
+    ci="95% BCa bootstrap, passages resampled within each domain, on the estimation half",
+    sample="all domains of the corpus, each split in halves: the pair chosen on one, the ratio on the other; "
+           "BOS policy prepend",
 )
 
 
 def _domain_table(prediction):
-    tables = prediction.measure("perplexity")
+    tables = prediction.evidence["perplexity"]
     return tables["perplexity"], tables["perplexity_domains"].set_index("domain")
 
 
@@ -64,10 +69,9 @@ def test_gpt2_ranks_domains_as_the_seed(prediction):
     if len(shared) < len(SEED_PPL):
         prediction.not_run(f"the corpus lacks seed domains {sorted(set(SEED_PPL) - set(shared))}")
     rho = spearman([domains.loc[d, "ppl"] for d in shared], [SEED_PPL[d] for d in shared])
-    lo, hi = domain_bootstrap_ci(passages, lambda ppl: spearman([ppl[d] for d in shared],
-                                                                [SEED_PPL[d] for d in shared]),
-                                 domains=shared, n_resamples=prediction.profile.bootstrap_resamples)
-    prediction.conclude(effect=rho, ci=(lo, hi), n=int(domains.loc[shared, "n"].sum()), evidence={
+    ci = domain_bootstrap_ci(passages, lambda ppl: spearman([ppl[d] for d in shared], [SEED_PPL[d] for d in shared]),
+                             domains=shared, n_resamples=prediction.profile.bootstrap_resamples)
+    prediction.conclude(effect=rho, ci=ci, n=int(domains.loc[shared, "n"].sum()), evidence={
         "replicated_ppl": {d: round(float(domains.loc[d, "ppl"]), 3) for d in shared}, "seed_ppl": SEED_PPL})
 
 
@@ -79,12 +83,13 @@ def test_gpt2_ranks_domains_as_the_seed(prediction):
     criterion=DOMAIN_SPREAD,
 )
 def test_domain_perplexities_spread_more_than_twofold(prediction):
-    passages, domains = _domain_table(prediction)
-    high, low = domains["ppl"].idxmax(), domains["ppl"].idxmin()
-    ratio = domains.loc[high, "ppl"] / domains.loc[low, "ppl"]
-    lo, hi = domain_bootstrap_ci(passages, lambda ppl: ppl[high] / ppl[low], domains=[high, low],
-                                 n_resamples=prediction.profile.bootstrap_resamples)
-    prediction.conclude(effect=ratio, ci=(lo, hi), n=int(domains["n"].sum()), evidence={
-        "highest": {"domain": high, "ppl": float(domains.loc[high, "ppl"])},
-        "lowest": {"domain": low, "ppl": float(domains.loc[low, "ppl"])},
-        "domain_ppl": {d: round(float(p), 3) for d, p in domains["ppl"].items()}})
+    passages, _ = _domain_table(prediction)
+    choose, estimate = split_halves(passages)
+    pooled = {d: float(g["nll_sum"].sum() / g["n_tokens"].sum()) for d, g in choose.groupby("domain")}
+    high, low = max(pooled, key=pooled.get), min(pooled, key=pooled.get)
+    ppl = {d: float(np.exp(g["nll_sum"].sum() / g["n_tokens"].sum())) for d, g in estimate.groupby("domain")}
+    ci = domain_bootstrap_ci(estimate, lambda p: p[high] / p[low], domains=[high, low],
+                             n_resamples=prediction.profile.bootstrap_resamples)
+    prediction.conclude(effect=ppl[high] / ppl[low], ci=ci, n=len(estimate), evidence={
+        "highest": {"domain": high, "ppl": ppl[high]}, "lowest": {"domain": low, "ppl": ppl[low]},
+        "chosen_on": len(choose), "domain_ppl_estimation_half": {d: round(v, 3) for d, v in ppl.items()}})

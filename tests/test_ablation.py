@@ -145,6 +145,21 @@ def test_importance_equals_per_passage_autograd_and_finite_differences(tiny, few
     assert (table["importance"] > 0).all()
 
 
+def test_per_passage_nll_pools_to_the_ablation_table(tiny_gpt2, few):
+    tables = measure_ablation(tiny_gpt2, few, max_tokens=ALL, tokens_per_passage=20, batch_size=2, progress=False)
+    heads, passages = tables["ablation"], tables["ablation_passages"]
+    validate_table("ablation", heads)
+    validate_table("ablation_passages", passages)
+    per_passage = passages.groupby("passage_id")["n_tokens"].first()
+    assert len(per_passage) == len(few.passages) and (per_passage == 20).all()  # each passage's opening only
+    sums = passages.groupby(["layer", "head"])[["nll_sum", "n_tokens"]].sum()
+    np.testing.assert_allclose(np.exp(sums["nll_sum"] / sums["n_tokens"]), heads.set_index(["layer", "head"])["ppl"],
+                               rtol=1e-12)
+    base = passages.groupby("passage_id")[["baseline_nll_sum", "n_tokens"]].first().sum()
+    assert math.exp(base["baseline_nll_sum"] / base["n_tokens"]) == pytest.approx(heads["baseline_ppl"].iloc[0],
+                                                                                 rel=1e-12)
+
+
 def test_token_budget_cuts_the_last_passage_to_fit(tiny_gpt2, few):
     encoded = encode(tiny_gpt2, [p.text for p in few.passages], "prepend")
     first = len(encoded[0]) - 1

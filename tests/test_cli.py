@@ -25,7 +25,7 @@ def test_bad_corpus_is_one_clear_error_and_nothing_is_stored(tmp_path):
     db = f"sqlite:///{tmp_path / 'a.db'}"
     result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--corpus", str(corpus),
                                        "--db", db])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "line 2: duplicate id 'a'" in result.output and "Traceback" not in result.output
     assert Store(db).runs() == []
 
@@ -57,5 +57,47 @@ def test_verdicts_json_lists_the_latest_verdict_of_each_prediction_version(tmp_p
     result = CliRunner().invoke(main, ["verdicts", "--db", db, "--json"])
     [v] = json.loads(result.stdout)["verdicts"]
     assert v["outcome"] == "supported" and v["ci_high"] is None and v["n"] == 3
-    assert set(v) == {"prediction", "version", "form", "model", "outcome", "effect", "ci_low", "ci_high", "n",
-                      "criterion_hash", "reason"}
+    assert set(v) == {"id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile",
+                      "code_version", "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash",
+                      "reason", "created_at"}
+
+
+def test_help_imports_neither_torch_nor_transformers_nor_great_expectations():
+    """Every --help answers from the instruments' source (atlas._catalog), never importing the heavy stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from atlas.cli import main\n"
+            "for args in (['--help'], ['measure', '--help'], ['measure', 'hessian', '--help'], ['report', '--help']):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'great_expectations', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_catalog_read_from_source_agrees_with_the_registry():
+    from atlas._catalog import catalog
+    from atlas.instruments import INSTRUMENTS
+
+    entries = catalog()
+    assert list(entries) == list(INSTRUMENTS)
+    for name, instrument in INSTRUMENTS.items():
+        entry = entries[name]
+        assert {s.name: s.default for s in entry.settings} == instrument.defaults
+        assert {s.name: s.choices for s in entry.settings if s.choices} == instrument.choices
+        assert {s.name for s in entry.settings if s.model} == set(instrument.models)
+        assert entry.summary == instrument.summary and all(s.help for s in entry.settings), name
+
+
+def test_a_setting_outside_its_set_is_a_usage_error_naming_the_choices():
+    result = CliRunner().invoke(main, ["measure", "hessian", "--model", "tiny-gpt2", "--blocks", "heads",
+                                       "--db", "sqlite://"])
+    assert result.exit_code == 2 and "'heads' is not one of 'model', 'attention', 'mlp', 'layers'" in result.output
+
+
+def test_an_unknown_model_name_suggests_close_registry_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "smollm-135m-instruct", "--db", "sqlite://"])
+    assert result.exit_code == 1
+    assert "did you mean smollm2-135m-instruct" in result.output and "`atlas models`" in result.output

@@ -14,9 +14,12 @@ from atlas import (INSTRUMENTS, Corpus, Passage, SchemaViolation, load_corpus, l
 from atlas._anatomy import kv_groups
 from atlas._cisp import _hook_count, model_checksum
 from atlas._scoring import encode
-from atlas.instruments.coupling import head_pair_matrix, layer_coupling, measure_coupling, shared_kv_pairs
+from atlas.instruments.coupling import (head_pair_matrix, layer_coupling, measure_coupling, row_pair_matrix,
+                                       shared_kv_pairs)
 
-GQA_VARIANTS = {"all_cross_kv", "no_sink_cross_kv"}
+FAMILIES = ("row_centred", "seed_flattened")
+MHA_VARIANTS = {f + s for f in FAMILIES for s in ("", "_no_sink")}
+GQA_VARIANTS = {v + "_cross_kv" for v in MHA_VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +53,13 @@ def test_tables_match_schema_on_every_layout(tiny, small, store):
     validate_table("coupling", summary)
     gqa = kv_groups(tiny.model) > 1
     assert gqa == (tiny.name == "tiny-llama")
-    expected = {"all", "no_sink"} | (GQA_VARIANTS if gqa else set())
+    expected = MHA_VARIANTS | (GQA_VARIANTS if gqa else set())
     assert set(passages["variant"]) == set(summary["variant"]) == expected
     assert len(passages) == len(small.passages) * tiny.n_layers * len(expected)
     assert (summary["n_passages"] == len(small.passages)).all()
     assert sorted(set(summary["layer"])) == list(range(tiny.n_layers))
     # 4 heads: 6 pairs; tiny-llama's 2 KV heads of 2 query heads each leave 4 pairs across KV heads
-    assert set(passages.loc[passages["variant"].isin(["all", "no_sink"]), "n_pairs"]) == {6}
+    assert set(passages.loc[passages["variant"].isin(MHA_VARIANTS), "n_pairs"]) == {6}
     assert set(passages.loc[passages["variant"].isin(GQA_VARIANTS), "n_pairs"]) <= {4}
     assert passages["n_tokens"].max() <= 128
 
@@ -100,8 +103,9 @@ def test_matches_numpy_corrcoef_on_output_attentions():
             attentions = lm.model(input_ids=torch.tensor([ids]), output_attentions=True).attentions
         for layer, maps in enumerate(attentions):
             maps = maps[0].double().numpy()
-            for variant, sink, pairs in [("all", True, all_pairs), ("no_sink", False, all_pairs),
-                                         ("all_cross_kv", True, cross), ("no_sink_cross_kv", False, cross)]:
+            for variant, sink, pairs in [("seed_flattened", True, all_pairs), ("seed_flattened_no_sink", False, all_pairs),
+                                         ("seed_flattened_cross_kv", True, cross),
+                                         ("seed_flattened_no_sink_cross_kv", False, cross)]:
                 assert table.loc[(passage.id, layer, variant), "coupling"] == pytest.approx(
                     reference_coupling(maps, sink, pairs), abs=1e-6)
                 assert table.loc[(passage.id, layer, variant), "n_pairs"] == len(pairs)
@@ -110,7 +114,8 @@ def test_matches_numpy_corrcoef_on_output_attentions():
 def test_the_sink_variant_differs_from_all(tiny, small):
     table = measure_coupling(tiny, small, progress=False)["coupling_passages"]
     wide = table.pivot_table(index=["passage_id", "layer"], columns="variant", values="coupling")
-    assert (wide["all"] - wide["no_sink"]).abs().min() > 1e-6
+    for family in FAMILIES:
+        assert (wide[family] - wide[family + "_no_sink"]).abs().min() > 1e-6
 
 
 def test_model_left_as_found_attention_implementation_included():
@@ -124,11 +129,77 @@ def test_model_left_as_found_attention_implementation_included():
 
 
 def test_cells_without_a_defined_pair_are_left_out_with_a_warning(tiny_gpt2, small):
-    """Two tokens: without the sink each head's map is one number, so no correlation is defined."""
+    """Two tokens: without the sink each head's map is one number, so no correlation is defined; and no row has
+    the 3 keys the row-centred family needs."""
     with pytest.warns(RuntimeWarning, match="no head pair with a defined correlation"):
         table = measure_coupling(tiny_gpt2, small, max_tokens=2, progress=False)["coupling_passages"]
-    assert set(table["variant"]) == {"all"} and (table["n_tokens"] == 2).all()
+    assert set(table["variant"]) == {"seed_flattened"} and (table["n_tokens"] == 2).all()
     assert table["coupling"].notna().all()
+
+
+# --- a probe of heads, not of the causal mask ---------------------------------------------------
+
+def row_twin(maps: torch.Tensor, seed: int) -> torch.Tensor:
+    """Each row's weights shuffled among its own keys: the same row profile, nothing else in common."""
+    g, twin = torch.Generator().manual_seed(seed), maps.clone()
+    for i in range(maps.shape[-1]):
+        twin[..., i, : i + 1] = maps[..., i, torch.randperm(i + 1, generator=g)]
+    return twin
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_independent_random_heads_couple_at_zero_under_the_default_and_not_under_the_seeds(scale):
+    """300 pairs of independent random causal maps (softmax of N(0, scale^2) logits), T = 64."""
+    g = torch.Generator().manual_seed(7)
+    rows, flat = [], []
+    for _ in range(300):
+        logits = torch.randn(2, 64, 64, generator=g) * scale
+        maps = logits.masked_fill(~torch.ones(64, 64, dtype=torch.bool).tril(), -torch.inf).softmax(-1)
+        rows.append(float(row_pair_matrix(maps)[0, 1]))
+        flat.append(float(head_pair_matrix(maps)[0, 1]))
+    assert abs(np.mean(rows)) <= 0.01  # expected value 0: the rows are exchangeable and independent
+    assert np.mean(flat) > 0.05  # the seed's probe couples them through the shared 1/(i+1) row profile
+
+
+def test_a_copy_couples_at_one_and_a_row_permuted_twin_at_zero():
+    twins = []
+    for seed in range(100):
+        head = causal_maps(seed, 1, 48)[0]
+        corr = row_pair_matrix(torch.stack([head, head, row_twin(head, seed)]))
+        assert corr[0, 1] == pytest.approx(1.0, abs=1e-12)
+        twins.append(float(corr[0, 2]))
+    assert abs(np.mean(twins)) <= 0.02
+
+
+def test_random_weights_couple_at_zero_under_the_default(starter):
+    """Tiny models at initialisation compute nothing: the seed's probe gives about 1 there, the default about 0."""
+    table = pd.concat([measure_coupling(load_model(name, device="cpu"), starter.sample(2), progress=False)
+                       ["coupling_passages"] for name in ("tiny-gpt2", "tiny-opt", "tiny-llama")])
+    by_variant = table.groupby("variant")["coupling"].mean()
+    assert abs(by_variant["row_centred"]) <= 0.05 and abs(by_variant["row_centred_no_sink"]) <= 0.05
+    assert by_variant["seed_flattened"] > 0.9
+
+
+def test_row_pair_matrix_by_hand():
+    """Row 2 alone has 3 keys; the heads' centred rows are (-2, -1, 3)/30 and (2, 0, -2)/10 -> r = -10 / sqrt(14 * 8)."""
+    maps = torch.tensor([
+        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.8 / 3, 0.9 / 3, 1.3 / 3]],
+        [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [1 / 3 + 0.2, 1 / 3, 1 / 3 - 0.2]],
+    ])
+    expected = float(np.corrcoef(maps[0, 2].numpy(), maps[1, 2].numpy())[0, 1])
+    assert expected == pytest.approx(-10 / math.sqrt(14 * 8), abs=1e-6)
+    assert row_pair_matrix(maps)[0, 1] == pytest.approx(expected, abs=1e-6)
+    assert row_pair_matrix(maps, sink=False).isnan().all()  # without the sink no row has 3 keys
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), heads=st.integers(1, 5), t=st.integers(3, 12), sink=st.booleans())
+def test_row_pair_matrix_is_a_correlation_matrix(seed, heads, t, sink):
+    corr = row_pair_matrix(causal_maps(seed, heads, t), sink=sink)
+    defined = corr.nan_to_num()
+    assert corr.shape == (heads, heads) and corr.dtype == torch.float64
+    torch.testing.assert_close(defined, defined.T, rtol=0, atol=1e-12)  # symmetric up to rounding
+    assert (defined.abs() <= 1).all()
 
 
 # --- the pair matrix ---------------------------------------------------------------------------
@@ -192,7 +263,7 @@ def test_shared_kv_pairs_follow_h_floor_div_groups():
 
 def test_layer_coupling_is_the_passage_mean_with_a_ci_around_it():
     table = pd.DataFrame({"passage_id": ["a", "b", "c", "a"], "domain": ["d"] * 4, "layer": [0, 0, 0, 1],
-                          "variant": ["all"] * 4, "coupling": [0.2, 0.4, 0.9, 0.5], "n_pairs": [6] * 4,
+                          "variant": ["row_centred"] * 4, "coupling": [0.2, 0.4, 0.9, 0.5], "n_pairs": [6] * 4,
                           "n_tokens": [10] * 4})
     summary = layer_coupling(table, n_resamples=500)
     validate_table("coupling", summary)
@@ -222,10 +293,10 @@ def test_smollm2_coupling_on_real_text(smollm2, shared_corpus, store):
                             max_tokens=48, bootstrap_resamples=200)
     passages, summary = result.tables["coupling_passages"], result.tables["coupling"]
     assert sorted(set(summary["layer"])) == list(range(30))
-    assert set(summary["variant"]) == {"all", "no_sink"} | GQA_VARIANTS
+    assert set(summary["variant"]) == MHA_VARIANTS | GQA_VARIANTS
     assert passages["coupling"].between(-1, 1).all() and summary["coupling"].between(-1, 1).all()
     assert (summary["n_passages"] == 16).all()
     # 9 heads: 36 pairs; 3 KV heads of 3 query heads each leave 27 pairs across KV heads
-    assert set(passages.loc[passages["variant"] == "all", "n_pairs"]) == {36}
-    assert set(passages.loc[passages["variant"] == "all_cross_kv", "n_pairs"]) == {27}
+    assert set(passages.loc[passages["variant"] == "seed_flattened", "n_pairs"]) == {36}
+    assert set(passages.loc[passages["variant"] == "seed_flattened_cross_kv", "n_pairs"]) == {27}
     assert smollm2.model.config._attn_implementation == "sdpa"

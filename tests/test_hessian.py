@@ -1,6 +1,7 @@
 import inspect
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, GPT2Config
 
-from atlas import Corpus, LoadedModel, Passage, run_instrument
+from atlas import Corpus, LoadedModel, Passage, load_model, run_instrument
 from atlas._anatomy import attention_params, eager_attention, mlp_params
 from atlas._cisp import model_checksum
 from atlas._models import _byte_tokenizer
@@ -291,3 +292,19 @@ def test_smollm2_attention_block_with_a_tiny_budget(smollm2, shared_corpus, stor
     assert set(table["block"]) == {"layer.29.attention"}
     assert eigen.loc[0, "value"] > 0 and eigen.loc[0, "value"] > eigen.loc[-1, "value"]
     assert (eigen["n_hvp"] <= 4).all() and table.loc[table["kind"] == "trace", "n_hvp"].item() == 2
+
+
+def test_a_bfloat16_model_is_measured_in_float32_through_a_copy(starter):
+    """The products run on a float32 copy of the bf16 weights: the same numbers as a float32 model holding
+    exactly those weights, and the bf16 model itself is left as it was."""
+    bf16 = load_model("tiny-gpt2", device="cpu", dtype="bfloat16")
+    rounded = load_model("tiny-gpt2", device="cpu")
+    rounded.model.load_state_dict({k: v.float() for k, v in bf16.model.state_dict().items()})
+    settings_ = dict(blocks="attention", layers="0", top_k=1, lanczos_steps=6, hutchinson_samples=2, slq_runs=0,
+                     max_tokens=48, tokens_per_passage=6, progress=False)
+    before = model_checksum(bf16.model)
+    a = measure_hessian(bf16, starter, **settings_)["hessian"]
+    b = measure_hessian(rounded, starter, **settings_)["hessian"]
+    pd.testing.assert_frame_equal(a, b)
+    assert model_checksum(bf16.model) == before and bf16.model.dtype == torch.bfloat16
+    assert a["n_tokens"].iloc[0] == 48  # 8 domains x 6 tokens

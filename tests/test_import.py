@@ -41,7 +41,7 @@ def test_the_seed_record_round_trips():
     [cpl] = store.runs(instrument="coupling")
     layers = store.tables(cpl.id)["coupling"]
     assert layers["coupling"].tolist() == [r["coupling"] for r in seed["coupling"]["rows"]]
-    assert set(layers["variant"]) == {"all"}
+    assert set(layers["variant"]) == {"seed_flattened"}
 
 
 def test_territory_labels_become_judgments_never_columns():
@@ -119,7 +119,7 @@ def test_csv_import_and_its_errors_by_line(tmp_path):
     good.write_text("layer,coupling,interpretation\n0,0.61,\n1,0.70,rises\n")
     db = f"sqlite:///{tmp_path / 'a.db'}"
     result = CliRunner().invoke(main, ["import", str(good), "--model", "pythia-70m", "--source", "notebook",
-                                       "--default", "variant=all", "--default", "n_passages=1", "--db", db, "--json"])
+                                       "--default", "variant=seed_flattened", "--default", "n_passages=1", "--db", db, "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["runs"][0]["tables"] == ["coupling"] and out["judgments"] == 1
@@ -129,7 +129,7 @@ def test_csv_import_and_its_errors_by_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("domain,n,ppl\npoetry,3,58.1\nspanish,three,80\nprose,2,0.3\n")
     result = CliRunner().invoke(main, ["import", str(bad), "--model", "gpt2", "--source", "x", "--db", db])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert "line 3, column 'n': expected an integer, got 'three'" in result.output
     assert "line 4, column 'ppl': 0.3 is below the minimum 1" in result.output
     assert len(Store(db).runs()) == 1

@@ -12,7 +12,7 @@ from atlas.cli import main
 
 DOMAINS = pd.DataFrame({"domain": ["poetry", "spanish"], "n": [3, 3], "n_tokens": [90, 80], "ppl": [40.0, 70.0],
                         "ci_low": [35.0, 60.0], "ci_high": [45.0, 80.0], "bits_per_byte": [1.2, 1.5]})
-COUPLING = pd.DataFrame({"layer": [0, 0, 1, 1], "variant": ["all", "no_sink"] * 2, "coupling": [0.6, 0.5, 0.7, 0.4],
+COUPLING = pd.DataFrame({"layer": [0, 0, 1, 1], "variant": ["row_centred", "row_centred_no_sink"] * 2, "coupling": [0.6, 0.5, 0.7, 0.4],
                          "ci_low": [0.5, 0.4, 0.6, 0.3], "ci_high": [0.7, 0.6, 0.8, 0.5], "n_passages": [3] * 4})
 
 
@@ -107,5 +107,5 @@ def test_cli_judge(tmp_path):
     assert "perplexity_domains[spanish].territory = 'laminar' by Ada" in ok.output
     bad = CliRunner().invoke(main, ["judge", ppl[:8], "territory", "soggy", "--row", "spanish", "--by", "Ada",
                                     "--db", db])
-    assert bad.exit_code == 1 and "not an allowed value" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "not an allowed value" in bad.output and "Traceback" not in bad.output
     assert [j.value for j in Store(db).judgments()] == ["laminar"]

@@ -44,6 +44,15 @@ def test_bos_policy_none_matches_hf_labels_loss(tiny, small):
         assert row.nll_sum / row.n_tokens == pytest.approx(loss, rel=1e-5)
 
 
+def test_bos_policy_none_leaves_the_unscored_first_tokens_bytes_out_of_bits_per_byte(tiny_gpt2, small):
+    """The byte tokenizer's first token is the text's first byte (an ASCII letter here): one byte less."""
+    none = measure_perplexity(tiny_gpt2, small, bos_policy="none", progress=False)["perplexity"]
+    prepend = measure_perplexity(tiny_gpt2, small, bos_policy="prepend", progress=False)["perplexity"]
+    assert (prepend["n_bytes"] == [len(p.text.encode()) for p in small.passages]).all()
+    assert (none["n_bytes"] == prepend["n_bytes"] - 1).all()
+    assert none["bits_per_byte"].tolist() == pytest.approx((none["nll_sum"] / (math.log(2) * none["n_bytes"])).tolist())
+
+
 def test_bos_policy_prepend_scores_every_text_token_after_the_document_start(tiny_gpt2, small):
     table = measure_perplexity(tiny_gpt2, small, bos_policy="prepend", progress=False)["perplexity"]
     passage = small.passages[0]

@@ -9,12 +9,12 @@ import pytest
 from atlas import Criterion
 from atlas._stats import domain_bootstrap_ci
 
-def spread(prediction, corpus=None):
-    tables = prediction.measure("perplexity", corpus=corpus)
+def spread(prediction, interval=True):
+    tables = prediction.evidence["perplexity"]
     domains = tables["perplexity_domains"].set_index("domain")
     high, low = domains["ppl"].idxmax(), domains["ppl"].idxmin()
     lo, hi = domain_bootstrap_ci(tables["perplexity"], lambda p: p[high] / p[low], domains=[high, low],
-                                 n_resamples=200)
+                                 n_resamples=200) if interval else (float("nan"), float("nan"))
     prediction.conclude(effect=domains.loc[high, "ppl"] / domains.loc[low, "ppl"], ci=(lo, hi),
                         n=int(domains["n"].sum()), evidence={"high": high, "low": low})
 
@@ -30,11 +30,11 @@ def test_supported(prediction):
 def test_refuted(prediction):
     spread(prediction)
 
-@pytest.mark.prediction(id="T-inconclusive", claim="one passage per domain gives no interval",
+@pytest.mark.prediction(id="T-inconclusive", claim="an analysis that yields no interval is never judged",
                         needs=("perplexity",),
                         criterion=Criterion("highest / lowest domain perplexity", ">", 0.5))
 def test_inconclusive(prediction):
-    spread(prediction, corpus=prediction.corpus.sample(1))
+    spread(prediction, interval=False)
 
 @pytest.mark.prediction(id="T-not-run", claim="needs real GPT-2", model="gpt2", form="named",
                         needs=("perplexity",),
@@ -58,8 +58,8 @@ def project(pytester, monkeypatch):
 
 def assert_outcomes(result):
     outcomes = result.parseoutcomes()
-    assert {k: outcomes.get(k) for k in ("passed", "failed", "skipped", "inconclusive")} == {
-        "passed": 1, "failed": 1, "skipped": 1, "inconclusive": 1}, result.stdout.str()
+    assert {k: outcomes.get(k) for k in ("passed", "failed", "refuted", "skipped", "inconclusive")} == {
+        "passed": 1, "failed": None, "refuted": 1, "skipped": 1, "inconclusive": 1}, result.stdout.str()
 
 
 def check_store_and_report(pytester, db):
@@ -70,7 +70,9 @@ def check_store_and_report(pytester, db):
     supported = verdicts["T-supported"]
     assert supported.n == 24 and supported.ci_low <= supported.effect <= supported.ci_high
     assert supported.model == "tiny-gpt2" and supported.run_ids and supported.criterion["threshold"] == 0.5
-    assert len(supported.criterion_hash) == 64 and supported.version == supported.criterion_hash[:12]
+    assert len(supported.criterion_hash) == 64 and len(supported.version) == 12
+    assert supported.version != verdicts["T-refuted"].version  # same analysis, another criterion
+    assert supported.corpus == "corpus" and supported.profile == "quick" and supported.code_version
     assert "gpt2" in verdicts["T-not-run"].reason and verdicts["T-not-run"].effect is None
     html = (pytester.path / "reports" / "index.html").read_text()
     for pid in verdicts:

@@ -62,23 +62,24 @@ def test_general_forms_reach_verdicts_and_named_forms_are_not_run(pytester, monk
     named = {k: v for k, v in verdicts.items() if v.form == "named"}
     assert set(general) == {"P0b-domain-perplexity-spread", "P1b-coupled-layers-resist", "P2c-named-domain-moves-most",
                             "P3c-tuning-variance", "P3d-tuning-archaeological", "P5d-coupling-rises",
-                            "P6b-hessian-coupling"}, result.stdout.str()
+                            "P6b-probe-tracks-hessian", "P6c-coupling-sets-curvature"}, result.stdout.str()
     assert all(v.outcome != "not_run" for v in general.values()), {k: v.reason for k, v in general.items()}
     assert named and all(v.outcome == "not_run" and "not available" in v.reason for v in named.values())
     # built to be refuted: random weights find every domain equally hard
     assert general["P0b-domain-perplexity-spread"].outcome == "refuted"
-    # built to be inconclusive: a correlation over two layers has no bootstrap interval
-    for pid in ("P1b-coupled-layers-resist", "P5d-coupling-rises", "P6b-hessian-coupling"):
-        assert general[pid].outcome == "inconclusive" and general[pid].n == 2
+    # built to be inconclusive: a correlation over two layers has no interval
+    for pid in ("P1b-coupled-layers-resist", "P5d-coupling-rises", "P6b-probe-tracks-hessian",
+                "P6c-coupling-sets-curvature"):
+        assert general[pid].outcome == "inconclusive" and general[pid].evidence["n_layers"] == 2
     # built to be supported: the tuned copy learned the archaeological domains
     assert general["P3d-tuning-archaeological"].outcome == "supported"
     # every sample size is recorded with the verdict
-    inputs = general["P6b-hessian-coupling"].evidence["inputs"]
+    inputs = general["P6c-coupling-sets-curvature"].evidence["inputs"]
     assert {i["instrument"] for i in inputs} == {"coupling", "hessian"}
     assert all("max_tokens" in i["settings"] for i in inputs)
     # CISP sequenced the inputs: measured once, reused afterwards, in the declared order
     events = store.events()
-    p6 = [(e.instrument, e.action) for e in events if e.prediction == "P6b-hessian-coupling"]
+    p6 = [(e.instrument, e.action) for e in events if e.prediction == "P6c-coupling-sets-curvature"]
     assert p6[:2] == [("coupling", "reused"), ("hessian", "measured")]
     assert (pytester.path / "reports" / "index.html").is_file()
 

@@ -16,12 +16,12 @@ CRITERION = Criterion("mean ppl", ">", 1.0)
 @pytest.mark.prediction(id="T-undeclared", claim="measures what it did not declare", needs=("perplexity",),
                         criterion=CRITERION)
 def test_undeclared(prediction):
-    prediction.measure("coupling")
+    prediction.evidence["coupling"]
 
 @pytest.mark.prediction(id="T-declared", claim="uses what it declared", needs=("perplexity",),
                         criterion=CRITERION)
 def test_declared(prediction):
-    ppl = prediction.measure("perplexity")["perplexity_domains"]["ppl"]
+    ppl = prediction.evidence["perplexity"]["perplexity_domains"]["ppl"]
     prediction.conclude(effect=float(ppl.mean()), ci=(float(ppl.min()), float(ppl.max())), n=len(ppl))
 '''
 
@@ -69,12 +69,13 @@ def test_reuse_hits_on_identical_settings_misses_on_changed_ones_and_names_stale
     assert run_instrument(store, tiny_gpt2, corpus, "perplexity", progress=False, session="s").reused
     assert not run_instrument(store, tiny_gpt2, corpus, "perplexity", progress=False, session="s",
                               batch_size=2).reused
-    monkeypatch.setitem(INSTRUMENTS, "perplexity", dataclasses.replace(INSTRUMENTS["perplexity"], version="2"))
+    old = INSTRUMENTS["perplexity"].version
+    monkeypatch.setitem(INSTRUMENTS, "perplexity", dataclasses.replace(INSTRUMENTS["perplexity"], version="next"))
     again = run_instrument(store, tiny_gpt2, corpus, "perplexity", progress=False, session="s")
-    assert not again.reused and again.run.instrument_version == "2"
+    assert not again.reused and again.run.instrument_version == "next"
     log = store.events("s")
     assert [e.action for e in log] == ["measured", "reused", "measured", "measured"]
-    assert log[1].run_id == first.run.id and "stale" in log[3].reason and "instrument v1, now v2" in log[3].reason
+    assert log[1].run_id == first.run.id and "stale" in log[3].reason and f"instrument v{old}, now vnext" in log[3].reason
 
 
 def test_a_model_changed_outside_cisp_is_refused_before_measuring(store, starter):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from atlas import INSTRUMENTS, IsolationBreach, SchemaViolation, Store, run_instrument
+from atlas import INSTRUMENTS, IsolationBreach, SchemaViolation, SettingsError, Store, run_instrument
 from atlas._cisp import model_checksum
 from atlas._store import Run, utcnow
 
@@ -61,7 +61,7 @@ def test_runs_record_provenance_and_are_reused_only_on_identical_settings(store,
 
 
 def test_unknown_setting_is_refused(store, tiny_gpt2, starter):
-    with pytest.raises(TypeError, match="no setting"):
+    with pytest.raises(SettingsError, match="no setting"):
         run_instrument(store, tiny_gpt2, starter, "perplexity", bos="none")
 
 

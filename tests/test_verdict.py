@@ -1,6 +1,8 @@
 import math
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,12 +27,32 @@ def test_missing_data_is_never_supported(effect, a, b):
         assert criterion.judge(*args) is Outcome.INCONCLUSIVE
 
 
-@given(finite, finite, finite)
-def test_supported_and_refuted_are_exclusive_and_mirror(threshold, a, b):
+@pytest.mark.parametrize("nan", [np.float32("nan"), np.float64("nan"), torch.tensor(float("nan")),
+                                 torch.tensor(float("nan"), dtype=torch.bfloat16), float("inf"), np.float32("-inf"),
+                                 torch.tensor(float("inf"))])
+def test_non_finite_numbers_of_any_type_are_never_judged(nan):
+    """Python's math.isnan check alone let numpy and torch NaN through as 'supported'."""
+    criterion = Criterion("s", ">", 0.1)
+    for args in [(nan, 0.2, 0.3), (0.25, nan, 0.3), (0.25, 0.2, nan)]:
+        outcome, reason = criterion.judge_with_reason(*args)
+        assert outcome is Outcome.INCONCLUSIVE and "not finite" in reason
+
+
+@given(finite, finite, finite, st.sampled_from([">", ">=", "<", "<="]))
+def test_the_decision_rule_reads_the_ci_against_the_threshold(threshold, a, b, direction):
+    """Supported exactly when the whole CI lies on the claimed side; refuted exactly when it lies on the other;
+    inconclusive otherwise (boundaries by the direction's strictness)."""
     lo, hi = sorted((a, b))
-    up, down = Criterion("s", ">", threshold).judge(lo, lo, hi), Criterion("s", "<=", threshold).judge(lo, lo, hi)
-    assert {up, down} <= {Outcome.SUPPORTED, Outcome.REFUTED, Outcome.INCONCLUSIVE}
-    assert (up is Outcome.SUPPORTED) == (down is Outcome.REFUTED)
+    outcome = Criterion("s", direction, threshold).judge((lo + hi) / 2, lo, hi)
+    claimed = {">": lo > threshold, ">=": lo >= threshold, "<": hi < threshold, "<=": hi <= threshold}[direction]
+    other = {">": hi <= threshold, ">=": hi < threshold, "<": lo >= threshold, "<=": lo > threshold}[direction]
+    expected = Outcome.SUPPORTED if claimed else Outcome.REFUTED if other else Outcome.INCONCLUSIVE
+    assert outcome is expected
+    # the mirror criterion swaps supported and refuted
+    mirror = {">": "<=", ">=": "<", "<": ">=", "<=": ">"}[direction]
+    flipped = Criterion("s", mirror, threshold).judge((lo + hi) / 2, lo, hi)
+    assert (outcome is Outcome.SUPPORTED) == (flipped is Outcome.REFUTED)
+    assert (outcome is Outcome.REFUTED) == (flipped is Outcome.SUPPORTED)
 
 
 def test_editing_a_criterion_makes_a_new_version():

@@ -13,7 +13,9 @@
   n_resamples, seed)``: CISP stores them as a derived run with its own key, so a new
   number of bootstrap resamples never repeats the measurement;
 * settings and their defaults are the entry function's keyword-only parameters (read
-  from its signature, never restated), except ``progress``;
+  from its signature, never restated), except ``progress``; a ``Literal[...]`` annotation
+  makes a setting's values a set (CISP refuses others, the CLI offers them as choices),
+  and the docstring's ``Settings:`` section (``name: what it does``) is their help;
 * ``models``: settings that name another model (a pairwise instrument such as
   ``interpolation``'s ``other``): the user gives a model name, CISP loads it, records
   its revision in the run and its reuse key, and the entry function receives the
@@ -26,6 +28,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,6 +51,8 @@ class Instrument:
     models: tuple[str, ...] = ()  # settings naming another model, passed in as a LoadedModel
     #: every setting with its default: the entry function's keyword-only parameters, read at registration
     defaults: dict = field(default_factory=dict)
+    #: settings whose values are a set: from their ``Literal[...]`` annotations
+    choices: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def table(self) -> str:
@@ -83,8 +88,11 @@ def instrument(name: str, *, version: str, measures: tuple[str, ...], terms: tup
                              f"{fn.__name__}, and measures must name at least one table")
         defaults = {p.name: p.default for p in params.values()
                     if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _NOT_SETTINGS}
+        hints = typing.get_type_hints(fn)
+        choices = {k: typing.get_args(hints[k]) for k in defaults
+                   if k in hints and typing.get_origin(hints[k]) is typing.Literal}
         entry = Instrument(name, version, fn, tuple(measures), tuple(terms), dict(summaries or {}), tuple(models),
-                           defaults)
+                           defaults, choices)
         INSTRUMENTS[name] = entry
         fn.instrument = entry
         return fn

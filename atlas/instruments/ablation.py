@@ -18,14 +18,18 @@ Importance is Michel's I_h: the mean over passages of |dL_passage / d gate_h| at
 gates 1, L_passage the passage's mean NLL per token (one backward per batch, with a
 gate per passage so that the gradients stay separate).
 
-Data: ``atlas._scoring.token_budget``: passages with the domains taking turns, BOS
-policy ``prepend``, until ``max_tokens`` tokens are scored (the last passage cut
-short). Perplexity is exp(total NLL / total scored tokens), padding masked.
+Data: ``atlas._scoring.budgeted``: passages with the domains taking turns, BOS policy
+``prepend``, at most ``tokens_per_passage`` tokens of each (0: whole passages), until
+``max_tokens`` tokens are scored (the last passage cut short). Perplexity is
+exp(total NLL / total scored tokens), padding masked.
 
 Table ``ablation``, one row per (layer, head): ppl with the head ablated, delta_ppl =
-ppl - baseline_ppl, baseline_ppl, importance, n_tokens. Table ``ablation_layers``
-(``layer_ablation``): per layer the mean delta_ppl over its heads with a 95%
-percentile-bootstrap CI over heads, and the mean importance.
+ppl - baseline_ppl, baseline_ppl, importance, n_tokens. Table ``ablation_passages``,
+one row per (passage, layer, head): the summed NLL of the passage's scored tokens with
+the head ablated and without (``baseline_nll_sum``), and their number, so that an
+analysis can resample passages (token noise) rather than heads alone. Table
+``ablation_layers`` (``layer_ablation``): per layer the mean delta_ppl over its heads
+with a 95% bootstrap CI over the layer's heads, and the mean importance.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from tqdm.auto import tqdm
 
 from .._anatomy import decoder_layers, final_norm, output_projection
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
-from .._scoring import batches, token_budget, token_nll
+from .._scoring import batches, budgeted, token_nll
 from .._stats import bootstrap_ci
 from ._registry import instrument
 
@@ -62,22 +67,36 @@ def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 
     return pd.DataFrame(rows)
 
 
-@instrument("ablation", version="1", measures=("ablation",), summaries={"ablation_layers": layer_ablation},
-            terms=("coupling", "viscosity"))
-def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, batch_size: int = 8,
-                     heads_per_pass: int = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``)."""
+@instrument("ablation", version="2", measures=("ablation", "ablation_passages"),
+            summaries={"ablation_layers": layer_ablation}, terms=("coupling", "viscosity"))
+def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, tokens_per_passage: int = 0,
+                     batch_size: int = 8, heads_per_pass: int = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``).
+
+    Settings:
+        max_tokens: tokens scored in all, the domains taking turns
+        tokens_per_passage: at most this many tokens of each passage (0: whole passages)
+        batch_size: passages per forward pass
+        heads_per_pass: ablations run side by side as replicas of a batch (speed only)
+    """
     if min(max_tokens, batch_size, heads_per_pass) < 1:
-        raise ValueError("max_tokens, batch_size and heads_per_pass must be at least 1")
-    encoded = token_budget(lm, corpus, max_tokens)
-    n_tokens = sum(len(ids) - 1 for ids in encoded)
+        raise SettingsError("max_tokens, batch_size and heads_per_pass must be at least 1")
+    chosen = budgeted(lm, corpus, max_tokens, tokens_per_passage)
+    encoded = [ids for _, ids in chosen]
+    scored = np.array([len(ids) - 1 for ids in encoded])  # [P]
+    n_tokens = int(scored.sum())
     layers = list(range(lm.n_layers))
-    base_nll, nll = _scan(lm, encoded, layers, batch_size, heads_per_pass, progress)
+    base_nll, nll = _scan(lm, encoded, layers, batch_size, heads_per_pass, progress)  # [P], [P, L, H]
     importance = _importance(lm, encoded, batch_size)
-    base_ppl = math.exp(base_nll / n_tokens)
-    ppl = np.exp(nll / n_tokens)  # [L, H]
+    base_ppl = math.exp(base_nll.sum() / n_tokens)
+    ppl = np.exp(nll.sum(0) / n_tokens)  # [L, H]
     layer, head = np.indices(ppl.shape)
-    return {"ablation": pd.DataFrame({
+    p, pl, ph = np.indices(nll.shape)
+    passages = pd.DataFrame({
+        "passage_id": [chosen[i][0].id for i in p.ravel()], "domain": [chosen[i][0].domain for i in p.ravel()],
+        "layer": pl.ravel(), "head": ph.ravel(), "nll_sum": nll.ravel(), "baseline_nll_sum": base_nll[p.ravel()],
+        "n_tokens": scored[p.ravel()]})
+    return {"ablation_passages": passages, "ablation": pd.DataFrame({
         "layer": layer.ravel(),
         "head": head.ravel(),
         "ppl": ppl.ravel(),
@@ -163,17 +182,18 @@ def _row_nll(model: torch.nn.Module, final: torch.Tensor, ids: torch.Tensor, mas
 
 
 def _scan(lm: LoadedModel, encoded: list[list[int]], layers: list[int], batch_size: int, heads_per_pass: int,
-          progress: bool) -> tuple[float, np.ndarray]:
-    """Baseline summed NLL, and summed NLL with each head of ``layers`` ablated ([len(layers), H])."""
+          progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per passage: the baseline summed NLL [P], and the summed NLL with each head of ``layers`` ablated
+    [P, len(layers), H]."""
     model, n_heads = lm.model, lm.n_heads
     groups = [g.tolist() for g in np.array_split(np.arange(n_heads), math.ceil(n_heads / heads_per_pass))]
     n_batches = math.ceil(len(encoded) / batch_size)
-    base, nll = 0.0, np.zeros((len(layers), n_heads))
+    base, nll = np.zeros(len(encoded)), np.zeros((len(encoded), len(layers), n_heads))
     with torch.no_grad(), tqdm(total=n_batches * len(layers) * len(groups), desc=f"ablation {lm.name}",
                                disable=not progress, leave=False) as bar:
-        for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+        for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
             records, final = _record_layer_inputs(model, ids, mask)
-            base += float(_row_nll(model, final, ids, mask).sum())
+            base[idx] = _row_nll(model, final, ids, mask).cpu().numpy()
             for row, layer in enumerate(layers):
                 for heads in groups:
                     k = len(heads)
@@ -181,7 +201,7 @@ def _scan(lm: LoadedModel, encoded: list[list[int]], layers: list[int], batch_si
                     gate[torch.arange(k), heads] = 0.0  # replica j ablates heads[j]
                     ablated = _run_from(model, records, layer, gate.repeat_interleave(len(ids), 0))  # [k*B, T, D]
                     per_row = _row_nll(model, ablated, ids.repeat(k, 1), mask.repeat(k, 1))  # [k*B]
-                    nll[row, heads] += per_row.view(k, -1).sum(1).cpu().numpy()
+                    nll[np.ix_(idx, [row], heads)] = per_row.view(k, -1).T.cpu().numpy()[:, None, :]  # [B, 1, k]
                     bar.update()
     return base, nll
 

@@ -25,9 +25,19 @@ percentile-bootstrap CI over the other domains (paired); gain and gain_ewc, the 
 domain's own held-out loss drop, show what the anchor costs.
 
 Scale of λ: F here is per passage of mean NLL, so it is small (SmolLM2-135M, 64 tokens:
-mean 1.3e-6, median 3e-8, largest 4.2); the anchor moves coordinate i noticeably once
-2 lr λ F_i is near 1, so λ must be large (the default 1e6 binds coordinates with
-F_i above about 1e-4, the top 0.1%).
+mean 1.3e-6, median 3e-8, largest 4.2); the anchor holds coordinate i once 2 lr λ F_i
+nears 1, so λ must be large (the default 1e6 with lr 0.01 holds coordinates with F_i
+above about 5e-5, the top 0.1%).
+
+Measured on SmolLM2-135M (shared corpus, 2 Fisher / tuning passages and 1 held-out
+passage per domain, 128 tokens): brief tuning transfers rather than forgets. Three
+steps of lr 0.01 on technical documentation lower its held-out loss by 0.13 nats and
+the other domains' by 0.04 on average (one rises by 0.03), so the elastic share is null
+(nothing forgotten); on poetry the same. lr 0.02 forgets mildly on technical
+documentation (others +0.03) but diverges on Spanish (+4.5 nats), as lr 0.03 does on
+technical documentation and poetry; three Adam steps (lr 3e-5, 1e-4) transfer too. Forgetting on this model needs
+longer tuning than a quick profile affords; the tiny-model test builds a model that
+forgets and checks that the anchor removes most of it.
 """
 
 from __future__ import annotations
@@ -89,10 +99,21 @@ def domain_elasticity(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int
 @instrument("elasticity", version="1", measures=("elasticity", "elasticity_fisher"),
             summaries={"elasticity_share": domain_elasticity}, terms=("elasticity",))
 def measure_elasticity(lm: LoadedModel, corpus: Corpus, *, tune_domains: str = "first", fisher_passages: int = 2,
-                       steps: int = 3, lr: float = 0.004, ewc_lambda: float = 1e6, max_tokens: int = 128,
+                       steps: int = 3, lr: float = 0.01, ewc_lambda: float = 1e6, max_tokens: int = 128,
                        batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Fine-tune copies on a domain with and without the EWC anchor; every domain's held-out loss change
-    (schema ``elasticity``) and the Fisher per block (schema ``elasticity_fisher``)."""
+    (schema ``elasticity``) and the Fisher per block (schema ``elasticity_fisher``).
+
+    Settings:
+        tune_domains: the domains tuned on, each in its own probe: first, all, or a comma list of domains
+        fisher_passages: each domain's leading passages for the Fisher (and, for a tuned domain, the tuning); the
+            rest are held out to measure the loss change
+        steps: full-batch gradient-descent steps of the tuning
+        lr: the gradient-descent step size
+        ewc_lambda: λ of the EWC anchor λ Σ F_i (θ_i - θ*_i)^2
+        max_tokens: scored tokens per passage (the rest of a longer passage is cut off)
+        batch_size: passages per forward pass
+    """
     if min(fisher_passages, steps, batch_size) < 1:
         raise ValueError(f"fisher_passages, steps and batch_size must be at least 1 (got {fisher_passages}, {steps}, "
                          f"{batch_size})")

@@ -24,7 +24,14 @@ dimension (density weights times n_params count eigenvalues).
 Loss: the token-weighted mean NLL (total nats / total scored tokens, padding masked,
 BOS policy ``prepend``) of ONE batch of passages, taken round-robin over the corpus's
 domains (first passage of each domain, then the second, ...) until ``max_tokens``
-tokens are scored; the last passage taken is truncated to fit.
+tokens are scored, at most ``tokens_per_passage`` of each (0: whole passages; e.g. 8
+passages x 8 tokens spread a 64-token budget over every domain); the last passage taken
+is truncated to fit.
+
+Precision: Hessian-vector products run in float32 whatever dtype the model was loaded in
+(bfloat16, the CUDA default, puts the top eigenvalue about 1e-3 off while the residual
+test still passes): a model held in another dtype is measured through a temporary
+float32 copy (its memory: 4 bytes per parameter), the loaded model untouched.
 
 Method: Hessian-vector products by double backward (the gradient is built once with
 ``create_graph=True``, then each product is the gradient of <g, v>) under eager
@@ -46,8 +53,8 @@ attention (SDPA has no double backward), with every parameter outside the block 
   torch, so density rows come from Atlas's SLQ (backend ``atlas``); its dataloader mode
   weights batches by rows, not tokens, so it gets one batch (``data=``); it moves data
   with ``.cuda()`` (the current device) and draws float32 vectors, so it runs under the
-  model's CUDA device and needs a float32 model; ``trace()``'s relative stopping test
-  misfires on a negative trace, so it runs exactly ``hutchinson_samples`` probes.
+  model's CUDA device (on the float32 copy, like every product here); ``trace()``'s
+  relative stopping test misfires on a negative trace, so it runs exactly ``hutchinson_samples`` probes.
 
 Cost: a product costs about two backward passes through the layers above the block
 (SmolLM2-135M, one CPU thread: layer 0's attention 0.8 s at 64 tokens, 4 s at 256;
@@ -58,10 +65,13 @@ per-layer blocks big ones.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
 import math
 import warnings
 from contextlib import contextmanager, nullcontext
+from typing import Literal
 from unittest import mock
 
 import numpy as np
@@ -73,6 +83,7 @@ from tqdm.auto import tqdm
 
 from .._anatomy import attention_params, eager_attention, mlp_params
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
 from ._lanczos import Ritz, hutchinson, lanczos, rademacher
@@ -108,30 +119,37 @@ class BlockHessian:
                           for h, p in zip(hv, self.params)])  # [n]
 
 
-def hessian_batch(lm: LoadedModel, corpus: Corpus, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hessian_batch(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch (input_ids [B, T], attention_mask [B, T]) scoring ``max_tokens`` tokens of passages taken
-    with the domains in turn (``atlas._scoring.token_budget``), the last one truncated to fit."""
-    encoded = token_budget(lm, corpus, max_tokens)
+    with the domains in turn, at most ``per_passage`` of each (``atlas._scoring.token_budget``), the last one
+    truncated to fit."""
+    encoded = token_budget(lm, corpus, max_tokens, per_passage)
     _, ids, mask = next(batches(encoded, len(encoded), lm.doc_start_id, lm.device))
     return ids, mask
+
+
+def select_layers(model: nn.Module, layers: str) -> list[int]:
+    """The decoder layers a ``layers`` setting names: "all", or a comma list such as "0,5,10"."""
+    n_layers = model.config.num_hidden_layers
+    if layers == "all":
+        return list(range(n_layers))
+    try:
+        chosen = [int(x) for x in layers.split(",")]
+    except ValueError:
+        raise SettingsError(f"layers must be 'all' or a comma list of layer numbers, not {layers!r}") from None
+    if bad := [i for i in chosen if not 0 <= i < n_layers]:
+        raise SettingsError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
+    return chosen
 
 
 def hessian_blocks(model: nn.Module, blocks: str, layers: str) -> list[tuple[str, list[nn.Parameter]]]:
     """(block id, its parameters) for a ``blocks`` setting and a ``layers`` selection ("all" or "0,5,10")."""
     if blocks not in BLOCKS:
-        raise ValueError(f"unknown blocks {blocks!r}: use one of {', '.join(BLOCKS)}")
+        raise SettingsError(f"unknown blocks {blocks!r}: use one of {', '.join(BLOCKS)}")
     if blocks == "model":
         return [("model", list(model.parameters()))]
-    n_layers = model.config.num_hidden_layers
-    if layers == "all":
-        chosen = list(range(n_layers))
-    else:
-        try:
-            chosen = [int(x) for x in layers.split(",")]
-        except ValueError:
-            raise ValueError(f"layers must be 'all' or a comma list of layer numbers, not {layers!r}") from None
-        if bad := [i for i in chosen if not 0 <= i < n_layers]:
-            raise ValueError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
+    chosen = select_layers(model, layers)
     parts = {"attention": [("attention", attention_params)], "mlp": [("mlp", mlp_params)],
              "layers": [("attention", attention_params), ("mlp", mlp_params)]}[blocks]
     return [(f"layer.{i}.{part}", find(model, i)) for i in chosen for part, find in parts]
@@ -216,9 +234,6 @@ def _masked_mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 
 def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dict], BlockHessian]:
     ph = importlib.import_module("pyhessian.hessian")  # the package re-exports the class under this name
-    if lm.model.dtype != torch.float32:
-        raise ValueError(f"backend pyhessian needs a float32 model (it draws float32 vectors); {lm.name} is "
-                         f"{lm.model.dtype}: load it with dtype float32 or use backend atlas")
     cuda = lm.device.startswith("cuda")
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # [B, T-1]
     with torch.cuda.device(lm.device) if cuda else nullcontext(), warnings.catch_warnings():
@@ -245,19 +260,35 @@ def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dic
     return rows, H
 
 
-@instrument("hessian", version="1", measures=("hessian",), terms=("viscosity", "coupling", "slick_sticky"))
-def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: str = "atlas", blocks: str = "model",
-                    layers: str = "all", top_k: int = 5, lanczos_steps: int = 30, hutchinson_samples: int = 20,
-                    slq_runs: int = 1, max_tokens: int = 256, tol: float = 1e-3,
+@instrument("hessian", version="2", measures=("hessian",), terms=("viscosity", "coupling", "slick_sticky"))
+def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: Literal["atlas", "pyhessian"] = "atlas",
+                    blocks: Literal["model", "attention", "mlp", "layers"] = "model", layers: str = "all",
+                    top_k: int = 5, lanczos_steps: int = 30, hutchinson_samples: int = 20, slq_runs: int = 1,
+                    max_tokens: int = 256, tokens_per_passage: int = 0, tol: float = 1e-3,
                     progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``)."""
+    """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``).
+
+    Settings:
+        backend: atlas (Lanczos, Hutchinson, SLQ) or pyhessian (power iteration, for comparison)
+        blocks: model (all parameters at once), attention, mlp, or layers (both blocks of each layer)
+        layers: "all" or a comma list of layer numbers, for per-layer blocks
+        top_k: eigenvalues reported at each end of the spectrum
+        lanczos_steps: at most this many Lanczos steps (products) per block and run
+        hutchinson_samples: Rademacher probes of the trace (0: no trace)
+        slq_runs: stochastic Lanczos quadrature runs of the density (0: no density)
+        max_tokens: tokens of the one batch the loss is taken on, the domains taking turns
+        tokens_per_passage: at most this many tokens of each passage (0: whole passages)
+        tol: relative residual under which a Ritz value counts as converged
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        raise SettingsError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if top_k < 1 or lanczos_steps < 1 or max_tokens < 1 or hutchinson_samples < 0 or slq_runs < 0 or tol <= 0:
-        raise ValueError("need top_k, lanczos_steps, max_tokens >= 1; hutchinson_samples, slq_runs >= 0; tol > 0")
+        raise SettingsError("need top_k, lanczos_steps, max_tokens >= 1; hutchinson_samples, slq_runs >= 0; tol > 0")
+    if lm.model.dtype != torch.float32:  # products in float32 whatever the session dtype: a temporary copy
+        lm = dataclasses.replace(lm, model=copy.deepcopy(lm.model).float(), dtype="float32")
     model = lm.model
     chosen = hessian_blocks(model, blocks, layers)
-    ids, mask = hessian_batch(lm, corpus, max_tokens)  # [B, T] each
+    ids, mask = hessian_batch(lm, corpus, max_tokens, tokens_per_passage)  # [B, T] each
     training, rows = model.training, []
     model.eval()
     try:

@@ -30,6 +30,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from .._corpus import Corpus
+from .._errors import BadInput, SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
 from ._registry import instrument
@@ -60,12 +61,19 @@ def interpolation_barrier(table: pd.DataFrame, *, n_resamples: int = 0, seed: in
             summaries={"interpolation_barrier": interpolation_barrier}, terms=("basin_connectivity",), models=("other",))
 def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None, points: int = 11,
                           max_tokens: int = 512, batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Loss at each t of the line from the model to checkpoint ``other`` (schema ``interpolation``)."""
+    """Loss at each t of the line from the model to checkpoint ``other`` (schema ``interpolation``).
+
+    Settings:
+        other: the checkpoint at t = 1 (a registry name, a local checkpoint directory or a hub id)
+        points: evenly spaced t from 0 to 1, both ends included
+        max_tokens: tokens scored at each t, the domains taking turns
+        batch_size: passages per forward pass
+    """
     if other is None:
-        raise ValueError("interpolation needs a second checkpoint to draw the line to: pass other=<registry name, "
+        raise SettingsError("interpolation needs a second checkpoint to draw the line to: pass other=<registry name, "
                          "local checkpoint directory or hub id> (same architecture and tokenizer as the loaded model)")
     if points < 2 or max_tokens < 1 or batch_size < 1:
-        raise ValueError("points must be at least 2, max_tokens and batch_size at least 1")
+        raise SettingsError("points must be at least 2, max_tokens and batch_size at least 1")
     theta_a, theta_b = _state(lm.model), _state(other.model)
     _check_compatible(lm, other, theta_a, theta_b)
     encoded = token_budget(lm, corpus, max_tokens)
@@ -113,7 +121,7 @@ def _check_compatible(a: LoadedModel, b: LoadedModel, theta_a: dict, theta_b: di
         problems.append(f"tokenizer vocabularies differ ({len(vocab_a)} vs {len(vocab_b)} tokens; "
                         f"{len(differ)} tokens missing or with other ids, e.g. {differ[:3]})")
     if problems:
-        raise ValueError(f"cannot interpolate between {a.name} and {b.name}: " + "; ".join(problems)
+        raise BadInput(f"cannot interpolate between {a.name} and {b.name}: " + "; ".join(problems)
                          + ". Pass other= a checkpoint of the same architecture, size and tokenizer "
                          "(e.g. a fine-tuned copy of the loaded model).")
 

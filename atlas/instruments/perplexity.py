@@ -4,7 +4,8 @@ The Framework's *perplexity* (navigator) and *elevation* (terrain): high perplex
 marks unmapped or contested terrain. Per passage (table ``perplexity``):
 
     n_tokens       scored tokens (all text tokens under BOS policy ``prepend``)
-    n_bytes        UTF-8 bytes of the text
+    n_bytes        UTF-8 bytes of the scored text: the whole text under ``prepend``; under
+                   ``none`` without the bytes of the first, unscored token
     nll_sum        summed negative log-likelihood, nats
     ppl            exp(nll_sum / n_tokens)
     bits_per_byte  nll_sum / (ln 2 * n_bytes): comparable across tokenizers
@@ -16,6 +17,7 @@ exp of the token-weighted mean NLL, with a 95% percentile-bootstrap CI over pass
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -53,11 +55,17 @@ def domain_perplexity(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: 
     return pd.DataFrame(rows)
 
 
-@instrument("perplexity", version="1", measures=("perplexity",), summaries={"perplexity_domains": domain_perplexity},
+@instrument("perplexity", version="2", measures=("perplexity",), summaries={"perplexity_domains": domain_perplexity},
             terms=("perplexity", "elevation"))
-def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: str = "prepend", batch_size: int = 8,
-                       progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Score every passage of the corpus; one row per passage (schema ``perplexity``)."""
+def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: Literal["prepend", "none"] = "prepend",
+                       batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Score every passage of the corpus; one row per passage (schema ``perplexity``).
+
+    Settings:
+        bos_policy: prepend: the document-start token is given first, every text token scored; none: the
+            first token unscored, as GPT2LMHeadModel(labels=ids) does
+        batch_size: passages per forward pass (numbers do not depend on it)
+    """
     passages = corpus.passages
     encoded = encode(lm, [p.text for p in passages], bos_policy)
     nll_sum = [0.0] * len(passages)
@@ -70,7 +78,8 @@ def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: str = "pr
                 nll_sum[i] = float(nll[row].sum())
                 n_tokens[i] = len(encoded[i]) - 1
             bar.update(len(idx))
-    n_bytes = [len(p.text.encode("utf-8")) for p in passages]
+    n_bytes = [len(p.text.encode("utf-8")) - (_first_token_bytes(lm, p.text) if bos_policy == "none" else 0)
+               for p in passages]
     return {"perplexity": pd.DataFrame({
         "passage_id": [p.id for p in passages],
         "domain": [p.domain for p in passages],
@@ -81,3 +90,9 @@ def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: str = "pr
         "bits_per_byte": [s / (math.log(2) * b) for s, b in zip(nll_sum, n_bytes)],
     })}
 
+
+
+def _first_token_bytes(lm: LoadedModel, text: str) -> int:
+    """UTF-8 bytes of the text the first token covers (unscored under BOS policy ``none``)."""
+    encoding = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return len(text[: encoding["offset_mapping"][0][1]].encode("utf-8"))

@@ -123,7 +123,11 @@ def domain_smoothness(gram: pd.DataFrame, *, n_resamples: int = 2000, seed: int 
             terms=("smooth_abrasive",))
 def measure_smoothness(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128,
                        progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Per domain and block, the Gram matrix of the passages' gradients (schema ``smoothness_gram``)."""
+    """Per domain and block, the Gram matrix of the passages' gradients (schema ``smoothness_gram``).
+
+    Settings:
+        max_tokens: scored tokens per passage (the rest of a longer passage is cut off)
+    """
     groups = domain_passages(lm, corpus, max_tokens)
     if single := [domain for domain, passages, _ in groups if len(passages) < 2]:
         raise ValueError(f"smoothness compares passages within a domain and needs at least two per domain; "

@@ -109,7 +109,16 @@ def radius_stiffness(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int 
 def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1,0.2", directions: int = 3,
                       steps: int = 3, lr: float = 0.004, max_tokens: int = 256, batch_size: int = 8,
                       progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Perturb along filter-normalised random directions, descend, measure what comes back (schema ``stiffness``)."""
+    """Perturb along filter-normalised random directions, descend, measure what comes back (schema ``stiffness``).
+
+    Settings:
+        radii: comma list of push sizes, relative to each filter's norm (0 returns exactly to the control)
+        directions: random directions, each from a generator seeded with its number
+        steps: plain gradient-descent steps after the push (and for the control)
+        lr: the gradient-descent step size
+        max_tokens: scored tokens of the loss, passages taken with the domains in turn
+        batch_size: passages per forward pass
+    """
     radius_list = _parse_radii(radii)
     if directions < 1 or steps < 1 or batch_size < 1:
         raise ValueError(f"directions, steps and batch_size must be at least 1 (got {directions}, {steps}, "

@@ -100,7 +100,12 @@ def block_mgda(pairs: pd.DataFrame, *, n_resamples: int = 0, seed: int = 0) -> p
             summaries={"tightness": block_tightness, "tightness_mgda": block_mgda}, terms=("loose_tight",))
 def measure_tightness(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, batch_size: int = 8,
                       progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Per block, the Gram matrix and cosines of the domains' gradients (schema ``tightness_pairs``)."""
+    """Per block, the Gram matrix and cosines of the domains' gradients (schema ``tightness_pairs``).
+
+    Settings:
+        max_tokens: scored tokens per passage (the rest of a longer passage is cut off)
+        batch_size: passages per forward and backward pass
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     groups = domain_passages(lm, corpus, max_tokens)

@@ -1,0 +1,104 @@
+"""What the command line needs to know of the instruments, read from their source without importing them.
+
+``atlas measure NAME --help`` must answer at once, and importing an instrument imports torch
+and transformers (seconds). The entry functions already say everything the CLI shows: the
+``@instrument(...)`` decorator names the instrument and its pairwise model settings, the
+keyword-only parameters are the settings with their defaults, a ``Literal[...]``
+annotation is a setting's set of values, and the docstring's first line and its
+``Settings:`` section (``name: what it does``) are the help. This module reads exactly that
+from each ``atlas/instruments/*.py`` with ``ast`` (it lives outside that package, whose
+``__init__`` imports them all); ``tests/test_cli.py`` checks that it agrees with the
+registry the modules build when imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CatalogEntry", "Setting", "catalog", "settings_help"]
+
+_HERE = Path(__file__).parent / "instruments"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    choices: tuple | None = None  # from a Literal[...] annotation
+    help: str = ""
+    model: bool = False  # names another model (a pairwise instrument)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    module: str  # atlas.instruments.<module>
+    summary: str
+    settings: tuple[Setting, ...] = field(default_factory=tuple)
+
+
+def settings_help(doc: str | None) -> dict[str, str]:
+    """The ``Settings:`` section of a docstring: ``name: text`` lines (continued by deeper-indented lines)."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    if "Settings:" not in [line.strip() for line in lines]:
+        return {}
+    out, current, indent = {}, None, None
+    for line in lines[[line.strip() for line in lines].index("Settings:") + 1:]:
+        if not line.strip():
+            if out:
+                break
+            continue
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent:
+            break
+        name, sep, text = line.strip().partition(":")
+        if depth == indent and sep and name.isidentifier():
+            current = name
+            out[name] = text.strip()
+        elif current is not None:
+            out[current] += " " + line.strip()
+    return out
+
+
+def _choices(annotation: ast.expr | None) -> tuple | None:
+    if isinstance(annotation, ast.Subscript) and getattr(annotation.value, "id", None) == "Literal":
+        inner = annotation.slice
+        items = inner.elts if isinstance(inner, ast.Tuple) else [inner]
+        return tuple(ast.literal_eval(item) for item in items)
+    return None
+
+
+def _entry(module: str, fn: ast.FunctionDef) -> CatalogEntry | None:
+    call = next((d for d in fn.decorator_list
+                 if isinstance(d, ast.Call) and getattr(d.func, "id", None) == "instrument"), None)
+    if call is None:
+        return None
+    options = {k.arg: k.value for k in call.keywords}
+    models = ast.literal_eval(options["models"]) if "models" in options else ()
+    doc = ast.get_docstring(fn) or ""
+    helps = settings_help(doc)
+    settings = tuple(
+        Setting(arg.arg, ast.literal_eval(default), _choices(arg.annotation), helps.get(arg.arg, ""),
+                arg.arg in models)
+        for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if arg.arg != "progress")
+    return CatalogEntry(ast.literal_eval(call.args[0]), f"atlas.instruments.{module}",
+                        doc.strip().splitlines()[0] if doc.strip() else "", settings)
+
+
+@functools.cache
+def catalog() -> dict[str, CatalogEntry]:
+    """Every instrument, by name, in the order the package registers them (its ``__init__`` imports)."""
+    init = ast.parse((_HERE / "__init__.py").read_text(encoding="utf-8"))
+    order = next(n for n in init.body if isinstance(n, ast.ImportFrom) and n.level == 1 and not n.module)
+    found = {}
+    for alias in order.names:
+        tree = ast.parse((_HERE / f"{alias.name}.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and (entry := _entry(alias.name, node)):
+                found[entry.name] = entry
+    return found

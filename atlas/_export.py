@@ -1,0 +1,124 @@
+"""Export stored tables with their provenance, so that results go to pandas, R or a paper.
+
+A run is written to ``DIR/<run id>/``: one file per table (``<table>.csv``, ``.json`` or
+``.parquet``) and ``provenance.json``, the sidecar that says where the numbers come from:
+the run's instrument and version, model and revision, corpus and content hash, settings,
+device, dtype, seed, package versions, git commit, start and end, status, and per table its
+file, row count and the schema's column descriptions (``schema/<table>.yaml``). A
+prediction is exported as the runs its latest verdicts used, each as above, and
+``DIR/<prediction>.verdicts.json`` with those verdicts (``atlas verdicts --json`` records).
+
+Formats: ``csv`` (header row, missing values empty), ``json`` (a list of row objects,
+missing values null), ``parquet`` (column types kept; needs pyarrow, the ``export`` extra).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+from ._flips import verdict_json
+from ._report import prediction_page
+from ._schema import schema_for, table_names
+from ._store import Run, Store
+
+__all__ = ["FORMATS", "ExportError", "export_prediction", "export_run"]
+
+FORMATS = ("csv", "json", "parquet")
+
+
+class ExportError(ValueError):
+    """Nothing to export, or a format that cannot be written here; nothing was written."""
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ExportError("parquet export needs pyarrow: pip install 'atlas-landscape[export]' "
+                          "(or use --format csv or json)")
+
+
+def _json_value(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+def _columns(table: str) -> dict[str, str]:
+    if table not in table_names():
+        return {}
+    return {name: spec.get("description", "") for name, spec in schema_for(table).columns.items()}
+
+
+def _write_table(df, path: Path, fmt: str) -> None:
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    elif fmt == "json":
+        rows = [{k: _json_value(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+        path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    else:
+        df.to_parquet(path, index=False)
+
+
+def export_run(store: Store, run: Run, out_dir: str | Path, fmt: str = "csv",
+               tables: tuple[str, ...] | None = None) -> list[Path]:
+    """Write ``run``'s tables (all, or those named) and its provenance sidecar; returns the paths written."""
+    _check_format(fmt)
+    stored = store.tables(run.id, set(tables) if tables else None)
+    missing = sorted(set(tables or ()) - set(stored))
+    if missing:
+        raise ExportError(f"run {run.id[:12]} ({run.instrument}) has no table {', '.join(missing)}; "
+                          f"it has {', '.join(sorted(store.tables(run.id))) or 'none'}")
+    if not stored:
+        raise ExportError(f"run {run.id[:12]} ({run.instrument}, {run.status}) stored no tables")
+    where = Path(out_dir) / run.id
+    where.mkdir(parents=True, exist_ok=True)
+    written, described = [], {}
+    for name, df in stored.items():
+        path = where / f"{name}.{fmt}"
+        _write_table(df, path, fmt)
+        written.append(path)
+        described[name] = {"file": path.name, "rows": len(df), "columns": _columns(name)}
+    provenance = {k: _json_value(getattr(run, k)) for k in Run.model_fields}
+    sidecar = where / "provenance.json"
+    sidecar.write_text(json.dumps({"run": provenance, "tables": described}, indent=1, default=_json_value) + "\n",
+                       encoding="utf-8")
+    return [*written, sidecar]
+
+
+def _prediction(store: Store, ref: str) -> str:
+    """The stored prediction id ``ref`` names: itself, or the one it is the start of (``P5d``)."""
+    known = sorted({v.prediction for v in store.verdicts()})
+    if ref in known:
+        return ref
+    starting = [p for p in known if p.startswith(ref)]
+    if len(starting) == 1:
+        return starting[0]
+    if starting:
+        raise ExportError(f"{ref!r} is the start of {len(starting)} predictions ({', '.join(starting)}): give more")
+    close = difflib.get_close_matches(ref, known, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; stored: {', '.join(known) or 'none'}"
+    raise ExportError(f"no verdict of prediction {ref!r} in the store{hint}")
+
+
+def export_prediction(store: Store, prediction: str, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
+    """Write the runs of ``prediction``'s latest verdicts (``prediction``: an id or its start, e.g. ``P5d``)
+    and the verdicts themselves; returns the paths written."""
+    _check_format(fmt)
+    prediction = _prediction(store, prediction)
+    latest = [v for v in store.latest_verdicts() if v.prediction == prediction]
+    run_ids = list(dict.fromkeys(rid for v in latest for rid in v.run_ids))
+    runs = [r for r in (store.run(rid) for rid in run_ids) if r is not None]
+    if not runs:
+        raise ExportError(f"the verdicts of {prediction} used no stored run (outcomes: "
+                          f"{', '.join(sorted({v.outcome for v in latest}))})")
+    written = [p for run in runs for p in export_run(store, run, out_dir, fmt)]
+    path = Path(out_dir) / prediction_page(prediction).replace(".html", ".verdicts.json")
+    path.write_text(json.dumps({"verdicts": [verdict_json(v) for v in latest]}, indent=1) + "\n", encoding="utf-8")
+    return [*written, path]

@@ -1,0 +1,118 @@
+"""The verdicts file and the flips between two of them.
+
+``atlas verdicts --json`` writes ``{"verdicts": [...]}``, one record per latest verdict (``verdict_json``);
+the nightly job keeps each night's file. A verdict is identified by what produced it: the prediction, the
+model, the corpus (its content hash, or its name for records without one) and the profile. Two files are
+compared on those keys (``compare``): a **flip** is a key whose outcome differs between the old file and
+the new one (e.g. supported -> inconclusive), whether or not the criterion's version changed with it (the
+flip says so); keys present in one file only are listed as appeared or gone, not as flips. When a file
+holds several records of one key (several criterion versions), the newest counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Comparison", "FlipsError", "compare", "corpus_matches", "load_verdicts", "verdict_json"]
+
+FIELDS = ("id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile", "code_version",
+          "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "created_at")
+
+
+class FlipsError(ValueError):
+    """A verdicts file that cannot be compared; the message names the file and the problem."""
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+def verdict_json(v) -> dict:
+    """The JSON record of a stored verdict (``atlas verdicts --json``): NaN as null, times in ISO 8601."""
+    return {f: _clean(getattr(v, f)) for f in FIELDS}
+
+
+def corpus_matches(record: dict, query: str) -> bool:
+    """Whether a verdict's corpus is ``query``: its name as stored (``domains-v1[:24/domain]``), the name of
+    its file (``domains-v1`` or ``.../domains-v1.jsonl``: every sample of it), or the start of its content
+    hash (``sha256:3031...``)."""
+    name = record.get("corpus") or ""
+    base = name.split("[", 1)[0]
+    stem = Path(query).stem if query.endswith(".jsonl") else query
+    return query == name or stem == base or (query.startswith("sha256:") and
+                                             (record.get("corpus_hash") or "").startswith(query))
+
+
+def load_verdicts(path: str | Path) -> list[dict]:
+    """The verdict records of an ``atlas verdicts --json`` file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FlipsError(f"{path}: no such file (write one with `atlas verdicts --json > {path}`)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FlipsError(f"{path}: not a JSON file ({exc})") from None
+    records = data.get("verdicts") if isinstance(data, dict) else None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise FlipsError(f'{path}: expected {{"verdicts": [...]}} as `atlas verdicts --json` writes it')
+    for i, r in enumerate(records):
+        missing = [f for f in ("prediction", "model", "outcome") if f not in r]
+        if missing:
+            raise FlipsError(f"{path}: verdict {i} has no {', '.join(missing)}")
+    return records
+
+
+def _key(r: dict) -> tuple:
+    return r["prediction"], r["model"], r.get("corpus_hash") or r.get("corpus") or "", r.get("profile") or ""
+
+
+def _latest(records: list[dict]) -> dict[tuple, dict]:
+    """The newest record of every key (by created_at; in file order where it is missing)."""
+    ordered = sorted(enumerate(records), key=lambda ir: (ir[1].get("created_at") or "", ir[0]))
+    return {_key(r): r for _, r in ordered}
+
+
+def _state(r: dict) -> dict:
+    return {f: r.get(f) for f in ("outcome", "version", "effect", "ci_low", "ci_high", "n", "created_at",
+                                  "code_version")}
+
+
+@dataclass
+class Comparison:
+    """The flips from an old verdicts file to a new one, and the keys only one of them has."""
+
+    flips: list[dict] = field(default_factory=list)
+    appeared: list[dict] = field(default_factory=list)
+    gone: list[dict] = field(default_factory=list)
+    compared: int = 0  # keys in both files
+
+    def as_dict(self) -> dict:
+        return {"compared": self.compared, "flips": self.flips, "appeared": self.appeared, "gone": self.gone}
+
+
+def _about(r: dict) -> dict:
+    return {"prediction": r["prediction"], "model": r["model"], "corpus": r.get("corpus") or "",
+            "corpus_hash": r.get("corpus_hash") or "", "profile": r.get("profile") or ""}
+
+
+def compare(old: list[dict], new: list[dict]) -> Comparison:
+    """Flips (outcome changed for the same prediction, model, corpus and profile), in the new file's order."""
+    before, after = _latest(old), _latest(new)
+    result = Comparison(compared=len(before.keys() & after.keys()))
+    for key, r in after.items():
+        if key not in before:
+            result.appeared.append({**_about(r), "outcome": r["outcome"]})
+        elif before[key]["outcome"] != r["outcome"]:
+            was = before[key]
+            result.flips.append({**_about(r), "from": was["outcome"], "to": r["outcome"],
+                                 "version_changed": was.get("version") != r.get("version"),
+                                 "old": _state(was), "new": _state(r)})
+    result.gone = [{**_about(r), "outcome": r["outcome"]} for key, r in before.items() if key not in after]
+    return result

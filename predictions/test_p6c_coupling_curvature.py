@@ -1,0 +1,48 @@
+"""P6c — coupling sets curvature: the Framework's "coupling causally determines viscosity".
+
+Seed: framework-v12-navigator, Coupling: "Causally determines viscosity via eigenvalue
+calculation"; Viscosity: "Hessian eigenvalue spectrum {lambda_i} ... determined by coupling".
+
+Per layer: the probe coupling (the coupling instrument's default variant, row-centred) and the
+top eigenvalue of the loss Hessian restricted to that layer's attention parameters
+(instrument ``hessian``, blocks "attention", Lanczos). Off-diagonal mass raises the spectral
+radius, so the direction is fixed as positive: Spearman rho(probe coupling, top eigenvalue) > 0.
+"Top" is the largest eigenvalue (index 0), not the largest in magnitude: sharpness is the
+curvature along which a descent step overshoots (Keskar et al. 2016), and layer 0's
+largest-magnitude eigenvalue on the offline model is a negative one (a saddle direction).
+Unconverged eigenvalues (Lanczos residual above tol) leave the prediction inconclusive. The
+interval resamples the probe's passages; the eigenvalues are of one batch spread over the domains.
+"""
+
+import numpy as np
+import pytest
+
+from atlas import Criterion
+from atlas._evidence import fixed_profile, layer_correlation, mean_profile
+
+SOURCE = "framework-v12-navigator: Coupling 'causally determines viscosity via eigenvalue calculation'"
+COUPLING_SETS_CURVATURE = Criterion(
+    statistic="Spearman rho(probe coupling (row_centred), largest Hessian eigenvalue of the attention block)",
+    direction=">", threshold=0.0, ci="95% percentile bootstrap over the probe's passages",
+    sample="every layer the profile's hessian settings cover; one batch spread over the domains")
+
+
+@pytest.mark.prediction(
+    id="P6c-coupling-sets-curvature", form="general", source=SOURCE,
+    needs={"coupling": {}, "hessian": {"blocks": "attention"}},
+    claim="In a causal LM, layers with higher inter-head coupling are more sharply curved in their attention block.",
+    criterion=COUPLING_SETS_CURVATURE)
+def test_coupled_layers_are_sharply_curved(prediction):
+    passages = prediction.evidence["coupling"]["coupling_passages"]
+    coupling = mean_profile(passages[passages["variant"] == "row_centred"], "coupling")
+    hessian = prediction.evidence["hessian"]["hessian"]
+    top = hessian[(hessian["kind"] == "eigenvalue") & (hessian["index"] == 0)]
+    layers = top["block"].str.extract(r"layer\.(\d+)\.", expand=False).astype(int).to_numpy()
+    result = layer_correlation(coupling, fixed_profile(layers, top["value"].to_numpy(float)),
+                               n_resamples=prediction.profile.bootstrap_resamples)
+    converged = bool(top["converged"].all())
+    prediction.conclude(effect=result.rho, ci=result.ci if converged else (np.nan, np.nan), n=coupling.n,
+                        reason="" if converged else f"{int((~top['converged']).sum())} of {len(top)} top "
+                        "eigenvalues did not converge: the curvature profile is not known well enough to judge",
+                        evidence={**result.evidence(), "hessian_converged": converged,
+                                  "top_eigenvalue": dict(zip(layers.tolist(), top["value"].round(6).tolist()))})
