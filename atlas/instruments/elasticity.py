@@ -21,7 +21,7 @@ Summary ``elasticity_share`` per tuned domain: forgetting = mean loss rise over 
 other domains without the anchor, forgetting_ewc with it, and the elastic share
 1 - forgetting_ewc / forgetting, the part of the forgetting the restoring force removes
 (0 = no elasticity, 1 = fully elastic; null when tuning made nothing worse), with a 95%
-percentile-bootstrap CI over the other domains (paired); gain and gain_ewc, the tuned
+bootstrap CI (BCa) over the other domains (paired); gain and gain_ewc, the tuned
 domain's own held-out loss drop, show what the anchor costs.
 
 Scale of λ: F here is per passage of mean NLL, so it is small (SmolLM2-135M, 64 tokens:

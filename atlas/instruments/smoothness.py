@@ -32,7 +32,7 @@ at a time) and reduced to their Gram matrix K_ij = <g_i, g_j> per block
 the storage's rounding, less than 2e-4 of |g_i||g_j|). No sketch or projection is needed: every
 statistic above is a function of K. Table ``smoothness_gram`` holds K (pairs a <= b,
 the diagonal |g_i|^2 included); the summary ``smoothness`` (``domain_smoothness``)
-computes the statistics from it with 95% percentile-bootstrap CIs over passages.
+computes the statistics from it with 95% bootstrap CIs over passages (BCa, ``atlas._stats``).
 
 Bootstrap. A resample draws n passages with replacement; each statistic becomes the
 same mean over pairs of *distinct* passages weighted by how often each was drawn
@@ -41,7 +41,8 @@ signal fraction phi = sum c_i c_j K_ij / sum c_i c_j (K_ii + K_jj) / 2 (in [-1, 
 the observed phi is signal / mean_i |g_i|^2) and the weighted mean cosine. B_simple =
 1/phi - 1 falls as phi rises, so its interval is [1/phi_high - 1, 1/phi_low - 1]; an
 end is null where phi's end is <= 0 (unbounded: no positive signal at that end).
-Resamples that drew a single passage have no pair and are left out.
+Resamples that drew a single passage have no pair; where they leave the BCa interval
+undefined, it is the percentile interval of the others (``atlas._stats.bootstrap_ci``).
 
 Cost: one forward and backward per passage; SmolLM2-135M, 128 tokens, two CPU
 threads: see ``atlas._profiles`` for the measured quick-profile time.

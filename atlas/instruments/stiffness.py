@@ -37,7 +37,7 @@ the domains in turn (``atlas._scoring.token_budget``), BOS policy ``prepend``. E
 point is a dict of tensors evaluated with ``torch.func.functional_call``
 (``atlas.instruments._descent``): the loaded model is never written to. Directions come from a generator seeded with the direction's
 number (0, 1, ...), so a run is reproducible on any device. Summary
-``stiffness_radii``: per radius, means over directions with 95% percentile-bootstrap
+``stiffness_radii``: per radius, means over directions with 95% bootstrap (BCa)
 CIs over directions.
 
 Scale (SmolLM2-135M, 256 tokens, 3 steps): the default lr = 0.004 lowers the control's
