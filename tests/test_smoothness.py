@@ -164,5 +164,7 @@ def test_smollm2_gram_matches_an_independent_backward(smollm2, shared_corpus, na
     for block in ("model", "layer.0", "layer.29"):
         rows = table[(table["domain"] == domain) & (table["block"] == block)].reset_index(drop=True)
         u, v = naive[0][block], naive[1][block]
-        assert rows["dot"][0] == pytest.approx(u @ u, rel=1e-4) and rows["dot"][2] == pytest.approx(v @ v, rel=1e-4)
-        assert rows["dot"][1] == pytest.approx(u @ v, abs=2e-4 * np.linalg.norm(u) * np.linalg.norm(v))
+        # two float32 backward passes through 30 layers agree to about 1e-4 in norm (as in test_gradient's smollm2
+        # test), so 5e-4 on squared norms and products; the half-precision storage adds less than 2e-4
+        assert rows["dot"][0] == pytest.approx(u @ u, rel=5e-4) and rows["dot"][2] == pytest.approx(v @ v, rel=5e-4)
+        assert rows["dot"][1] == pytest.approx(u @ v, abs=5e-4 * np.linalg.norm(u) * np.linalg.norm(v))

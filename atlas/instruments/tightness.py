@@ -33,6 +33,10 @@ G_d carries the noise of its n_d passages, E|G_d|^2 = |true G_d|^2 + tr(Sigma_d)
 (instrument ``smoothness`` measures both terms), which pulls cosines towards 0. The
 domain is the unit, so there is no CI over passages here; a CI over passages would need
 the gradients of every pair of passages across domains.
+
+Cost (SmolLM2-135M, quick profile: 8 passages per domain, 64 tokens): 47 CPU seconds
+on one thread under a load of 7-8 (97 s wall), about 10 s wall idle (scaled as in
+``smoothness``); memory D x 2 bytes per parameter (2.2 GB for 8 domains).
 """
 
 from __future__ import annotations
