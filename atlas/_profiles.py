@@ -31,11 +31,19 @@ PROFILES = {
                                "hessian": {"max_tokens": 64, "tokens_per_passage": 8, "top_k": 1,
                                            "lanczos_steps": 16, "hutchinson_samples": 0, "slq_runs": 0},
                                # every layer (P6 correlates by layer); 2 probes, the fewest with a standard error
-                               "hessian_coupling": {"probes": 2, "max_tokens": 64, "tokens_per_passage": 8}},
-                     per_domain={"coupling": 8}),
+                               "hessian_coupling": {"probes": 2, "max_tokens": 64, "tokens_per_passage": 8},
+                               # the gradient-statistics instruments: measured cost in their docstrings
+                               "smoothness": {"max_tokens": 64},
+                               "tightness": {"max_tokens": 64},
+                               "stiffness": {"radii": "0.05,0.1", "directions": 2, "steps": 2, "max_tokens": 128},
+                               "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128}},
+                     per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
                               "hessian": {"max_tokens": 256, "tokens_per_passage": 32, "top_k": 3,
                                           "lanczos_steps": 20, "hutchinson_samples": 20, "slq_runs": 1},
-                              "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32}}),
+                              "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32},
+                              "elasticity": {"tune_domains": "all", "fisher_passages": 8}},
+                    # smoothness holds a domain's per-passage gradients: 16 x 2 bytes per parameter
+                    per_domain={"smoothness": 16}),
 }

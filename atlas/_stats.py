@@ -62,6 +62,7 @@ def bootstrap_ci(
     seed: int = 0,
     confidence: float = 0.95,
     method: str = "BCa",
+    vectorized: bool = False,
 ) -> Interval:
     """Bootstrap CI of ``statistic(*samples)`` (scipy.stats.bootstrap), BCa unless ``method`` says otherwise.
 
@@ -70,6 +71,13 @@ def bootstrap_ci(
     its own (e.g. passages within each domain). Returns (nan, nan) when a sample
     has fewer than two observations, or when the interval is undefined (a
     degenerate bootstrap distribution, for which BCa has no acceleration).
+
+    ``vectorized=True``: ``statistic(*resampled, axis=-1)`` takes a whole batch of
+    resamples at once (scipy's convention), for statistics too costly to call once
+    per resample. It may return NaN for a resample where it is undefined (e.g. a
+    statistic of pairs of distinct passages on a resample that drew one passage
+    only); when such resamples leave the interval undefined, it is the percentile
+    interval of the defined replicates.
     """
     if min(len(s) for s in samples) < 2:
         return Interval(float("nan"), float("nan"))
@@ -78,13 +86,17 @@ def bootstrap_ci(
             tuple(np.asarray(s) for s in samples),
             statistic,
             paired=paired,
-            vectorized=False,
+            vectorized=vectorized,
             n_resamples=n_resamples,
             confidence_level=confidence,
             method=method,
             rng=np.random.default_rng(seed),
         )
-    return Interval(res.confidence_interval.low, res.confidence_interval.high, res.bootstrap_distribution)
+    low, high, replicates = res.confidence_interval.low, res.confidence_interval.high, res.bootstrap_distribution
+    if vectorized and np.isnan([low, high]).any() and np.isfinite(replicates).any():
+        tail = (1 - confidence) / 2 * 100
+        low, high = np.nanpercentile(replicates, [tail, 100 - tail])
+    return Interval(low, high, replicates)
 
 
 @contextmanager

@@ -1,9 +1,12 @@
 """Shared fixtures: tiny random models (fast) and the shared corpus beside the repo (real text)."""
 
+import copy
 from pathlib import Path
 
 import great_expectations  # noqa: F401
+import numpy as np
 import pytest
+import torch
 import transformers.models.gpt2.modeling_gpt2  # noqa: F401
 import transformers.models.gpt_neox.modeling_gpt_neox  # noqa: F401
 import transformers.models.llama.modeling_llama  # noqa: F401
@@ -11,6 +14,7 @@ import transformers.models.opt.modeling_opt  # noqa: F401
 from hypothesis import settings
 
 from atlas import Store, load_corpus, load_model
+from atlas._anatomy import decoder_layers
 
 # pytester's in-process runs drop the modules first imported during a run. Lazily imported modules that
 # keep global state (great-expectations' active context, the torch operators transformers' model code
@@ -94,3 +98,26 @@ def instrument_tables():
                             "barrier": [4.2 - 3.1, 4.2 - 3.1], "t_at_max": [0.5, 0.5]})
     return {"ablation": ablation, "ablation_layers": ablation_layers, "hessian": hessian, "gradient": gradient,
             "interpolation": interpolation, "interpolation_barrier": barrier}
+
+
+def _naive_gradients(lm, passages, max_tokens: int) -> list[dict[str, np.ndarray]]:
+    """Per passage, {block: flattened gradient} in float64, by ``model(labels=ids).loss.backward()`` on a copy
+    (HF's loss: the mean NLL over every token after the first, the passage's mean NLL per scored token)."""
+    model = copy.deepcopy(lm.model)
+    out = []
+    for p in passages:
+        ids = torch.tensor([([lm.doc_start_id] + lm.tokenizer(p.text, add_special_tokens=False).input_ids)
+                            [: max_tokens + 1]])
+        model.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        blocks = {"model": torch.cat([q.grad.reshape(-1) for q in model.parameters()])}
+        for i, layer in enumerate(decoder_layers(model)):
+            blocks[f"layer.{i}"] = torch.cat([q.grad.reshape(-1) for q in layer.parameters()])
+        out.append({k: v.double().numpy() for k, v in blocks.items()})
+    return out
+
+
+@pytest.fixture(scope="session")
+def naive_gradients():
+    """Per-passage gradients computed independently of atlas.instruments._pergrad, one backward per passage."""
+    return _naive_gradients

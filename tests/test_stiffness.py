@@ -1,0 +1,123 @@
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from atlas import Corpus, run_instrument, validate_table
+from atlas._scoring import batches, token_budget, token_nll
+from atlas.instruments import measure_stiffness, radius_stiffness
+from atlas.instruments.stiffness import filter_normalised_direction
+
+
+def _first(corpus: Corpus, domains: int, per_domain: int) -> Corpus:
+    return Corpus(f"{domains}x{per_domain}", tuple(
+        p for d in corpus.domains[:domains] for p in [q for q in corpus.passages if q.domain == d][:per_domain]))
+
+
+@pytest.fixture(scope="module")
+def small(starter):
+    return _first(starter, 3, 2)
+
+
+def test_zero_radius_returns_exactly_to_the_control(tiny, small):
+    table = measure_stiffness(tiny, small, radii="0,0.1", directions=2, steps=2, lr=0.05, max_tokens=96,
+                              progress=False)["stiffness"]
+    validate_table("stiffness", table)
+    zero = table[table["radius"] == 0]
+    assert len(zero) == 2
+    # θ* + 0 d is θ* bit for bit and the steps repeat the control's arithmetic: equality, not closeness
+    assert (zero["loss_perturbed"] == zero["loss_start"]).all() and (zero["rise"] == 0).all()
+    assert (zero["loss_recovered"] == zero["loss_control"]).all()
+    assert (zero["distance_perturbed"] == 0).all() and (zero["distance_after"] == 0).all()
+    assert zero["recovered"].isna().all() and zero["returned"].isna().all()
+    assert (zero["distance_to_start"] > 0).all()  # the control itself moved
+    pushed = table[table["radius"] > 0]
+    assert (pushed["distance_perturbed"] > 0).all() and pushed["recovered"].notna().all()
+
+
+def test_directions_are_filter_normalised_seeded_and_leave_one_dimensional_tensors(tiny_gpt2):
+    theta = {k: v.detach() for k, v in tiny_gpt2.model.named_parameters()}
+    d = filter_normalised_direction(theta, seed=0)
+    for name, t in theta.items():
+        if t.dim() < 2:
+            assert (d[name] == 0).all(), name
+        else:
+            torch.testing.assert_close(d[name].reshape(t.shape[0], -1).norm(dim=1), t.reshape(t.shape[0], -1).norm(dim=1))
+    again, other = filter_normalised_direction(theta, seed=0), filter_normalised_direction(theta, seed=1)
+    assert all(torch.equal(d[k], again[k]) for k in d)
+    assert not all(torch.equal(d[k], other[k]) for k in d if theta[k].dim() >= 2)
+
+
+def _loss(model, encoded, lm) -> torch.Tensor:
+    n = sum(len(ids) - 1 for ids in encoded)
+    return sum(token_nll(model, ids, mask).sum() for _, ids, mask in batches(encoded, 8, lm.doc_start_id, "cpu")) / n
+
+
+def test_push_and_one_step_match_an_independent_sgd_step(tiny, small):
+    lm = tiny
+    table = measure_stiffness(lm, small, radii="0.2", directions=1, steps=1, lr=0.1, max_tokens=80,
+                              progress=False)["stiffness"]
+    row = table.iloc[0]
+    theta = {k: v.detach() for k, v in lm.model.named_parameters()}
+    direction = filter_normalised_direction(theta, seed=0)
+    moved = math.sqrt(sum(float(theta[k].double().square().sum()) for k in theta if theta[k].dim() >= 2))
+    assert row["distance_perturbed"] == pytest.approx(0.2 * moved, rel=1e-5)  # |r d| = r |θ| filter by filter
+    model = copy.deepcopy(lm.model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(0.2 * direction[name])
+    encoded = token_budget(lm, small, 80)
+    with torch.enable_grad():
+        loss = _loss(model, encoded, lm)
+    assert row["loss_perturbed"] == pytest.approx(loss.item(), rel=1e-5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert row["loss_recovered"] == pytest.approx(float(_loss(model, encoded, lm)), rel=1e-5)
+
+
+def test_summary_means_over_directions(tiny_gpt2, small):
+    table = measure_stiffness(tiny_gpt2, small, radii="0,0.1,0.3", directions=3, steps=1, lr=0.05, max_tokens=64,
+                              progress=False)["stiffness"]
+    summary = radius_stiffness(table, n_resamples=200)
+    validate_table("stiffness_radii", summary)
+    assert list(summary["radius"]) == [0, 0.1, 0.3] and (summary["n_directions"] == 3).all()
+    at = summary.set_index("radius")
+    assert np.isnan(at.loc[0, "recovered"]) and np.isnan(at.loc[0, "recovered_ci_low"])
+    for r in (0.1, 0.3):
+        values = table[table["radius"] == r]["recovered"]
+        assert at.loc[r, "recovered"] == pytest.approx(values.mean())
+        eps = 1e-12  # a mean of equal values can round below them
+        assert values.min() - eps <= at.loc[r, "recovered_ci_low"] <= at.loc[r, "recovered_ci_high"] <= values.max() + eps
+
+
+def test_run_instrument_validates_stores_and_leaves_the_model_as_found(store, tiny_gpt2, small):
+    model = tiny_gpt2.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_instrument(store, tiny_gpt2, small, "stiffness", progress=False, bootstrap_resamples=100,
+                            radii="0.1", directions=2, steps=1, max_tokens=64)
+    assert set(store.tables(result.run.id)) == {"stiffness", "stiffness_radii"} and result.run.status == "complete"
+    assert all(p.grad is None for p in model.parameters()) and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"radii": "0.1,big"}, "radii must be a comma list"), ({"radii": "-0.1"}, "finite and >= 0"),
+    ({"directions": 0}, "must be at least 1"), ({"steps": 0}, "must be at least 1"),
+    ({"lr": 0.0}, "lr must be a positive number"), ({"max_tokens": 0}, "max_tokens must be at least 1")])
+def test_bad_settings_are_one_clear_error(tiny_gpt2, small, settings, message):
+    with pytest.raises(ValueError, match=message):
+        measure_stiffness(tiny_gpt2, small, progress=False, **settings)
+
+
+@pytest.mark.slow
+def test_smollm2_zero_radius_is_exact_and_a_push_raises_the_loss(smollm2, shared_corpus):
+    table = measure_stiffness(smollm2, _first(shared_corpus, 2, 1), radii="0,0.1", directions=1, steps=1,
+                              lr=0.004, max_tokens=32, progress=False)["stiffness"]
+    validate_table("stiffness", table)
+    zero, pushed = table.iloc[0], table.iloc[1]
+    assert zero["distance_after"] == 0 and zero["loss_recovered"] == zero["loss_control"]
+    assert pushed["rise"] > 0
