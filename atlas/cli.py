@@ -317,8 +317,9 @@ def train_cmd(recipe, seed, out, steps, as_json):
     checkpoints = [{"step": step, "path": str(path)} for step, path in result.checkpoints]
     if as_json:
         click.echo(json.dumps({"recipe": result.recipe.name, "recipe_hash": result.recipe.hash, "seed": result.seed,
-                               "reused": result.reused, "wall_s": result.wall_s, "run_dir": str(result.run_dir),
-                               "trajectory": _records(result.trajectory), "checkpoints": checkpoints}))
+                               "reused": result.reused, "wall_s": result.wall_s, "cpu_s": result.cpu_s,
+                               "run_dir": str(result.run_dir), "trajectory": _records(result.trajectory),
+                               "checkpoints": checkpoints}))
         return
     click.echo(f"{result.recipe.name} seed {result.seed}{' (reused)' if result.reused else ''}: "
                f"{len(checkpoints)} checkpoints in {result.run_dir} ({result.wall_s:.1f} s of training)\n")

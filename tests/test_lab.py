@@ -6,11 +6,15 @@ import random
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from atlas import STARTER_CORPUS, load_corpus, load_model, validate_table
 from atlas.cli import main
 from atlas.lab import LabError, evaluate_modular, lab_checkpoint, load_recipe, recipe_names, train
+from atlas.lab._data import split_passages
+from atlas.lab._recipe import Checkpoints
 
 BUNDLED = {"modular-addition", "corpus-lm", "finetune-smollm2", "tiny-modular", "tiny-corpus"}
 
@@ -70,10 +74,30 @@ def test_the_hash_follows_the_corpus_content_not_its_path(tmp_path):
 
 
 def test_checkpoint_steps_are_initial_log_spaced_regular_and_final():
-    from atlas.lab._recipe import Checkpoints
-
     assert Checkpoints(log=4, every=300, initial=True).steps(1000) == [0, 1, 10, 100, 300, 600, 900, 1000]
     assert Checkpoints(log=0, every=0, initial=False).steps(7) == [7]
+
+
+@settings(max_examples=25)
+@given(log=st.integers(0, 30), every=st.integers(0, 500), initial=st.booleans(), total=st.integers(1, 5000))
+def test_checkpoint_steps_property(log, every, initial, total):
+    steps = Checkpoints(log, every, initial).steps(total)
+    assert steps == sorted(set(steps)) and steps[-1] == total and all(0 <= s <= total for s in steps)
+    assert (0 in steps) == initial
+    assert every == 0 or set(range(every, total + 1, every)) <= set(steps)
+    assert log == 0 or len([s for s in steps if s >= 1]) >= min(log, total) // 2
+
+
+@settings(max_examples=15)
+@given(fraction=st.floats(0.2, 0.8), split_seed=st.integers(0, 10**6))
+def test_the_split_is_a_partition_in_the_same_proportion_per_domain(fraction, split_seed):
+    corpus = load_corpus("starter")
+    held_in, held_out = split_passages(corpus, None, fraction, split_seed)
+    ids_in, ids_out = {p.id for p in held_in.passages}, {p.id for p in held_out.passages}
+    assert not ids_in & ids_out and ids_in | ids_out == {p.id for p in corpus.passages}
+    for domain in corpus.domains:
+        n = sum(p.domain == domain for p in corpus.passages)
+        assert sum(p.domain == domain for p in held_in.passages) == round(fraction * n)
 
 
 TINY = """kind: modular_addition
@@ -253,9 +277,8 @@ batch: 4
 
 
 def test_the_finetune_split_keeps_heldout_passages_out_of_training(tmp_path):
+    """Every passage a finetune run trains on is held in; no held-out passage ever reaches a batch."""
     recipe = load_recipe(write_recipe(tmp_path, FINETUNE.replace("CORPUS", "starter"), "tune"))
-    from atlas.lab._data import split_passages
-
     corpus = load_corpus("starter")
     held_in, held_out = split_passages(corpus, None, 0.5, 3)
     for domain in corpus.domains:

@@ -76,6 +76,7 @@ class TrainResult:
     checkpoints: list[tuple[int, Path]]  # (step, checkpoint directory), ascending
     run_dir: Path
     wall_s: float  # training wall time of the run (as stored, when reused)
+    cpu_s: float  # CPU time of the process during training, all threads (on a shared machine: below wall_s)
     reused: bool = False
 
 
@@ -103,7 +104,7 @@ def train(recipe: Recipe | str, seed: int | None = None, out: str | Path | None 
 
 
 def _train(recipe: Recipe, recipe_hash: str, seed: int, run_dir: Path, progress: bool) -> TrainResult:
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     start = initial_model(recipe, seed)
     model = start.model
     task = build_task(recipe, start.tokenizer, start.doc_start_id, start.pad_id)
@@ -145,14 +146,14 @@ def _train(recipe: Recipe, recipe_hash: str, seed: int, run_dir: Path, progress:
     bar.close()
     optimiser.zero_grad(set_to_none=True)
     model.eval()
-    wall_s = time.perf_counter() - started
+    wall_s, cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
     trajectory = pd.DataFrame(rows, columns=list(TRAJECTORY_COLUMNS))
     validate_table("trajectory", trajectory)
     _write_json(run_dir / TRAJECTORY, {
-        "recipe": recipe.name, "recipe_hash": recipe_hash, "seed": seed, "wall_s": wall_s,
+        "recipe": recipe.name, "recipe_hash": recipe_hash, "seed": seed, "wall_s": wall_s, "cpu_s": cpu_s,
         "threads": meta["threads"], "resolved_recipe": recipe.as_dict(), "rows": rows,
         "checkpoints": [{"step": s, "path": p.name} for s, p in checkpoints]})
-    return TrainResult(recipe, seed, trajectory, checkpoints, run_dir, wall_s)
+    return TrainResult(recipe, seed, trajectory, checkpoints, run_dir, wall_s, cpu_s)
 
 
 # --- measuring -----------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def _stored_run(run_dir: Path, recipe: Recipe, recipe_hash: str, seed: int) -> T
     if not all((p / METADATA).is_file() for _, p in checkpoints):
         return None
     trajectory = pd.DataFrame(found["rows"], columns=list(TRAJECTORY_COLUMNS))
-    return TrainResult(recipe, seed, trajectory, checkpoints, run_dir, found["wall_s"], reused=True)
+    return TrainResult(recipe, seed, trajectory, checkpoints, run_dir, found["wall_s"], found["cpu_s"], reused=True)
 
 
 # --- run conditions ------------------------------------------------------------------------
@@ -276,5 +277,5 @@ class _Lines:
 def _progress(recipe: Recipe, seed: int, enabled: bool) -> tqdm:
     tty = sys.stderr.isatty()
     return tqdm(total=recipe.steps, desc=f"train {recipe.name} seed {seed}", unit="step", disable=not enabled,
-                file=sys.stderr if tty else _Lines(sys.stderr), mininterval=0.5 if tty else 15.0,
-                dynamic_ncols=tty, ncols=None if tty else 100)
+                file=sys.stderr if tty else _Lines(sys.stderr), mininterval=0.5 if tty else 15.0, dynamic_ncols=tty,
+                bar_format=None if tty else "{desc}: step {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
