@@ -115,7 +115,7 @@ batch: full
     (("kind: modular_addition", "kind: grokking"), "kind must be one of modular_addition, corpus_lm, finetune"),
     (("d_model: 16", "d_model: 16, kv_heads: 1"), "architecture.kv_heads is only for shape llama"),
     (("d_model: 16", "d_model: 15"), "architecture.d_model (15) must be a multiple of heads (2)"),
-    (("{lr: 1.0e-2}", "{lr: -1}"), "optimiser.lr must lie in (0, inf]"),
+    (("{lr: 1.0e-2}", "{lr: -1}"), "optimiser.lr must lie in (0, inf), not -1"),
     (("{lr: 1.0e-2}", "{lr: 1.0e-2, betas: [0.9]}"), "optimiser.betas must be a list of two numbers"),
     (("train_fraction: 0.5", "train_fraction: 1.0"), "data.train_fraction must lie in (0, 1)"),
     (("context: 3", "context: 2"), "architecture.context must be at least 3"),
@@ -230,6 +230,12 @@ def test_a_finished_run_is_reused_and_another_recipe_in_its_place_is_refused(mod
     assert again.checkpoints == modular_run.checkpoints
     with pytest.raises(LabError, match="holds a run of another version of recipe 'tiny-modular'"):
         train("tiny-modular", out=out, steps=12, progress=False)
+
+
+def test_a_diverging_run_is_one_clear_error(tmp_path):
+    recipe = load_recipe("tiny-modular").updated({"optimiser": {"lr": 1.0e12}})
+    with pytest.raises(LabError, match="diverged .* lower optimiser.lr"):
+        train(recipe, out=tmp_path, progress=False)
 
 
 def test_progress_without_a_terminal_is_whole_lines(tmp_path, capsys):

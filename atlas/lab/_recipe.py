@@ -289,8 +289,8 @@ class _Fields:
         too_high = high is not None and (value >= high if open_high else value > high)
         if too_low or too_high:
             lo = "(" if open_low else "["
-            hi = ")" if open_high else "]"
-            raise self.error(f"must lie in {lo}{low}, {high if high is not None else 'inf'}{hi}, not {value}", key)
+            hi = ")" if open_high or high is None else "]"
+            raise self.error(f"must lie in {lo}{low}, {'inf' if high is None else high}{hi}, not {value}", key)
         return float(value)
 
     def choice(self, key, options, default=None) -> str:

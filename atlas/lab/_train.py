@@ -114,6 +114,7 @@ def _train(recipe: Recipe, recipe_hash: str, seed: int, run_dir: Path, progress:
     optimiser = torch.optim.AdamW(model.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda done: recipe.schedule.factor(done + 1))
     checkpoint_steps = recipe.checkpoint_steps
+    saved_at = set(checkpoint_steps)
     meta = {"recipe": recipe.name, "recipe_hash": recipe_hash, "seed": seed, "kind": recipe.kind,
             "steps": recipe.steps, "checkpoint_steps": checkpoint_steps, "trajectory": f"../{TRAJECTORY}",
             "split": task.describe(), "init": start.revision, "doc_start_token": start.doc_start_token,
@@ -122,8 +123,11 @@ def _train(recipe: Recipe, recipe_hash: str, seed: int, run_dir: Path, progress:
     bar = _progress(recipe, seed, progress)
     loss = float("nan")
     for step in range(recipe.steps + 1):
-        if step in checkpoint_steps:
+        if step in saved_at:
             row = {"step": step, **evaluate(model, eval_sets), **_norms(model, eval_sets["train"])}
+            if not all(math.isfinite(v) for v in row.values()):
+                raise LabError(f"recipe {recipe.name!r} seed {seed} diverged by step {step} ({row}); "
+                               "lower optimiser.lr or add a linear_warmup schedule")
             rows.append(row)
             checkpoints.append((step, _save_checkpoint(run_dir, step, model, start.tokenizer,
                                                        {**meta, "step": step, "metrics": row})))
