@@ -203,6 +203,15 @@ def test_checkpoints_are_models_for_atlas_and_transformers(modular_run, corpus_r
         corpus_lm.tokenizer.convert_tokens_to_ids(c) for c in "ab"]
 
 
+def test_an_instrument_measures_a_corpus_checkpoint_through_cisp(corpus_run, store, starter):
+    """A checkpoint directory is a model name: its context holds every starter passage, its revision is recorded."""
+    from atlas import run_instrument
+
+    lm = load_model(str(corpus_run.checkpoints[-1][1]), device="cpu")
+    result = run_instrument(store, lm, starter.sample(1), "perplexity", progress=False)
+    assert len(result.tables["perplexity"]) == 8 and result.run.model_revision.startswith("dir:")
+
+
 def test_a_checkpoint_finds_its_run_its_trajectory_and_its_heldout_data(modular_run, corpus_run):
     step, path = modular_run.checkpoints[2]
     info = lab_checkpoint(path)
