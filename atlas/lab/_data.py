@@ -126,8 +126,8 @@ class CorpusTask:
         self.corpus = load_corpus(data.corpus)
         self.train, self.heldout = split_passages(self.corpus, data.domains, data.train_fraction, data.split_seed)
         self.domains = list(data.curriculum) if isinstance(data.curriculum, tuple) else self.train.domains
-        encode = lambda c: self._windows(c, tokenizer, doc_start_id)  # noqa: E731
-        self.train_windows, self.heldout_windows = encode(self.train), encode(self.heldout)
+        self.train_windows = self._windows(self.train, tokenizer, doc_start_id)
+        self.heldout_windows = self._windows(self.heldout, tokenizer, doc_start_id)
 
     def _windows(self, corpus: Corpus, tokenizer, doc_start_id: int) -> list[tuple[list[int], str, str]]:
         w = self.data.window

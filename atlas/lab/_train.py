@@ -280,6 +280,7 @@ class _Lines:
 
 def _progress(recipe: Recipe, seed: int, enabled: bool) -> tqdm:
     tty = sys.stderr.isatty()
+    lines = "{desc}: step {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
     return tqdm(total=recipe.steps, desc=f"train {recipe.name} seed {seed}", unit="step", disable=not enabled,
                 file=sys.stderr if tty else _Lines(sys.stderr), mininterval=0.5 if tty else 15.0, dynamic_ncols=tty,
-                bar_format=None if tty else "{desc}: step {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+                bar_format=None if tty else lines)
