@@ -53,8 +53,8 @@ from ._schema import coerce, validate_table
 from ._store import Derivation, ProtocolEvent, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
 
-__all__ = ["IsolationBreach", "ProtocolLog", "RunResult", "RunSpec", "SummarySpec", "model_checksum", "resolve",
-           "run_instrument", "run_spec", "settings_hash"]
+__all__ = ["IsolationBreach", "ProtocolLog", "RunResult", "RunSpec", "SummarySpec", "git_commit_of_atlas",
+           "model_checksum", "package_versions", "resolve", "run_instrument", "run_spec", "settings_hash"]
 
 #: settings every instrument takes: the seed of the measurement and of its summaries, and the summaries' resamples
 STATISTICS_DEFAULTS = {"bootstrap_resamples": 2000, "seed": 0}
@@ -229,8 +229,8 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
     run = Run(instrument=instrument, instrument_version=inst.version, model=lm.name, model_revision=lm.revision,
               others={m: {"name": name, "revision": revision} for m, name, revision in spec.others},
               corpus=corpus.name, corpus_hash=corpus.hash, settings=spec.measure_settings, settings_hash=spec.key,
-              device=lm.device, dtype=lm.dtype, seed=spec.measure_settings["seed"], packages=_package_versions(),
-              git_commit=_git_commit(), started_at=utcnow(), ended_at=utcnow(), status="running")
+              device=lm.device, dtype=lm.dtype, seed=spec.measure_settings["seed"], packages=package_versions(),
+              git_commit=git_commit_of_atlas(), started_at=utcnow(), ended_at=utcnow(), status="running")
     arguments = {**{k: v for k, v in spec.settings if k in inst.defaults and k not in inst.models}, **others}
     state = _model_state(lm.model)
     try:
@@ -310,7 +310,7 @@ def _staleness(stored: list[Run], version: str, revision: str) -> str:
     return f"stale: {len(older)} stored run(s) not reused (newest {r.id[:8]}: {what})"
 
 
-def _package_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     versions = {}
     for name in _PACKAGES:
         try:
@@ -320,7 +320,7 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def _git_commit() -> str | None:
+def git_commit_of_atlas() -> str | None:
     """The commit of the Atlas checkout in use (None when installed from a wheel)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,

@@ -85,6 +85,7 @@ class LoadedModel:
     device: str
     dtype: str
     checksum: str = ""  # model_checksum right after loading: CISP refuses to measure a model changed since
+    path: str | None = None  # the checkpoint directory, for a local directory or a Lab run (``lab:RECIPE@SEED``)
 
     @property
     def n_layers(self) -> int:
@@ -130,7 +131,8 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load a model by registry name, local directory or hub id.
+    """Load a model by registry name, local directory, Lab run (``lab:RECIPE[@SEED]``: its last checkpoint,
+    trained first when it is not on disk) or hub id.
 
     >>> lm = load_model("tiny-gpt2")
     >>> lm.model.config.n_layer, lm.doc_start_token
@@ -141,9 +143,10 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    spec = MODELS.get(name)
+    spec, path = MODELS.get(name), None
     if spec is None:
-        source = "dir" if Path(name).is_dir() else "hub"
+        path = _lab_checkpoint(name) if name.startswith("lab:") else name if Path(name).is_dir() else None
+        source = "hub" if path is None else "dir"
         spec = ModelSpec(name, "hub", name, None)
     else:
         source = spec.source
@@ -152,13 +155,24 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     elif source == "gguf":
         model, tok, revision = _load_gguf(spec, torch_dtype)
     elif source == "dir":
-        model, tok, revision = _load_pretrained(name, torch_dtype, local_only=True), _load_tokenizer(name), _dir_revision(Path(name))
+        model, tok, revision = (_load_pretrained(path, torch_dtype, local_only=True), _load_tokenizer(path),
+                                _dir_revision(Path(path)))
     else:
         model, tok, revision = _load_hub(spec, torch_dtype)
     model = model.to(device=device, dtype=torch_dtype).eval()
     token, token_id, origin = _doc_start(spec, tok)
     return LoadedModel(name, model, tok, token_id, token, origin, revision, device,
-                       str(torch_dtype).removeprefix("torch."), model_checksum(model))
+                       str(torch_dtype).removeprefix("torch."), model_checksum(model),
+                       None if path is None else str(Path(path).resolve()))
+
+
+def _lab_checkpoint(name: str) -> str:
+    """The last checkpoint of the Lab run ``lab:RECIPE[@SEED]``, trained if it is not on disk."""
+    from .lab import train
+    from .lab._runs import parse_lab_name
+
+    recipe, seed = parse_lab_name(name)
+    return str(train(recipe, seed=seed, progress=False).checkpoints[-1][1])
 
 
 def _doc_start(spec: ModelSpec, tok) -> tuple[str, int, str]:

@@ -101,6 +101,12 @@ class AtlasSession:
         """Load once per session; an unavailable model raises ``ModelUnavailable`` every time it is asked for."""
         if name not in self._models:
             try:
+                if name.startswith("lab:"):  # a Lab run: its training is a stored run of this session
+                    from .lab._runs import parse_lab_name, trained_run
+
+                    recipe, seed = parse_lab_name(name)
+                    with self.terminal():
+                        trained_run(self.store, recipe, seed, progress=self.live, log=self.log)
                 self._models[name] = load_model(name, device=self.device, dtype=self.dtype)
             except Unavailable as exc:
                 self._models[name] = exc

@@ -7,6 +7,7 @@
     atlas vocabulary --json                                        # the Framework's terms
     atlas import-reference                                         # the seed's GPT-2 record
     atlas judge RUN territory elevated --row poetry --by NAME      # a Technician's call
+    atlas train modular-addition --seed 1 --json                   # a Lab recipe's checkpoints
 """
 
 from __future__ import annotations
@@ -397,3 +398,36 @@ def import_reference(name, as_json, db):
     from ._store import Store
 
     _print_import(import_sheet(Store(db), reference_sheet(name)), as_json)
+
+
+@main.command("train")
+@click.argument("recipe")
+@click.option("--seed", type=int, default=None, help="the run's seed (default: the recipe's)")
+@click.option("--out", default=None, help="directory of runs (default: $ATLAS_CACHE/lab, i.e. ~/.cache/atlas/lab)")
+@click.option("--steps", type=int, default=None, help="train this many steps instead of the recipe's")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with `trajectory` and `checkpoints`")
+@_DB_OPTION
+def train_cmd(recipe, seed, out, steps, as_json, db):
+    """Train a Lab recipe (a bundled name, e.g. modular-addition, or a YAML file) and write each
+    checkpoint as a Hugging Face directory OUT/<recipe>/seed-<S>/step-<N>/ with its trajectory.
+
+    A finished run of the same recipe and seed under OUT is reused, not retrained; the trajectory is
+    stored in the store as a run (instrument ``lab``), reused in the same way."""
+    from ._cisp import ProtocolLog
+    from ._store import Store
+    from .lab._runs import trained_run
+
+    store = Store(db)
+    result, run = trained_run(store, recipe, seed, out=out, steps=steps, progress=not as_json,
+                              log=ProtocolLog(store, f"cli-{uuid.uuid4().hex}"))
+    checkpoints = [{"step": step, "path": str(path)} for step, path in result.checkpoints]
+    if as_json:
+        click.echo(json.dumps({"run_id": run.id, "recipe": result.recipe.name, "recipe_hash": result.recipe.hash,
+                               "seed": result.seed,
+                               "reused": result.reused, "wall_s": result.wall_s, "cpu_s": result.cpu_s,
+                               "run_dir": str(result.run_dir), "trajectory": _records(result.trajectory),
+                               "checkpoints": checkpoints}))
+        return
+    click.echo(f"{result.recipe.name} seed {result.seed}{' (reused)' if result.reused else ''}: "
+               f"{len(checkpoints)} checkpoints in {result.run_dir} ({result.wall_s:.1f} s of training)\n")
+    click.echo(result.trajectory.to_string(index=False, float_format=lambda x: f"{x:.4g}"))

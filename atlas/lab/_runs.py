@@ -1,0 +1,85 @@
+"""Training as a stored run, and Lab runs as model names.
+
+A training run is a measurement like any other: its trajectory table (schema
+``trajectory``) is validated and stored append-only as a run of the pseudo-instrument
+``lab``, with the recipe hash as the model revision, the seed, the steps, the code
+version and the wall time in its provenance; the protocol log records it. Training the
+same recipe hash and seed again reuses the stored run when its checkpoints are still on
+disk (CISP's reuse rule: the same key, a complete run); otherwise it trains (the training
+is deterministic, so the weights are the ones stored before) and stores a new run.
+
+A Lab run is a model name: ``lab:RECIPE`` (the recipe's seed) or ``lab:RECIPE@SEED``,
+RECIPE a bundled recipe name or a YAML path. It names the run's last checkpoint;
+``atlas.load_model`` trains it first when it is not on disk, and a prediction session
+stores its training run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .._cisp import ProtocolLog, git_commit_of_atlas, package_versions, settings_hash
+from .._corpus import load_corpus
+from .._schema import coerce, validate_table
+from .._store import Run, Store, utcnow
+from ._recipe import LabError, Recipe, load_recipe
+from ._train import TrainResult, train
+
+__all__ = ["LAB_PREFIX", "lab_name", "parse_lab_name", "trained_run"]
+
+LAB_PREFIX = "lab:"
+_NAME = re.compile(r"^lab:(?P<recipe>[^@]+?)(?:@(?P<seed>\d+))?$")
+
+
+def parse_lab_name(name: str) -> tuple[Recipe, int]:
+    """(recipe, seed) of a model name ``lab:RECIPE[@SEED]``."""
+    match = _NAME.match(name)
+    if match is None:
+        raise LabError(f"{name!r} is not a Lab model name: use lab:RECIPE or lab:RECIPE@SEED "
+                       "(e.g. lab:modular-addition@1)")
+    recipe = load_recipe(match["recipe"])
+    return recipe, recipe.seed if match["seed"] is None else int(match["seed"])
+
+
+def lab_name(recipe: str, seed: int) -> str:
+    return f"{LAB_PREFIX}{recipe}@{seed}"
+
+
+def trained_run(store: Store, recipe: Recipe | str, seed: int | None = None, *, out: str | Path | None = None,
+                steps: int | None = None, progress: bool = True, log: ProtocolLog | None = None
+                ) -> tuple[TrainResult, Run]:
+    """Train (or reuse) a recipe's run and store its trajectory as a run; returns both."""
+    recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
+    recipe = recipe.updated({"steps": steps}) if steps is not None else recipe
+    seed = recipe.seed if seed is None else seed
+    key = settings_hash({"instrument": "lab", "recipe_hash": recipe.hash, "seed": seed})
+    log = log or ProtocolLog(store, "")
+    result = train(recipe, seed=seed, out=out, progress=progress)
+    data = {"instrument": "lab", "model": lab_name(recipe.name, seed), "corpus_hash": _data_hash(recipe)}
+    stored = store.runs(settings_hash=key, status="complete")
+    if stored and result.reused:
+        log.write("reused", run_id=stored[-1].id, spec_key=key, reason="the stored run's checkpoints are on disk",
+                  **data)
+        return result, stored[-1]
+    trajectory = result.trajectory
+    validate_table("trajectory", trajectory)
+    now = utcnow()
+    run = Run(provenance="trained", instrument="lab", instrument_version="1", model=data["model"],
+              model_revision=recipe.hash, corpus=recipe.name, corpus_hash=data["corpus_hash"],
+              settings={"recipe": recipe.as_dict(), "seed": seed, "steps": recipe.steps,
+                        "run_dir": str(result.run_dir), "wall_s": result.wall_s, "cpu_s": result.cpu_s,
+                        "checkpoints": [[step, str(path)] for step, path in result.checkpoints]},
+              settings_hash=key, device="cpu", dtype="float32", seed=seed, packages=package_versions(),
+              git_commit=git_commit_of_atlas(), started_at=now, ended_at=now, status="complete")
+    store.write_run(run, {"trajectory": coerce("trajectory", trajectory)})
+    log.write("measured", run_id=run.id, spec_key=key,
+              reason="reused the checkpoints on disk" if result.reused else f"trained in {result.wall_s:.0f} s",
+              **data)
+    return result, run
+
+
+def _data_hash(recipe: Recipe) -> str:
+    """What the recipe trains on, as a hash: the corpus's content hash, or the modular task's description."""
+    data = recipe.as_dict()["data"]
+    return load_corpus(data["corpus"]).hash if "corpus" in data else "sha256:" + settings_hash(data)
