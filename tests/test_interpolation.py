@@ -140,6 +140,17 @@ def test_the_loaded_model_is_never_written(model_a, checkpoints, small):
 def test_run_instrument_validates_and_stores_both_tables(store, model_a, checkpoints, small):
     result = run_instrument(store, model_a, small, "interpolation", other=checkpoints[1], points=3, progress=False,
                             bootstrap_resamples=100)
-    assert set(result.tables) == {"interpolation", "interpolation_barrier"} and not result.reused
+    assert set(result.tables) == {"interpolation", "interpolation_passages", "interpolation_barrier"}
+    assert not result.reused
     assert result.run.status == "complete"
     assert (result.tables["interpolation_barrier"]["barrier"] >= 0).all()
+
+
+def test_per_passage_losses_pool_to_the_line(model_a, checkpoints, small):
+    tables = measure_interpolation(model_a, small, other=load_model(checkpoints[1], device="cpu"), points=3,
+                                   max_tokens=ALL, tokens_per_passage=30, progress=False)
+    line, passages = tables["interpolation"], tables["interpolation_passages"]
+    validate_table("interpolation_passages", passages)
+    assert (passages.groupby("passage_id")["n_tokens"].first() == 30).all()
+    pooled = passages.groupby("t")[["nll_sum", "n_tokens"]].sum()
+    assert (pooled["nll_sum"] / pooled["n_tokens"]).tolist() == pytest.approx(line["loss"].tolist(), rel=1e-12)

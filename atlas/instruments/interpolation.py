@@ -15,7 +15,9 @@ mode connectivity; a bump is a barrier, which the line only bounds from above
 
 Method. L is the token-weighted mean NLL (BOS policy ``prepend``, padding masked)
 on ``max_tokens`` tokens of passages taken with the domains in turn
-(``atlas._scoring.token_budget``), so a small budget still spans the corpus.
+(``atlas._scoring.budgeted``), so a small budget still spans the corpus; table
+``interpolation_passages`` keeps each passage's summed NLL at each t, so that a barrier can
+be taken per domain and resampled over passages.
 θ(t) is a dict of tensors (parameters and floating buffers, ``torch.lerp``: exact
 at both ends) evaluated with ``torch.func.functional_call``: the loaded model is
 never written to.
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from .._corpus import Corpus
 from .._errors import BadInput, SettingsError
 from .._models import LoadedModel
-from .._scoring import batches, token_budget, token_nll
+from .._scoring import batches, budgeted, token_nll
 from ._registry import instrument
 
 __all__ = ["measure_interpolation", "interpolation_barrier"]
@@ -57,16 +59,18 @@ def interpolation_barrier(table: pd.DataFrame, *, n_resamples: int = 0, seed: in
     })
 
 
-@instrument("interpolation", version="1", measures=("interpolation",),
+@instrument("interpolation", version="2", measures=("interpolation", "interpolation_passages"),
             summaries={"interpolation_barrier": interpolation_barrier}, terms=("basin_connectivity",), models=("other",))
 def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None, points: int = 11,
-                          max_tokens: int = 512, batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
+                          max_tokens: int = 512, tokens_per_passage: int = 0, batch_size: int = 8,
+                          progress: bool = True) -> dict[str, pd.DataFrame]:
     """Loss at each t of the line from the model to checkpoint ``other`` (schema ``interpolation``).
 
     Settings:
         other: the checkpoint at t = 1 (a registry name, a local checkpoint directory or a hub id)
         points: evenly spaced t from 0 to 1, both ends included
         max_tokens: tokens scored at each t, the domains taking turns
+        tokens_per_passage: at most this many tokens of each passage (0: whole passages)
         batch_size: passages per forward pass
     """
     if other is None:
@@ -76,24 +80,30 @@ def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel
         raise SettingsError("points must be at least 2, max_tokens and batch_size at least 1")
     theta_a, theta_b = _state(lm.model), _state(other.model)
     _check_compatible(lm, other, theta_a, theta_b)
-    encoded = token_budget(lm, corpus, max_tokens)
-    n_tokens = sum(len(ids) - 1 for ids in encoded)
+    chosen = budgeted(lm, corpus, max_tokens, tokens_per_passage)
+    encoded = [ids for _, ids in chosen]
+    scored = np.array([len(ids) - 1 for ids in encoded])  # [P]
     ts = np.linspace(0.0, 1.0, points)
     theta = {k: a.clone() for k, a in theta_a.items()}
-    losses = []
+    nll = np.zeros((points, len(encoded)))  # [points, P]: each passage's summed NLL at each t
     with torch.no_grad():
-        for t in tqdm(ts, desc=f"interpolation {lm.name} -> {other.name}", disable=not progress, leave=False):
+        for row, t in enumerate(tqdm(ts, desc=f"interpolation {lm.name} -> {other.name}", disable=not progress,
+                                     leave=False)):
             for k, a in theta_a.items():
                 if a.is_floating_point():
                     torch.lerp(a, theta_b[k], float(t), out=theta[k])
             model = _Reparametrised(lm.model, theta)
-            nll = sum(float(token_nll(model, ids, mask).double().sum())
-                      for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device))
-            losses.append(nll / n_tokens)
-    loss = np.array(losses)
+            for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+                nll[row, idx] = token_nll(model, ids, mask).double().sum(1).cpu().numpy()
+    loss = nll.sum(1) / scored.sum()
     linear = (1 - ts) * loss[0] + ts * loss[-1]
+    t_index, p_index = np.indices(nll.shape)
+    passages = pd.DataFrame({"t": ts[t_index.ravel()], "passage_id": [chosen[i][0].id for i in p_index.ravel()],
+                             "domain": [chosen[i][0].domain for i in p_index.ravel()], "nll_sum": nll.ravel(),
+                             "n_tokens": scored[p_index.ravel()]})
     return {"interpolation": pd.DataFrame({"t": ts, "loss": loss, "linear": linear, "excess": loss - linear,
-                                           "n_tokens": [n_tokens] * points})}
+                                           "n_tokens": [int(scored.sum())] * points}),
+            "interpolation_passages": passages}
 
 
 
