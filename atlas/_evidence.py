@@ -44,7 +44,8 @@ from ._stats import Interval
 MIN_LAYERS = 5  # fewer layers give a rank correlation of a handful of values (two give +-1 always): no interval
 
 __all__ = ["MIN_LAYERS", "LayerCorrelation", "ParametricProfile", "LayerSample", "ablation_profile", "effective_layers", "fixed_profile",
-           "layer_contrast", "layer_correlation", "mean_profile", "split_halves"]
+           "layer_contrast", "layer_correlation", "mean_profile", "paired_perplexity", "judge_domain_pair",
+           "split_halves"]
 
 
 @dataclass(frozen=True)
@@ -255,3 +256,34 @@ def split_halves(passages: pd.DataFrame, domain: str = "domain") -> tuple[pd.Dat
     estimate on the other, so the choice cannot flatter the estimate."""
     position = passages.groupby(domain, sort=False).cumcount()
     return (passages[position % 2 == 0].reset_index(drop=True), passages[position % 2 == 1].reset_index(drop=True))
+
+
+def paired_perplexity(prediction) -> tuple[list[pd.DataFrame], list[dict[str, float]], int]:
+    """A model pair's ``perplexity`` tables restricted to the passages neither model trained on (a Lab model
+    knows its training passages; ``atlas.lab._runs.trained_on``), each model's per-domain pooled perplexity on
+    them, and how many passages were left out. A base model and its tuned copy compared on what the copy was
+    tuned on would measure memorisation, not the claim."""
+    from .lab._runs import trained_on
+
+    tables = [prediction.evidence["perplexity", m]["perplexity"] for m in prediction.model_names]
+    seen = set().union(*(trained_on(m) for m in prediction.model_names))
+    kept = [t[~t["passage_id"].isin(seen)].reset_index(drop=True) for t in tables]
+    ppl = [{d: float(np.exp(g["nll_sum"].sum() / g["n_tokens"].sum())) for d, g in t.groupby("domain", sort=False)}
+           for t in kept]
+    return kept, ppl, len(tables[0]) - len(kept[0])
+
+
+def judge_domain_pair(prediction, statistic, needed=()) -> None:
+    """Conclude a model-pair prediction on ``statistic([ppl_a, ppl_b])`` of the two models' per-domain
+    perplexities, on the passages neither trained on, with a BCa CI resampling passages within each domain
+    (both models together); not run when the held-out passages lack a domain in ``needed``."""
+    from ._stats import domain_bootstrap_ci
+
+    tables, ppl, left_out = paired_perplexity(prediction)
+    missing = sorted(set(needed) - set(ppl[0]))
+    if missing or len(ppl[0]) < 2:
+        prediction.not_run(f"the passages neither model trained on lack the domains {missing or 'to compare'}")
+    ci = domain_bootstrap_ci(tables, statistic, domains=list(ppl[0]), n_resamples=prediction.profile.bootstrap_resamples)
+    prediction.conclude(effect=statistic(ppl), ci=ci, n=len(tables[0]), evidence={
+        "passages_left_out_as_trained_on": left_out,
+        "log_ppl_b_over_a": {d: float(np.log(ppl[1][d] / ppl[0][d])) for d in ppl[0]}})

@@ -187,11 +187,13 @@ class Prediction:
 
     def __init__(self, session: AtlasSession, node: pytest.Item, *, id: str, claim: str, criterion: Criterion,
                  needs: tuple[str, ...] | dict[str, dict], source: str = "", form: str = "general",
-                 model: str | tuple[str, ...] | None = None):
+                 model: str | tuple[str, ...] | None = None, default_pair: tuple[str, str] | None = None):
         """``needs``: the instruments whose tables are the evidence, in the order CISP gathers them, as
         names or as ``{name: settings}`` when the evidence needs settings other than the profile's;
         ``model``: a name (default: the session's selected model), a tuple of names for a named
-        comparison, or ``"pair"`` for the session's ``--atlas-pair``."""
+        comparison, or ``"pair"`` for the session's ``--atlas-pair``; ``default_pair``: the pair used
+        when none is given and the session's model is its base (e.g. the offline model and a Lab
+        fine-tune of it)."""
         if form not in ("named", "general"):
             raise SettingsError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
         unknown = [n for n in needs if n not in INSTRUMENTS]
@@ -202,7 +204,8 @@ class Prediction:
         self.id, self.claim, self.criterion, self.source, self.form = id, claim, criterion, source, form
         self.needs: dict[str, dict] = dict(needs) if isinstance(needs, dict) else {n: {} for n in needs}
         if model == "pair":
-            self.model_names = session.pair or ()
+            built_in = default_pair if default_pair and default_pair[0] == session.model_name else None
+            self.model_names = session.pair or built_in or ()
         elif isinstance(model, (tuple, list)):
             self.model_names = tuple(model)
         else:
@@ -235,7 +238,8 @@ class Prediction:
         declared order, before the body runs. An unavailable model makes the prediction "not run"; an input
         that CISP refused, or that failed on this model's weights, refuses the prediction."""
         if not self.model_names:
-            self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)")
+            self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)"
+                         "; the built-in Lab pair needs --atlas-model smollm2-135m-instruct")
         try:
             models = [self.session.model(name) for name in self.model_names]
         except ModelUnavailable as exc:

@@ -7,9 +7,8 @@ anomalous dip unexplained", and layer 11: "Drop — output projection decouples"
 The named forms replicate the seed's method, variant ``seed_flattened`` (maps flattened
 over the causal triangle; it couples any two heads through the row profile every causal
 map shares); the general form uses the default, ``row_centred``, which removes it.
-(a) named, gpt2: Spearman rho(layer, coupling) >= 0.6;
-(b) named, gpt2: the layer-4 dip, coupling(4) - mean(coupling(3), coupling(5)) < 0;
-(c) named, gpt2: the layer-11 drop, coupling(11) - coupling(10) < 0;
+(a) named, gpt2: rho(layer, coupling) >= 0.6; (b) the layer-4 dip, coupling(4) -
+mean(coupling(3), coupling(5)) < 0; (c) the layer-11 drop, coupling(11) - coupling(10) < 0;
 (d) general, selected model: rho(layer, coupling) > 0.
 Every interval resamples passages and recomputes the layer profile (``atlas._evidence``):
 layers are not independent units, and the contrasts' layers share their passages.
@@ -27,8 +26,7 @@ CONTRAST_CI = "95% BCa bootstrap over passages, the layers recomputed together p
 
 RISES_NAMED = Criterion("Spearman rho(layer, coupling), variant seed_flattened", ">=", 0.6, ci=RHO_CI,
                         sample="GPT-2 small's 12 layers")
-LAYER4_DIP = Criterion("coupling(4) - mean(coupling(3), coupling(5)), variant seed_flattened", "<", 0.0,
-                       ci=CONTRAST_CI)
+LAYER4_DIP = Criterion("coupling(4) - mean(coupling(3), coupling(5)), variant seed_flattened", "<", 0.0, ci=CONTRAST_CI)
 LAYER11_DROP = Criterion("coupling(11) - coupling(10), variant seed_flattened", "<", 0.0, ci=CONTRAST_CI)
 RISES = Criterion("Spearman rho(layer, coupling), variant row_centred", ">", 0.0, ci=RHO_CI,
                   sample="every layer of the model")
@@ -41,8 +39,7 @@ def coupling(prediction, variant: str):
 
 def rise(prediction, variant: str):
     profile = coupling(prediction, variant)
-    result = layer_correlation(fixed_profile(profile.layers), profile,
-                               n_resamples=prediction.profile.bootstrap_resamples)
+    result = layer_correlation(fixed_profile(profile.layers), profile, n_resamples=prediction.profile.bootstrap_resamples)
     prediction.conclude(effect=result.rho, ci=result.ci, n=profile.n, evidence={
         **result.evidence(), "coupling": dict(zip(profile.layers.tolist(), profile.profile.round(4).tolist())),
         "seed_coupling_gpt2": SEED_COUPLING})
@@ -67,16 +64,14 @@ def test_coupling_rises_with_depth_in_gpt2(prediction):
 
 @pytest.mark.prediction(
     id="P5b-layer4-dip-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
-    claim="GPT-2 small's layer 4 couples less than its neighbours (the seed's anomalous dip).",
-    criterion=LAYER4_DIP)
+    claim="GPT-2 small's layer 4 couples less than its neighbours (the seed's anomalous dip).", criterion=LAYER4_DIP)
 def test_layer_4_dips_in_gpt2(prediction):
     contrast(prediction, {4: 1.0, 3: -0.5, 5: -0.5})
 
 
 @pytest.mark.prediction(
     id="P5c-layer11-drop-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
-    claim="GPT-2 small's last layer couples less than layer 10 (output projection decouples).",
-    criterion=LAYER11_DROP)
+    claim="GPT-2 small's last layer couples less than layer 10 (output projection decouples).", criterion=LAYER11_DROP)
 def test_layer_11_drops_in_gpt2(prediction):
     contrast(prediction, {11: 1.0, 10: -1.0})
 

@@ -7,9 +7,8 @@ difference between lowest and highest", read as a corpus fingerprint of WebText.
 
 Two forms, criteria fixed here before any data:
 
-(a) named, on gpt2: the replicated domain perplexities rank the eight domains as
-    the seed did — Spearman rho(replicated, seed) >= 0.7, judged by a 95% BCa
-    bootstrap CI (passages resampled within each domain).
+(a) named, on gpt2: the replicated perplexities rank the eight domains as the seed
+    did — Spearman rho(replicated, seed) >= 0.7 (BCa CI, passages within domains).
 (b) general, on the selected model: domains differ in perplexity — the ratio of
     the highest to the lowest domain perplexity exceeds 2. Picking the two domains
     on the data that test them favours the claim (at a true ratio of exactly 2 it
@@ -25,30 +24,19 @@ from atlas._evidence import split_halves
 from atlas._stats import domain_bootstrap_ci
 
 SEED_PPL = {  # domain id -> the seed sheet's GPT-2 small perplexity
-    "technical_documentation": 19.1,
-    "vernacular_dialect": 33.2,
-    "tech_forum_discussion": 40.1,
-    "non_western_cultural_context": 46.4,
-    "literary_prose": 49.2,
-    "poetry": 58.6,
-    "spanish": 83.6,
-    "academic_abstract": 102.5,
-}
+    "technical_documentation": 19.1, "vernacular_dialect": 33.2, "tech_forum_discussion": 40.1,
+    "non_western_cultural_context": 46.4, "literary_prose": 49.2, "poetry": 58.6, "spanish": 83.6,
+    "academic_abstract": 102.5}
 
 RANK_AGREEMENT = Criterion(
-    statistic="Spearman rho between replicated and seed domain perplexities (8 seed domains)",
-    direction=">=", threshold=0.7,
-    ci="95% BCa bootstrap, passages resampled within each domain",
-    sample="every seed domain present in the corpus; BOS policy prepend",
-)
+    statistic="Spearman rho between replicated and seed domain perplexities (8 seed domains)", direction=">=",
+    threshold=0.7, ci="95% BCa bootstrap, passages resampled within each domain",
+    sample="every seed domain present in the corpus; BOS policy prepend")
 
 DOMAIN_SPREAD = Criterion(
-    statistic="highest / lowest domain perplexity",
-    direction=">", threshold=2.0,
-    ci="95% BCa bootstrap, passages resampled within each domain, on the estimation half",
+    statistic="highest / lowest domain perplexity", direction=">", threshold=2.0, ci="95% BCa bootstrap, passages resampled within each domain, on the estimation half",
     sample="all domains of the corpus, each split in halves: the pair chosen on one, the ratio on the other; "
-           "BOS policy prepend",
-)
+           "BOS policy prepend")
 
 
 def _domain_table(prediction):
@@ -61,8 +49,7 @@ def _domain_table(prediction):
     source="measurements-gpt2-april-2026: Domain Perplexity Map",
     claim="GPT-2 small ranks the eight domains as the seed sheet did (19.1 technical documentation ... "
           "102.5 academic abstracts).",
-    criterion=RANK_AGREEMENT,
-)
+    criterion=RANK_AGREEMENT)
 def test_gpt2_ranks_domains_as_the_seed(prediction):
     passages, domains = _domain_table(prediction)
     shared = [d for d in SEED_PPL if d in domains.index]
@@ -80,8 +67,7 @@ def test_gpt2_ranks_domains_as_the_seed(prediction):
     source="measurements-gpt2-april-2026: '5x difference between lowest (19.1) and highest (102.5)'",
     claim="A causal LM's perplexity differs across domains: the highest domain perplexity is more than "
           "twice the lowest.",
-    criterion=DOMAIN_SPREAD,
-)
+    criterion=DOMAIN_SPREAD)
 def test_domain_perplexities_spread_more_than_twofold(prediction):
     passages, _ = _domain_table(prediction)
     choose, estimate = split_halves(passages)

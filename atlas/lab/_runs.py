@@ -26,7 +26,7 @@ from .._store import Run, Store, utcnow
 from ._recipe import LabError, Recipe, load_recipe
 from ._train import TrainResult, train
 
-__all__ = ["LAB_PREFIX", "lab_name", "parse_lab_name", "trained_run"]
+__all__ = ["LAB_PREFIX", "lab_name", "parse_lab_name", "trained_on", "trained_run"]
 
 LAB_PREFIX = "lab:"
 _NAME = re.compile(r"^lab:(?P<recipe>[^@]+?)(?:@(?P<seed>\d+))?$")
@@ -83,3 +83,17 @@ def _data_hash(recipe: Recipe) -> str:
     """What the recipe trains on, as a hash: the corpus's content hash, or the modular task's description."""
     data = recipe.as_dict()["data"]
     return load_corpus(data["corpus"]).hash if "corpus" in data else "sha256:" + settings_hash(data)
+
+
+def trained_on(model_name: str) -> set[str]:
+    """Ids of the passages a Lab model trained on (empty for any other model: its training data are not known
+    here). A comparison of a base model and its tuned copy scores only passages neither trained on."""
+    if not model_name.startswith(LAB_PREFIX):
+        return set()
+    recipe, seed = parse_lab_name(model_name)
+    if "corpus" not in recipe.as_dict()["data"]:
+        return set()
+    path = train(recipe, seed=seed, progress=False).checkpoints[-1][1]  # on disk already: not trained again
+    from ._checkpoint import lab_checkpoint
+
+    return set(lab_checkpoint(path).split.get("train_ids", ()))
