@@ -79,6 +79,8 @@ class Corpus:
         """The first ``per_domain`` passages of each domain (all of them for None)."""
         if per_domain is None:
             return self
+        if per_domain < 1:
+            raise CorpusError(f"corpus {self.name}: a sample needs at least 1 passage per domain, not {per_domain}")
         taken: dict[str, int] = {}
         kept = []
         for p in self.passages:
