@@ -99,8 +99,10 @@ def load_corpus(path: str | Path) -> Corpus:
     text, or an id seen before.
     """
     path = STARTER_CORPUS if str(path) == "starter" else Path(path)
+    if path.is_dir():
+        raise CorpusError(f"corpus {path}: a folder, not a file; give a JSON Lines file (one passage per line)")
     if not path.is_file():
-        raise CorpusError(f"corpus {path}: no such file")
+        raise CorpusError(f"corpus {path}: no such file; give a JSON Lines file, or 'starter' for the bundled one")
     passages: list[Passage] = []
     first_seen: dict[str, int] = {}
     with path.open("rb") as f:

@@ -354,7 +354,7 @@ def _sections(sheet: Sheet) -> tuple[dict, list[_Section]]:
         table = section.get("table", name)
         try:
             schema = schema_for(table)
-        except (KeyError, TypeError):
+        except (BadInput, TypeError):
             errors.append(f"{name}: no table {table!r} (tables: {', '.join(table_names())})")
             continue
         if table in tables:
