@@ -98,6 +98,12 @@ def _block_network() -> None:
 _block_network()
 
 
+@pytest.fixture
+def network_attempts() -> list[str]:
+    """The blocked attempts so far (a test of the block itself clears its own)."""
+    return _ATTEMPTS
+
+
 @pytest.fixture(autouse=True)
 def no_network_attempt():
     """Fails the test that tried to reach the network, even when the code under test caught the error."""
