@@ -10,8 +10,8 @@ great-expectations anew. Nothing here is test logic: the tests in this folder de
         first one child runs to its end, to time a whole run (delays are drawn from [0, 1.1 x that]).
     crowd URL CORPUS N OUT
         N children run ``atlas measure`` on one store at once (started together by a barrier).
-    open URL N OUT
-        N children open a new store at once (the first-use race); each prints ok or its error.
+    open URL[,URL...] N OUT
+        for each URL (a new store), N children open it at once (the first-use race).
     import URL SHEET N OUT
         N children ``atlas import`` one sheet into one store at once.
 
@@ -132,16 +132,19 @@ def crowd(url: str, corpus: str, n: int, out: Path) -> dict:
     return {"exits": [_wait(pid) for pid in pids]}
 
 
-def open_race(url: str, n: int, out: Path) -> dict:
-    barrier = multiprocessing.Barrier(n)
+def open_race(urls: list[str], n: int, out: Path) -> dict:
+    exits = []
+    for round_, url in enumerate(urls):
+        barrier = multiprocessing.Barrier(n)
 
-    def run():
-        barrier.wait()
-        Store(url)
-        print("ok")
+        def run():
+            barrier.wait()
+            Store(url)
+            print("ok")
 
-    pids = [_child(run, out.parent / f"open-{i}.log") for i in range(n)]
-    return {"exits": [_wait(pid) for pid in pids]}
+        pids = [_child(run, out.parent / f"open-{round_}-{i}.log") for i in range(n)]
+        exits.append([_wait(pid) for pid in pids])
+    return {"exits": exits}
 
 
 def imports(url: str, sheet: str, n: int, out: Path) -> dict:
@@ -166,9 +169,9 @@ def main(argv: list[str]) -> None:
         out = Path(out)
         result = crowd(url, corpus, int(n), out)
     elif mode == "open":
-        url, n, out = rest
+        urls, n, out = rest
         out = Path(out)
-        result = open_race(url, int(n), out)
+        result = open_race(urls.split(","), int(n), out)
     elif mode == "import":
         url, sheet, n, out = rest
         out = Path(out)
