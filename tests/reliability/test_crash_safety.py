@@ -26,7 +26,7 @@ def _survives_kills(kind: str, url: str, tiny_corpus, tmp_path, seed: int) -> di
     assert result["first_exit"] in (0, 1), f"the whole {kind} run failed: see {tmp_path}/{kind}-whole.log"
     assert result["landed"] >= KILLS[kind]
     held = check_store(url)
-    record("SIGKILLs survived (store intact, no half-written run)", result["landed"])
+    record("SIGKILLs survived", result["landed"])
     return {**result, **held}
 
 
