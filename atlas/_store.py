@@ -233,11 +233,13 @@ def _postgres_triggers(conn) -> None:
     conn.execute(text(
         "CREATE OR REPLACE FUNCTION atlas_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "RAISE EXCEPTION 'the Atlas store is append-only: % on % refused', TG_OP, TG_TABLE_NAME; END $$"))
-    for table in _APPEND_ONLY:
-        conn.execute(text(f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                          "FOR EACH ROW EXECUTE FUNCTION atlas_append_only()"))
-        conn.execute(text(f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                          "FOR EACH STATEMENT EXECUTE FUNCTION atlas_append_only()"))
+    present = set(conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars())
+    for table in _APPEND_ONLY:  # only what is missing: CREATE TRIGGER locks the table against writers
+        for name, when, each in ((f"{table}_append_only", "UPDATE OR DELETE", "ROW"),
+                                 (f"{table}_no_truncate", "TRUNCATE", "STATEMENT")):
+            if name not in present:
+                conn.execute(text(f"CREATE TRIGGER {name} BEFORE {when} ON {table} FOR EACH {each} "
+                                  "EXECUTE FUNCTION atlas_append_only()"))
 
 
 def _add_missing_columns(conn) -> None:
