@@ -46,8 +46,14 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import JSON, Column, event, inspect, make_url, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError, \
-    ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from ._errors import StoreUrlError

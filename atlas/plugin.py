@@ -217,7 +217,8 @@ class _ReportWriter:
                     terminalreporter.write_line(f"{report.nodeid}: {report.longrepr}")
         if self.path is not None:
             terminalreporter.write_sep("-", "Atlas")
-            terminalreporter.write_line(f"verdict report: {self.path}  (store: {shown_url(_option(self.config, 'db'))})")
+            store = shown_url(_option(self.config, "db"))
+            terminalreporter.write_line(f"verdict report: {self.path}  (store: {store})")
         if self.error is not None:
             terminalreporter.write_sep("-", "Atlas")
             terminalreporter.write_line(f"no verdict report: {self.error}")

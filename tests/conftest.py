@@ -71,7 +71,8 @@ def _is_local(host) -> bool:
 
 def _block_network() -> None:
     """Loopback only, for every socket this process opens (see the module docstring)."""
-    real_connect, real_connect_ex, real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
 
     def check(sock, address):
         if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):

@@ -32,8 +32,9 @@ def record(figure: str, value: int) -> None:
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a process the suite starts: this checkout's atlas first, offline, one thread."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "HF_HUB_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "false",
+           "OMP_NUM_THREADS": "1"}
     return {**env, **extra}
 
 
@@ -67,7 +68,8 @@ def check_store(url: str) -> dict:
         logged = {row[0] for row in conn.execute(text("SELECT DISTINCT run_id FROM protocolevent "
                                                       "WHERE action IN ('measured', 'failed')"))}
         rows = {(r[0], r[1], r[2]): r[3] for r in conn.execute(text(
-            "SELECT run_id, table_name, derivation, count(*) FROM measurement GROUP BY run_id, table_name, derivation"))}
+            "SELECT run_id, table_name, derivation, count(*) FROM measurement "
+            "GROUP BY run_id, table_name, derivation"))}
     assert orphans == 0, f"{orphans} measurement rows without their run"
     runs = store.runs()
     for run in runs:
@@ -79,7 +81,8 @@ def check_store(url: str) -> dict:
             inst = INSTRUMENTS[run.instrument]
             assert {(t, "") for t in inst.measures} <= tables, f"run {run.id} lacks measured tables: {tables}"
             for derivation in store.derivations(run.id):
-                assert {(t, derivation.key) for t in inst.summaries} <= tables, f"derivation {derivation.key} lacks tables"
+                summaries = {(t, derivation.key) for t in inst.summaries}
+                assert summaries <= tables, f"derivation {derivation.key} lacks tables"
         if run.provenance == "measured":
             assert run.id in logged, f"run {run.id} is missing from the protocol log"
     complete = {r.id for r in runs if r.status == "complete"}
@@ -104,5 +107,5 @@ def all_text(url: str) -> str:
     return dump
 
 
-__all__ = ["FUZZ_EXAMPLES", "REPO", "SESSION_COMPLETE", "all_text", "atlas_command", "check_store", "child_env", "harness",
-           "record"]
+__all__ = ["FUZZ_EXAMPLES", "REPO", "SESSION_COMPLETE", "all_text", "atlas_command", "check_store", "child_env",
+           "harness", "record"]

@@ -16,8 +16,7 @@ import yaml
 from _support import record
 from click.testing import CliRunner
 
-from atlas import _models
-from atlas import STARTER_CORPUS, Store, load_model
+from atlas import STARTER_CORPUS, Store, _models, load_model
 from atlas.cli import main
 
 pytestmark = pytest.mark.reliability
@@ -122,8 +121,8 @@ def test_an_sqlite_file_in_a_missing_or_impossible_folder(tmp_path, no_model_loa
         refused(measure(url, STARTER_CORPUS), 2, "is not a folder", "create the folder")
 
 
-@pytest.mark.parametrize("command", [["verdicts"], ["report", "--out", "reports"], ["judge", "1", "f", "v", "--by", "x"],
-                                     ["import-reference"], ["export", "abcd"]])
+@pytest.mark.parametrize("command", [["verdicts"], ["report", "--out", "reports"],
+                                     ["judge", "1", "f", "v", "--by", "x"], ["import-reference"], ["export", "abcd"]])
 def test_every_command_refuses_a_garbage_url(command):
     refused(cli(*command, "--db", "::garbage::"), 2, "is not a database URL")
 
@@ -165,8 +164,10 @@ def _checkpoint(folder, change):
 
 
 def test_a_model_with_non_finite_weights_is_refused_before_measuring(tmp_path, db):
-    folder = _checkpoint(tmp_path / "nan-model", lambda m: m.transformer.h[0].mlp.c_fc.weight.view(-1)[:3].fill_(math.nan))
-    refused(measure(db, STARTER_CORPUS, model=folder), 1, "non-finite weights", "h.0.mlp.c_fc.weight", "reload")
+    folder = _checkpoint(tmp_path / "nan-model",
+                         lambda m: m.transformer.h[0].mlp.c_fc.weight.view(-1)[:3].fill_(math.nan))
+    refused(measure(db, STARTER_CORPUS, model=folder), 1, "non-finite weights", "h.0.mlp.c_fc.weight",
+            "reload")
     store = Store(db)
     assert store.runs() == [] and [e.action for e in store.events()] == ["refused"]
 
