@@ -63,7 +63,7 @@ class AtlasSession:
 
     model_name: str
     corpus_path: str
-    db_url: str
+    db_url: str = field(repr=False)  # may hold a password: shown only as ``Store.shown_url``
     reports_dir: Path
     device: str = "auto"
     dtype: str = "auto"
@@ -236,7 +236,8 @@ class Prediction:
     def gather(self) -> None:
         """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction, in the
         declared order, before the body runs. An unavailable model makes the prediction "not run"; an input
-        that CISP refused, or that failed on this model's weights, refuses the prediction."""
+        that CISP refused, that failed on this model's weights, or whose instrument crashed, refuses the
+        prediction ("not run: refused by CISP", with the reason): a crash never looks like a refutation."""
         if not self.model_names:
             self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)"
                          "; the built-in Lab pair needs --atlas-model smollm2-135m-instruct")
@@ -251,11 +252,11 @@ class Prediction:
                         instrument, lm, declared, prediction=self.id)
                 except ModelUnavailable as exc:  # the other model of a pairwise instrument
                     self.not_run(str(exc))
-                except AtlasError as exc:
+                except Exception as exc:  # noqa: BLE001 -- a crashed input is "not run: refused", never a refutation
                     self._log("refused", instrument, lm.name, f"its input failed: {type(exc).__name__}")
                     first_line = str(exc).splitlines()[0] if str(exc) else ""
                     self.not_run(f"refused by CISP: the input {instrument!r} on {lm.name} failed "
-                                 f"({type(exc).__name__}: {first_line}); its run is stored as failed")
+                                 f"({type(exc).__name__}: {first_line}); the protocol log has the step")
 
     def refuse_undeclared(self, instrument: str, model: str):
         """Evidence a pre-registration did not name is refused (and logged)."""

@@ -76,6 +76,9 @@ def budgeted(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage: int 
 def batches(encoded: Sequence[list[int]], batch_size: int, pad_id: int, device: str
             ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """Yield (indices, input_ids [B, T], attention_mask [B, T]), grouping similar lengths to save padding."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SettingsError(f"batch_size (--batch-size) must be a whole number of passages, at least 1, "
+                            f"not {batch_size!r}")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
