@@ -12,13 +12,6 @@
   spectral density of H is approximated by nodes theta_i with weights s_{1,i}^2
   (the squared first components), which sum to 1: sum_i w_i f(theta_i) ~ v^T f(H) v.
 * ``hutchinson``: tr H = E[z^T H z] for Rademacher z; mean and standard error.
-* ``hutch_plus_plus``: Hutch++ (Meyer, Musco, Musco & Woodruff 2021, "Hutch++: Optimal
-  Stochastic Trace Estimation", SOSA): a third of the products sketch H's dominant range,
-  Q = orth(H S) [n, k] for Rademacher S [n, k]; a third take its trace exactly,
-  tr(Q^T H Q); the rest estimate the remainder tr((I - QQ^T) H (I - QQ^T)) by Hutchinson
-  on probes projected off Q. Unbiased for any symmetric H; its error falls as 1/m rather
-  than Hutchinson's 1/sqrt(m) when a few eigenvalues carry most of ||H||_F, as in
-  loss Hessians (a few outliers over a bulk near zero).
 """
 
 from __future__ import annotations
@@ -30,7 +23,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
-__all__ = ["Ritz", "hutch_plus_plus", "hutchinson", "lanczos", "rademacher", "ritz"]
+__all__ = ["Ritz", "hutchinson", "lanczos", "rademacher", "ritz"]
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # [n] -> [n]
 
@@ -96,30 +89,3 @@ def hutchinson(matvec: MatVec, n: int, samples: int, generator: torch.Generator,
     draws = np.array([float(z @ matvec(z).float()) for z in (rademacher(n, generator, device) for _ in range(samples))])
     se = float(draws.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
     return float(draws.mean()), se
-
-
-def hutch_plus_plus(matvec: MatVec, n: int, products: int, generator: torch.Generator, device: str
-                    ) -> tuple[float, float]:
-    """Hutch++ trace estimate from ``products`` products (>= 3): (estimate, standard error).
-
-    k = products // 3 sketch products, k for tr(Q^T H Q), the remaining products - 2k for
-    the projected Hutchinson probes. Probes are Rademacher from ``generator``. The standard
-    error is that of the projected Hutchinson mean (the sketch part has no sampling error
-    given Q); NaN with a single residual probe. Memory: two [n, k] float32 blocks.
-    """
-    if products < 3:
-        raise ValueError(f"Hutch++ needs at least 3 products (a third each for sketch, subspace and rest), "
-                         f"not {products}; use hutchinson for fewer")
-    k = min(products // 3, n)
-    sketch = torch.stack([matvec(rademacher(n, generator, device)).float() for _ in range(k)], dim=1)  # [n, k]
-    q, _ = torch.linalg.qr(sketch)  # [n, k] orthonormal basis of H S
-    del sketch
-    low = sum(float(q[:, i] @ matvec(q[:, i].contiguous()).float()) for i in range(k))  # tr(Q^T H Q)
-    draws = []
-    for _ in range(products - 2 * k):
-        g = rademacher(n, generator, device)
-        g -= q @ (q.T @ g)  # [n], projected off Q
-        draws.append(float(g @ matvec(g).float()))
-    draws = np.array(draws)
-    se = float(draws.std(ddof=1) / np.sqrt(len(draws))) if len(draws) > 1 else float("nan")
-    return low + float(draws.mean()), se
