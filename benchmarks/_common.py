@@ -142,18 +142,22 @@ class Report:
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
 
-    def ratios(self, by: Iterable[str], figures: dict[str, str], atlas: str = "atlas") -> pd.DataFrame:
+    def ratios(self, by: Iterable[str], figures: dict[str, str], atlas: str = "atlas",
+               not_peers: tuple[str, ...] = ("reference", "on Atlas's products")) -> pd.DataFrame:
         """Per group (``by`` columns; none: the whole table): Atlas's figure / the best peer's, for each figure.
 
         ``figures``: column -> "min" or "max" (which way is better). The method column is
         ``method``; rows whose method starts with ``atlas`` are Atlas's (the first one counts:
-        put the headline setting first), the rest are peers. Rows with a missing figure or
+        put the headline setting first), the rest are peers except rows whose method starts or ends
+        with one of ``not_peers`` (a reference, a peer's algorithm on Atlas's operator). Rows with a missing figure or
         ``reached`` False are left out of the best-peer choice for that figure."""
         df, by, out = self.table(), list(by), []
         for key, group in (df.groupby(by, sort=False) if by else [((), df)]):
             key = key if isinstance(key, tuple) else (key,)
             mine = group[group["method"].str.startswith(atlas)]
-            peers = group[~group["method"].str.startswith(atlas)]
+            method = group["method"]
+            outside = method.str.startswith(not_peers) | method.str.endswith(not_peers)
+            peers = group[~method.str.startswith(atlas) & ~outside]
             if "reached" in peers:
                 peers = peers[peers["reached"].fillna(True).astype(bool)]
             if mine.empty or peers.empty:
