@@ -49,7 +49,7 @@ PROFILES = {
                                "stiffness": {"radii": "0.05,0.1", "directions": 2, "steps": 2, "max_tokens": 128},
                                "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128},
                                # 12 passages a domain, about half of them held out from the Lab tune (P11)
-                               "interpolation": {"points": 5, "max_tokens": 3072, "tokens_per_passage": 32}},
+                               "interpolation": {"points": 5, "max_tokens": 1536, "tokens_per_passage": 16}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3, "interpolation": 12}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},

@@ -5,7 +5,8 @@ archaeological sinks isolated basins or branches of a connected low-loss manifol
 Made measurable on a base model and its tuned copy: along the straight line between
 them (instrument ``interpolation``), each domain's loss L_d(t) and its barrier, the
 largest height above the chord, max_t [L_d(t) - ((1 - t) L_d(0) + t L_d(1))] (Entezari et
-al. 2022). "Isolated" predicts that reaching the tuned minimum climbs more on the
+al. 2022), over the interior points t in (0, 1): signed, so that a line that dips below the
+chord on every domain (both ends in one basin) still ranks the domains. "Isolated" predicts that reaching the tuned minimum climbs more on the
 archaeological domains (poetry, academic_abstract, spanish) than on the laminar ones
 (technical_documentation, vernacular_dialect, tech_forum_discussion): mean barrier
 (archaeological) - mean barrier (laminar) > 0. A CI wholly below 0 refutes it; one
@@ -25,7 +26,7 @@ ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
 LAB_PAIR = ("smollm2-135m-instruct", "lab:finetune-smollm2")
 ISOLATED = Criterion(
-    statistic="mean per-domain barrier (max height above the chord) of archaeological domains minus laminar",
+    statistic="mean per-domain barrier (max height above the chord, interior t) of archaeological minus laminar",
     direction=">", threshold=0.0, ci="95% BCa bootstrap, passages resampled within each domain, every t together",
     sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; passages neither model trained on")
 
@@ -33,7 +34,8 @@ ISOLATED = Criterion(
 def barriers(losses, ts) -> dict[str, float]:
     """{domain: barrier} from one {domain: exp(L_d(t))} per t."""
     curve = {d: np.log([at[d] for at in losses]) for d in losses[0]}
-    return {d: float(np.max(L - ((1 - ts) * L[0] + ts * L[-1]))) for d, L in curve.items()}
+    inside = (ts > 0) & (ts < 1)
+    return {d: float(np.max((L - ((1 - ts) * L[0] + ts * L[-1]))[inside])) for d, L in curve.items()}
 
 
 @pytest.mark.prediction(
