@@ -5,10 +5,14 @@ form must reach a real verdict. Cases are built so that the verdict logic is see
 fail when it should: a random model knows no domain (P0b refuted), two layers give no
 interval for a correlation over layers (inconclusive), and a model pair in which one
 was tuned on the archaeological domains supports P3d in one order and refutes it in
-the other.
+the other. P12's named model is a Lab run (it trains rather than being absent): it runs on
+a seconds-sized recipe under its name. P13 / P14 run on corpora whose territories are
+built from near-copies and mixtures, P15 on a model built to forget.
 """
 
 import copy
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,8 @@ from atlas import STARTER_CORPUS, Store, load_corpus, load_model
 
 PREDICTIONS = Path(__file__).resolve().parents[1] / "predictions"
 ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
+LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
+P12 = "test_p12_memory_viscosity.py"
 
 
 def small_corpus(path: Path, per_domain: int) -> Path:
@@ -50,8 +56,9 @@ def pair(tmp_path_factory):
 def run_predictions(pytester, *options):
     db = f"sqlite:///{pytester.path / 'atlas.db'}"
     corpus = small_corpus(pytester.path / "corpus.jsonl", 4)
+    # P12's named model is a Lab run that trains (minutes on memory-lm): its own tests below, on a tiny recipe
     result = pytester.runpytest(str(PREDICTIONS), f"--atlas-corpus={corpus}", f"--atlas-db={db}", "-p",
-                                "no:cacheprovider", "-rs", *options)
+                                "no:cacheprovider", "-rs", f"--ignore={PREDICTIONS / P12}", *options)
     return result, {v.prediction: v for v in Store(db).latest_verdicts()}, Store(db)
 
 
@@ -88,3 +95,55 @@ def test_the_same_pair_in_the_other_order_refutes_the_archaeological_claim(pytes
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _, verdicts, _ = run_predictions(pytester, f"--atlas-pair={pair[1]},{pair[0]}", "-k", "test_tuning_reduces_archaeological")
     assert verdicts["P3d-tuning-archaeological"].outcome == "refuted"
+
+
+# --- P12: the memory experiment on a tiny recipe under the name memory-lm -----------------------------
+
+TINY_MEMORY = """kind: corpus_lm
+architecture: {shape: llama, layers: 1, heads: 2, kv_heads: 1, d_model: 32, d_mlp: 64, context: 1024}
+data: {corpus: starter, curriculum: [technical_documentation, poetry], train_fraction: 0.75, split_seed: 0, window: 64}
+optimiser: {lr: 3.0e-3, betas: [0.9, 0.99], weight_decay: 0.1}
+steps: 60
+batch: 8
+checkpoints: {every: 5}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_memory(tmp_path_factory):
+    """A recipe directory holding a seconds-sized memory-lm, and a Lab cache shared by the cases."""
+    recipes = tmp_path_factory.mktemp("recipes")
+    (recipes / "memory-lm.yaml").write_text(TINY_MEMORY, encoding="utf-8")
+    return recipes, tmp_path_factory.mktemp("lab-cache")
+
+
+# Real tiny runs: at matched loss their spectra vary as much between seeds as between the two orders
+# (inconclusive). The supported case multiplies the second curriculum's measured curvature (lambda_max,
+# trace) by e^2, what a curriculum that left the terrain twice as curved in log terms would show: no recipe
+# that trains in seconds does so reliably, and the verdict logic must see it when one does.
+@pytest.mark.parametrize("curvature, expected", [(1.0, "inconclusive"), (math.e ** 2, "supported")])
+def test_p12_reaches_its_verdict_on_a_tiny_memory_recipe(pytester, monkeypatch, tiny_memory, curvature, expected):
+    from atlas.instruments import INSTRUMENTS
+
+    recipes, cache = tiny_memory
+    monkeypatch.setattr("atlas.lab._recipe._RECIPES", recipes)
+    monkeypatch.setenv("ATLAS_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    real = INSTRUMENTS["memory"]
+
+    def curved(lm, corpus, **settings):
+        tables = real.measure(lm, corpus, **settings)
+        second = tables["memory"]["curriculum"] == tables["memory"]["curriculum"].iloc[-1]
+        tables["memory"].loc[second, ["lambda_max", "trace", "trace_stderr"]] *= curvature
+        return tables
+
+    if curvature != 1.0:
+        monkeypatch.setitem(INSTRUMENTS, "memory", dataclasses.replace(real, measure=curved))
+    db = f"sqlite:///{pytester.path / 'atlas.db'}"
+    pytester.runpytest(str(PREDICTIONS / P12), f"--atlas-db={db}", "-p", "no:cacheprovider")
+    verdict = Store(db).latest_verdicts()[0]
+    assert verdict.outcome == expected, verdict.reason
+    assert verdict.n == 4 and verdict.evidence["seeds"] == [0, 1, 2, 3]
+    assert set(verdict.evidence["steps"]) == {f"{c}@{s}" for c in ("technical_documentation>poetry",
+                                                                  "poetry>technical_documentation") for s in range(4)}
+    assert 0 < verdict.evidence["permutation_p"] <= 1
