@@ -69,7 +69,8 @@ def test_general_forms_reach_verdicts_and_named_forms_are_not_run(pytester, monk
     named = {k: v for k, v in verdicts.items() if v.form == "named"}
     assert set(general) == {"P0b-domain-perplexity-spread", "P1b-coupled-layers-resist", "P2c-named-domain-moves-most",
                             "P3c-tuning-variance", "P3d-tuning-archaeological", "P5d-coupling-rises",
-                            "P6b-probe-tracks-hessian", "P6c-coupling-sets-curvature"}, result.stdout.str()
+                            "P6b-probe-tracks-hessian", "P6c-coupling-sets-curvature", "P13-archaeological-rougher",
+                            "P14-competing-domains"}, result.stdout.str()
     assert all(v.outcome != "not_run" for v in general.values()), {k: v.reason for k, v in general.items()}
     assert named and all(v.outcome == "not_run" and "not available" in v.reason for v in named.values())
     # built to be refuted: random weights find every domain equally hard
@@ -95,6 +96,48 @@ def test_the_same_pair_in_the_other_order_refutes_the_archaeological_claim(pytes
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _, verdicts, _ = run_predictions(pytester, f"--atlas-pair={pair[1]},{pair[0]}", "-k", "test_tuning_reduces_archaeological")
     assert verdicts["P3d-tuning-archaeological"].outcome == "refuted"
+
+
+# --- P13, P14: territories built from copies and mixtures -------------------------------------------
+
+def territory_corpus(path: Path, *, smooth: tuple[str, ...]) -> Path:
+    """Six domains of four passages (first 64 bytes count: the quick profile's smoothness and tightness budget).
+    The ``smooth`` territory's passages are near-copies of one text M that interleaves 20-byte pieces of three
+    unlike texts (technical prose, Spanish, poetry), each shifted by a few bytes; the other territory's domains
+    hold those texts themselves, one kind per domain. Near-copies agree almost perfectly (within a domain and
+    across the smooth domains), and M's gradient lies near the mean of the three kinds', so it agrees with each
+    of them more than they agree with each other."""
+    import json
+
+    starter = load_corpus("starter")
+    kinds = [[p.text for p in starter.passages if p.domain == d][:4] for d in ("technical_documentation", "spanish",
+                                                                             "poetry")]
+    def mixture(shift: int) -> str:
+        return "".join(kind[0][k + shift:k + shift + 20] for k in range(0, 80, 20) for kind in kinds)
+
+    rough = LAMINAR if smooth == ARCHAEOLOGICAL else ARCHAEOLOGICAL
+    rows = [{"id": f"{d}-{i}", "domain": d, "text": mixture(i + 4 * j)} for j, d in enumerate(smooth) for i in range(4)]
+    rows += [{"id": f"{d}-{i}", "domain": d, "text": kind[i]} for d, kind in zip(rough, kinds) for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# laminar near-copies: both claims hold. Archaeological near-copies: their passages agree most (P13 refuted), and
+# the mixture agrees with the laminar kinds more than they do among themselves, within the noise of three domains
+# a side (P14 inconclusive: its interval resamples domains)
+@pytest.mark.parametrize("smooth, expected", [(LAMINAR, ("supported", "supported")),
+                                              (ARCHAEOLOGICAL, ("refuted", "inconclusive"))])
+def test_rough_and_competing_territories_decide_p13_and_p14(pytester, monkeypatch, smooth, expected):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    db = f"sqlite:///{pytester.path / 'atlas.db'}"
+    corpus = territory_corpus(pytester.path / "territories.jsonl", smooth=smooth)
+    pytester.runpytest(str(PREDICTIONS / "test_p13_archaeological_rougher.py"),
+                       str(PREDICTIONS / "test_p14_competing_domains.py"), f"--atlas-corpus={corpus}",
+                       f"--atlas-db={db}", "--atlas-model=tiny-gpt2", "-p", "no:cacheprovider")
+    verdicts = {v.prediction: v for v in Store(db).latest_verdicts()}
+    assert {k: v.outcome for k, v in verdicts.items()} == {"P13-archaeological-rougher": expected[0],
+                                                           "P14-competing-domains": expected[1]}
+    assert verdicts["P13-archaeological-rougher"].n == 24 and verdicts["P14-competing-domains"].n == 6
 
 
 # --- P12: the memory experiment on a tiny recipe under the name memory-lm -----------------------------
