@@ -70,7 +70,7 @@ def test_general_forms_reach_verdicts_and_named_forms_are_not_run(pytester, monk
     assert set(general) == {"P0b-domain-perplexity-spread", "P1b-coupled-layers-resist", "P2c-named-domain-moves-most",
                             "P3c-tuning-variance", "P3d-tuning-archaeological", "P5d-coupling-rises",
                             "P6b-probe-tracks-hessian", "P6c-coupling-sets-curvature", "P13-archaeological-rougher",
-                            "P14-competing-domains"}, result.stdout.str()
+                            "P14-competing-domains", "P15-elastic-restoring-force"}, result.stdout.str()
     assert all(v.outcome != "not_run" for v in general.values()), {k: v.reason for k, v in general.items()}
     assert named and all(v.outcome == "not_run" and "not available" in v.reason for v in named.values())
     # built to be refuted: random weights find every domain equally hard
@@ -138,6 +138,57 @@ def test_rough_and_competing_territories_decide_p13_and_p14(pytester, monkeypatc
     assert {k: v.outcome for k, v in verdicts.items()} == {"P13-archaeological-rougher": expected[0],
                                                            "P14-competing-domains": expected[1]}
     assert verdicts["P13-archaeological-rougher"].n == 24 and verdicts["P14-competing-domains"].n == 6
+
+
+# --- P15: a model built to forget, with and without the anchor ----------------------------------------
+
+@pytest.fixture(scope="module")
+def forgetful(tmp_path_factory):
+    """tiny-gpt2 trained on literary prose and poetry, and a corpus whose first domain (the one tuned) is digit
+    strings: tuning on digits overwrites what the prose and poetry taught."""
+    import json
+    import random
+
+    root = tmp_path_factory.mktemp("forget")
+    lm = load_model("tiny-gpt2", device="cpu")
+    starter = load_corpus("starter")
+    texts = {d: [p.text for p in starter.passages if p.domain == d] for d in ("literary_prose", "poetry")}
+    model = copy.deepcopy(lm.model).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for step in range(40):
+        ids = torch.tensor([[lm.doc_start_id] + lm.tokenizer(texts[("literary_prose", "poetry")[step % 2]][
+            3 + step // 2 % 9]).input_ids[:127]])
+        loss = model(input_ids=ids, labels=ids).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval().save_pretrained(root / "model")
+    lm.tokenizer.save_pretrained(root / "model")
+    rng = random.Random(0)
+    digits = [" ".join("".join(rng.choice("0123456789") for _ in range(5)) for _ in range(30)) for _ in range(3)]
+    rows = [{"id": f"digits-{i}", "domain": "digits", "text": text} for i, text in enumerate(digits)]
+    rows += [{"id": f"{d}-{i}", "domain": d, "text": t[i]} for d, t in texts.items() for i in range(3)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(root / "model"), root / "corpus.jsonl"
+
+
+# lambda = 0: the anchored tuning is the plain one step for step, so the share is 0 in every resample: refuted
+@pytest.mark.parametrize("ewc_lambda, expected", [(1e3, "supported"), (0.0, "refuted")])
+def test_an_anchor_that_holds_supports_p15_and_no_anchor_refutes_it(pytester, monkeypatch, forgetful, ewc_lambda,
+                                                                     expected):
+    from atlas._profiles import PROFILES
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(PROFILES["quick"].settings, "elasticity", {"fisher_passages": 2, "steps": 5, "lr": 0.3,
+                                                                   "max_tokens": 128, "ewc_lambda": ewc_lambda})
+    db = f"sqlite:///{pytester.path / 'atlas.db'}"
+    model, corpus = forgetful
+    pytester.runpytest(str(PREDICTIONS / "test_p15_elastic_restoring_force.py"), f"--atlas-corpus={corpus}",
+                       f"--atlas-db={db}", f"--atlas-model={model}", "-p", "no:cacheprovider")
+    verdict = Store(db).latest_verdicts()[0]
+    assert verdict.outcome == expected, verdict.reason
+    assert verdict.evidence["tuned_domains"] == ["digits"] and verdict.evidence["forgetting"] > 0.1
 
 
 # --- P12: the memory experiment on a tiny recipe under the name memory-lm -----------------------------
