@@ -173,14 +173,16 @@ def forgetful(tmp_path_factory):
     return str(root / "model"), root / "corpus.jsonl"
 
 
-# lambda = 0: the anchored tuning is the plain one step for step, so the share is 0 in every resample: refuted
-@pytest.mark.parametrize("ewc_lambda, expected", [(1e3, "supported"), (0.0, "refuted")])
-def test_an_anchor_that_holds_supports_p15_and_no_anchor_refutes_it(pytester, monkeypatch, forgetful, ewc_lambda,
+# lambda = 0: the anchored tuning is the plain one step for step, so the share is 0 in every resample: refuted.
+# lr 2: the plain tuning makes the digits themselves worse (it diverged): no forgetting probe, inconclusive
+@pytest.mark.parametrize("ewc_lambda, lr, expected", [(1e3, 0.3, "supported"), (0.0, 0.3, "refuted"),
+                                                      (1e3, 2.0, "inconclusive")])
+def test_an_anchor_that_holds_supports_p15_and_no_anchor_refutes_it(pytester, monkeypatch, forgetful, ewc_lambda, lr,
                                                                      expected):
     from atlas._profiles import PROFILES
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setitem(PROFILES["quick"].settings, "elasticity", {"fisher_passages": 2, "steps": 5, "lr": 0.3,
+    monkeypatch.setitem(PROFILES["quick"].settings, "elasticity", {"fisher_passages": 2, "steps": 5, "lr": lr,
                                                                    "max_tokens": 128, "ewc_lambda": ewc_lambda})
     db = f"sqlite:///{pytester.path / 'atlas.db'}"
     model, corpus = forgetful
@@ -188,7 +190,10 @@ def test_an_anchor_that_holds_supports_p15_and_no_anchor_refutes_it(pytester, mo
                        f"--atlas-db={db}", f"--atlas-model={model}", "-p", "no:cacheprovider")
     verdict = Store(db).latest_verdicts()[0]
     assert verdict.outcome == expected, verdict.reason
-    assert verdict.evidence["tuned_domains"] == ["digits"] and verdict.evidence["forgetting"] > 0.1
+    if lr > 1:
+        assert verdict.evidence["diverged"] == ["digits"] and verdict.evidence["own_change"]["digits"] > 0
+    else:
+        assert verdict.evidence["tuned_domains"] == ["digits"] and verdict.evidence["forgetting"] > 0.1
 
 
 # --- P12: the memory experiment on a tiny recipe under the name memory-lm -----------------------------
