@@ -31,7 +31,8 @@ used: the endpoints are matched on this split):
 
     memory          heldout_loss, target, gap; the Hessian of the held-out loss: its
                     extreme eigenvalues lambda_max, lambda_min (Lanczos, ``_lanczos``,
-                    residual-tested: ``converged``) and Hutchinson's trace with its
+                    residual-tested: ``lambda_max_converged`` and ``lambda_min_converged``;
+                    the top converges first) and Hutchinson's trace with its
                     standard error (``hessian.BlockHessian``: double backward, eager
                     attention); the run's training wall time as stored
     memory_domains  the loss on each domain's held-out windows (the per-domain profile)
@@ -45,9 +46,10 @@ Reading. Endpoints of one seed share their initial weights across curricula (the
 initialisation is seeded), endpoints of one curriculum do not: parameter distance and CKA
 compare pairs of unlike kinds; spectra (permutation invariant) do not have that confound.
 
-Cost (``lab:memory-lm``, 4 seeds x 2 curricula): cold training about 10 CPU s a run on one
-thread (80 CPU s, about 2 minutes wall on this shared 2-core machine); the readouts, warm,
-a few seconds per endpoint.
+Cost (``lab:memory-lm``, quick profile: 4 seeds x 2 curricula, 12 Lanczos steps and 8 trace
+probes on the 1658 held-out tokens): cold, the 8 runs train in 73 CPU s on one thread (119 s
+wall on this shared 2-core machine at a load of 4; the instrument's run 111 s wall); warm
+(checkpoints in the Lab cache), 27 s wall, the Hessian-vector products most of it.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def _spectrum(model, ids, mask, lanczos_steps: int, samples: int, tol: float) ->
         trace, stderr = hutchinson(H, H.n, samples, generator, "cpu")
     ok = found.converged(tol)
     return {"lambda_max": float(found.values[-1]), "lambda_min": float(found.values[0]),
-            "converged": bool(ok[-1] and ok[0]), "trace": float(trace), "trace_stderr": float(stderr),
+            "lambda_max_converged": bool(ok[-1]), "lambda_min_converged": bool(ok[0]), "trace": float(trace),
+            "trace_stderr": float(stderr),
             "n_hvp": H.count, "n_params": H.n}
 
 
