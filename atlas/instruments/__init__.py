@@ -19,31 +19,9 @@ from .smoothness import domain_smoothness, measure_smoothness
 from .stiffness import measure_stiffness, radius_stiffness
 from .tightness import block_mgda, block_tightness, measure_tightness
 
-__all__ = [
-           "INSTRUMENTS",
-           "Instrument",
-           "block_mgda",
-           "block_tightness",
-           "domain_elasticity",
-           "domain_perplexity",
-           "domain_smoothness",
-           "instrument",
-           "interpolation_barrier",
-           "layer_ablation",
-           "layer_coupling",
-           "layer_hessian_coupling",
-           "measure_ablation",
-           "measure_coupling",
-           "measure_elasticity",
-           "measure_gradient",
-           "measure_hessian",
-           "measure_hessian_coupling",
-           "measure_interpolation",
-           "measure_memory",
-           "measure_perplexity",
-           "measure_smoothness",
-           "measure_stiffness",
-           "measure_tightness",
-           "pair_coupling",
-           "radius_stiffness",
-]
+__all__ = ["INSTRUMENTS", "Instrument", "domain_perplexity", "instrument", "interpolation_barrier", "layer_ablation",
+           "layer_coupling", "layer_hessian_coupling", "measure_ablation", "measure_coupling", "measure_gradient",
+           "measure_hessian", "measure_hessian_coupling", "measure_interpolation", "measure_perplexity",
+           "pair_coupling", "domain_smoothness", "measure_smoothness", "block_mgda", "block_tightness",
+           "measure_tightness", "measure_stiffness", "radius_stiffness", "domain_elasticity", "measure_elasticity",
+           "measure_memory"]
