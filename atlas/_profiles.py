@@ -49,7 +49,9 @@ PROFILES = {
                                "stiffness": {"radii": "0.05,0.1", "directions": 2, "steps": 2, "max_tokens": 128},
                                "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128},
                                # 12 passages a domain, about half of them held out from the Lab tune (P11)
-                               "interpolation": {"points": 5, "max_tokens": 1536, "tokens_per_passage": 16}},
+                               "interpolation": {"points": 5, "max_tokens": 1536, "tokens_per_passage": 16},
+                               # 4 seeds per curriculum (8 Lab runs of memory-lm: 80 CPU s cold); 20 products each
+                               "memory": {"seeds": 4, "lanczos_steps": 12, "hutchinson_samples": 8}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3, "interpolation": 12}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
@@ -57,7 +59,8 @@ PROFILES = {
                                           "lanczos_steps": 20, "hutchinson_samples": 20, "slq_runs": 1},
                               "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32},
                               "elasticity": {"tune_domains": "all", "fisher_passages": 8},
-                              "interpolation": {"points": 11, "max_tokens": 16384, "tokens_per_passage": 128}},
+                              "interpolation": {"points": 11, "max_tokens": 16384, "tokens_per_passage": 128},
+                              "memory": {"seeds": 8, "lanczos_steps": 30, "hutchinson_samples": 50}},
                     # smoothness holds a domain's per-passage gradients: 16 x 2 bytes per parameter
                     per_domain={"smoothness": 16}),
 }

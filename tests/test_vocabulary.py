@@ -82,6 +82,6 @@ def test_cli_vocabulary_json():
                 "instruments"} <= set(t)
     by_id = {t["id"]: t for t in terms}
     assert by_id["coupling"]["instruments"] == ["coupling", "ablation", "hessian", "hessian_coupling"]
-    assert by_id["memory"]["instruments"] == "no instrument yet" and by_id["density"]["instruments"] == "technician"
+    assert by_id["memory"]["instruments"] == ["memory"] and by_id["density"]["instruments"] == "technician"
     text = CliRunner().invoke(main, ["vocabulary"]).output
     assert "Gradient magnitude (name reconstructed)" in text
