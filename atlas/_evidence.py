@@ -44,7 +44,7 @@ from ._stats import Interval
 MIN_LAYERS = 5  # fewer layers give a rank correlation of a handful of values (two give +-1 always): no interval
 
 __all__ = ["MIN_LAYERS", "LayerCorrelation", "ParametricProfile", "LayerSample", "ablation_profile", "effective_layers", "fixed_profile",
-           "layer_contrast", "layer_correlation", "mean_profile", "paired_perplexity", "judge_domain_pair",
+           "layer_contrast", "layer_correlation", "mean_profile", "paired_perplexity", "judge_domain_pair", "untrained",
            "split_halves"]
 
 
@@ -258,16 +258,21 @@ def split_halves(passages: pd.DataFrame, domain: str = "domain") -> tuple[pd.Dat
     return (passages[position % 2 == 0].reset_index(drop=True), passages[position % 2 == 1].reset_index(drop=True))
 
 
-def paired_perplexity(prediction) -> tuple[list[pd.DataFrame], list[dict[str, float]], int]:
-    """A model pair's ``perplexity`` tables restricted to the passages neither model trained on (a Lab model
-    knows its training passages; ``atlas.lab._runs.trained_on``), each model's per-domain pooled perplexity on
-    them, and how many passages were left out. A base model and its tuned copy compared on what the copy was
-    tuned on would measure memorisation, not the claim."""
+def untrained(table: pd.DataFrame, prediction) -> pd.DataFrame:
+    """The rows of ``table`` (a ``passage_id`` column) whose passages none of the prediction's models trained on:
+    a Lab model knows its training passages (``atlas.lab._runs.trained_on``); others are taken as unknown. A base
+    model and its tuned copy compared on what the copy was tuned on would measure memorisation, not the claim."""
     from .lab._runs import trained_on
 
-    tables = [prediction.evidence["perplexity", m]["perplexity"] for m in prediction.model_names]
     seen = set().union(*(trained_on(m) for m in prediction.model_names))
-    kept = [t[~t["passage_id"].isin(seen)].reset_index(drop=True) for t in tables]
+    return table[~table["passage_id"].isin(seen)].reset_index(drop=True)
+
+
+def paired_perplexity(prediction) -> tuple[list[pd.DataFrame], list[dict[str, float]], int]:
+    """A model pair's ``perplexity`` tables restricted to the passages neither model trained on (``untrained``),
+    each model's per-domain pooled perplexity on them, and how many passages were left out."""
+    tables = [prediction.evidence["perplexity", m]["perplexity"] for m in prediction.model_names]
+    kept = [untrained(t, prediction) for t in tables]
     ppl = [{d: float(np.exp(g["nll_sum"].sum() / g["n_tokens"].sum())) for d, g in t.groupby("domain", sort=False)}
            for t in kept]
     return kept, ppl, len(tables[0]) - len(kept[0])

@@ -47,7 +47,7 @@ PROFILES = {
                                "smoothness": {"max_tokens": 64},
                                "tightness": {"max_tokens": 64},
                                "stiffness": {"radii": "0.05,0.1", "directions": 2, "steps": 2, "max_tokens": 128},
-                               "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128},
+                               "elasticity": {"fisher_passages": 2, "steps": 3, "lr": 0.003, "max_tokens": 128},
                                # 12 passages a domain, about half of them held out from the Lab tune (P11)
                                "interpolation": {"points": 5, "max_tokens": 1536, "tokens_per_passage": 16},
                                # 4 seeds per curriculum (8 Lab runs of memory-lm: 80 CPU s cold); 20 products each

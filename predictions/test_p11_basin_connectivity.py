@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from atlas import SECOND_OF_PAIR, Criterion
+from atlas._evidence import untrained
 from atlas._stats import domain_bootstrap_ci
-from atlas.lab import trained_on
 
 ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
@@ -46,7 +46,7 @@ def barriers(losses, ts) -> dict[str, float]:
           "path climbs a higher barrier on archaeological domains than on laminar ones.")
 def test_archaeological_domains_sit_behind_higher_barriers(prediction):
     passages = prediction.evidence["interpolation"]["interpolation_passages"]
-    passages = passages[~passages["passage_id"].isin(set().union(*map(trained_on, prediction.model_names)))]
+    passages = untrained(passages, prediction)
     ts = np.sort(passages["t"].unique())
     tables = [passages[passages["t"] == t].reset_index(drop=True) for t in ts]  # same passages, same order
     if missing := sorted(set(ARCHAEOLOGICAL + LAMINAR) - set(tables[0]["domain"])):

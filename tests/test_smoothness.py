@@ -168,3 +168,12 @@ def test_smollm2_gram_matches_an_independent_backward(smollm2, shared_corpus, na
         # test), so 5e-4 on squared norms and products; the half-precision storage adds less than 2e-4
         assert rows["dot"][0] == pytest.approx(u @ u, rel=5e-4) and rows["dot"][2] == pytest.approx(v @ v, rel=5e-4)
         assert rows["dot"][1] == pytest.approx(u @ v, abs=5e-4 * np.linalg.norm(u) * np.linalg.norm(v))
+
+
+def test_dots_rounded_past_cauchy_schwarz_are_clipped_so_noise_stays_non_negative():
+    """Two copies of one passage: their half-precision dot can round above the exact squared norms."""
+    gram = pd.DataFrame({"domain": "d", "block": "model", "passage_a": ["a", "a", "b"], "passage_b": ["a", "b", "b"],
+                         "dot": [4.0, 4.002, 4.0]})
+    [row] = domain_smoothness(gram, n_resamples=200).to_dict("records")
+    assert row["mean_cosine"] == pytest.approx(1.0) and row["mean_cosine"] <= 1.0
+    assert row["noise"] >= 0.0 and row["noise"] == pytest.approx(0.0, abs=1e-12)

@@ -22,8 +22,7 @@ Bundled recipes: ``modular-addition`` (grokking, Power et al. 2022 / Nanda et al
 from ._checkpoint import LabCheckpoint, evaluate_modular, lab_checkpoint
 from ._data import Batch
 from ._recipe import LabError, Recipe, load_recipe, recipe_names
-from ._runs import trained_on
 from ._train import TrainResult, default_out, train
 
 __all__ = ["Batch", "LabCheckpoint", "LabError", "Recipe", "TrainResult", "default_out", "evaluate_modular",
-           "lab_checkpoint", "load_recipe", "recipe_names", "train", "trained_on"]
+           "lab_checkpoint", "load_recipe", "recipe_names", "train"]
