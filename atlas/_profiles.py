@@ -36,7 +36,9 @@ PROFILES = {
                                "smoothness": {"max_tokens": 64},
                                "tightness": {"max_tokens": 64},
                                "stiffness": {"radii": "0.05,0.1", "directions": 2, "steps": 2, "max_tokens": 128},
-                               "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128}},
+                               "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128},
+                               # the global-geometry instruments on Lab runs: seconds on the modular-addition seeds
+                               "phase_transitions": {"fourier_k": 5}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
