@@ -38,14 +38,16 @@ PROFILES = {
                                "stiffness": {"radii": "0.05,0.1", "directions": 2, "steps": 2, "max_tokens": 128},
                                "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128},
                                # the global-geometry instruments on Lab runs: seconds on the modular-addition seeds
-                               "phase_transitions": {"fourier_k": 5}},
+                               "phase_transitions": {"fourier_k": 5},
+                               "symmetry_orbits": {"permutations": 8, "points": 7, "chunks": 8}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
                               "hessian": {"max_tokens": 256, "tokens_per_passage": 32, "top_k": 3,
                                           "lanczos_steps": 20, "hutchinson_samples": 20, "slq_runs": 1},
                               "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32},
-                              "elasticity": {"tune_domains": "all", "fisher_passages": 8}},
+                              "elasticity": {"tune_domains": "all", "fisher_passages": 8},
+                              "symmetry_orbits": {"permutations": 32, "points": 21, "chunks": 16}},
                     # smoothness holds a domain's per-passage gradients: 16 x 2 bytes per parameter
                     per_domain={"smoothness": 16}),
 }

@@ -4,7 +4,7 @@ order below; ``atlas._cisp.run_instrument`` is the only caller of an entry funct
 storage and reuse).
 """
 
-from . import perplexity, coupling, ablation, hessian, hessian_coupling, gradient, interpolation, smoothness, tightness, stiffness, elasticity, phase_transitions  # noqa: F401, I001  (registers, in order)
+from . import perplexity, coupling, ablation, hessian, hessian_coupling, gradient, interpolation, smoothness, tightness, stiffness, elasticity, phase_transitions, symmetry_orbits  # noqa: F401, I001  (registers, in order)
 from ._registry import INSTRUMENTS, Instrument, instrument
 from .ablation import layer_ablation, measure_ablation
 from .coupling import layer_coupling, measure_coupling
@@ -15,6 +15,7 @@ from .hessian_coupling import layer_hessian_coupling, measure_hessian_coupling, 
 from .interpolation import interpolation_barrier, measure_interpolation
 from .phase_transitions import measure_phase_transitions, order_transitions
 from .perplexity import domain_perplexity, measure_perplexity
+from .symmetry_orbits import measure_symmetry_orbits
 from .smoothness import domain_smoothness, measure_smoothness
 from .stiffness import measure_stiffness, radius_stiffness
 from .tightness import block_mgda, block_tightness, measure_tightness
@@ -24,4 +25,4 @@ __all__ = ["INSTRUMENTS", "Instrument", "domain_perplexity", "instrument", "inte
            "measure_hessian", "measure_hessian_coupling", "measure_interpolation", "measure_perplexity",
            "pair_coupling", "domain_smoothness", "measure_smoothness", "block_mgda", "block_tightness",
            "measure_tightness", "measure_stiffness", "radius_stiffness", "domain_elasticity", "measure_elasticity",
-           "measure_phase_transitions", "order_transitions"]
+           "measure_phase_transitions", "order_transitions", "measure_symmetry_orbits"]

@@ -40,6 +40,7 @@ from safetensors import safe_open
 from .._corpus import Corpus
 from .._errors import BadInput, SettingsError
 from .._models import LoadedModel
+from ._labruns import lab_run
 from ._order import fourier_sparsity, transition
 from ._registry import instrument
 
@@ -83,7 +84,7 @@ def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: int
 
     if fourier_k < 1:
         raise SettingsError("fourier_k must be at least 1 (the number of strongest frequencies counted)")
-    checkpoint = _lab_run(lm, "phase_transitions")
+    checkpoint = lab_run(lm, "phase_transitions")
     trajectory = checkpoint.trajectory()
     if trajectory is None:
         raise BadInput(f"{lm.name}: the Lab run in {checkpoint.run_dir} has no trajectory yet (unfinished); "
@@ -103,18 +104,6 @@ def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: int
         table["fourier_sparsity"] = [fourier_sparsity(_read(paths[s], name)[:p], k) for s in table["step"]]
     return {"phase_transitions": table[["step", "train_loss", "heldout_loss", "train_acc", "heldout_acc",
                                         "generalisation_gap", "weight_norm", "fourier_sparsity"]]}
-
-
-def _lab_run(lm: LoadedModel, instrument: str):
-    """The Lab checkpoint behind ``lm``; one BadInput naming the fix for any other model."""
-    from ..lab import LabError, lab_checkpoint
-
-    try:
-        return lab_checkpoint(lm.path or lm.name)
-    except LabError:
-        raise BadInput(f"{instrument} reads a training run: {lm.name} is not a checkpoint of an Atlas Lab run. "
-                       "Give a Lab model, e.g. lab:modular-addition@0 (trained with `atlas train modular-addition "
-                       "--seed 0`), or a checkpoint directory OUT/<recipe>/seed-<S>/step-<N>") from None
 
 
 def _embedding_name(lm: LoadedModel) -> str:
