@@ -39,7 +39,8 @@ PROFILES = {
                                "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128},
                                # the global-geometry instruments on Lab runs: seconds on the modular-addition seeds
                                "phase_transitions": {"fourier_k": 5},
-                               "symmetry_orbits": {"permutations": 8, "points": 7, "chunks": 8}},
+                               "symmetry_orbits": {"permutations": 8, "points": 7, "chunks": 8},
+                               "algorithmic_branches": {"probes": 512, "chunks": 8, "permutations": 199}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
@@ -47,7 +48,8 @@ PROFILES = {
                                           "lanczos_steps": 20, "hutchinson_samples": 20, "slq_runs": 1},
                               "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32},
                               "elasticity": {"tune_domains": "all", "fisher_passages": 8},
-                              "symmetry_orbits": {"permutations": 32, "points": 21, "chunks": 16}},
+                              "symmetry_orbits": {"permutations": 32, "points": 21, "chunks": 16},
+                              "algorithmic_branches": {"probes": 2048, "chunks": 16, "permutations": 999}},
                     # smoothness holds a domain's per-passage gradients: 16 x 2 bytes per parameter
                     per_domain={"smoothness": 16}),
 }
