@@ -89,6 +89,9 @@ def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: Load
     paths = {"a": dict(run_a.checkpoints), "b": dict(run_b.checkpoints)}
     heldout = task.heldout_idx.numpy()
     chosen = np.sort(np.random.default_rng(0).choice(heldout, size=min(probes, len(heldout)), replace=False))
+    if len(chosen) < 4 * chunks:
+        raise BadInput(f"{lm.name}: {len(chosen)} held-out pairs cannot fill {chunks} chunks of at least 4 (debiased "
+                       "CKA needs 4 inputs); use fewer chunks or a recipe with more held-out pairs")
     inputs = task.inputs[chosen]  # [n, 3]
     reps = {k: layer_representations(load_model(str(paths[k[0]][s]), device=lm.device).model, inputs.to(lm.device),
                                      pooling=pooling) for k, s in picked.items()}  # [L, n, d] each

@@ -116,12 +116,11 @@ def _alignment(lm: LoadedModel, other: LoadedModel, probe: torch.Tensor, points:
     parts = np.array_split(np.random.default_rng(0).permutation(len(heldout)), chunks)  # chunk -> positions
     ts = np.linspace(0.0, 1.0, points)
     whole, per_chunk = [], []
+    theta_a = _state(lm.model)
     for alignment, model_b in (("before", other.model), ("after", matched.aligned)):
-        theta_a, theta_b = _state(lm.model), _state(model_b)
-        nll = np.stack([heldout_nll(_Reparametrised(lm.model, {k: torch.lerp(a, theta_b[k], float(t))
-                                                               if a.is_floating_point() else a
-                                                               for k, a in theta_a.items()}),
-                                    task, heldout, lm.device).numpy() for t in ts])  # [points, n]
+        theta_b = _state(model_b)
+        nll = np.stack([heldout_nll(_Reparametrised(lm.model, _lerp(theta_a, theta_b, t)), task, heldout,
+                                    lm.device).numpy() for t in ts])  # [points, n]
         barrier = interpolation_barrier(pd.DataFrame({"t": ts, "loss": nll.mean(axis=1)}))
         distance = matched.distance_before if alignment == "before" else matched.distance_after
         dlogit = logit_change(other.model, model_b, probe)
@@ -134,3 +133,8 @@ def _alignment(lm: LoadedModel, other: LoadedModel, probe: torch.Tensor, points:
             per_chunk += [{"alignment": alignment, "definition": r.definition, "chunk": c, "barrier": r.barrier,
                            "n_pairs": len(positions)} for r in chunk.itertuples()]
     return pd.DataFrame(whole), pd.DataFrame(per_chunk)
+
+
+def _lerp(theta_a: dict, theta_b: dict, t: float) -> dict:
+    """θ(t) = (1 − t) θ_A + t θ_B for floating tensors (``torch.lerp``: exact at both ends); others from A."""
+    return {k: torch.lerp(a, theta_b[k], float(t)) if a.is_floating_point() else a for k, a in theta_a.items()}
