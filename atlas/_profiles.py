@@ -39,7 +39,7 @@ PROFILES = {
                                "elasticity": {"fisher_passages": 2, "steps": 3, "max_tokens": 128},
                                # the global-geometry instruments on Lab runs: seconds on the modular-addition seeds
                                "phase_transitions": {"fourier_k": 5},
-                               "symmetry_orbits": {"permutations": 8, "points": 7, "chunks": 8},
+                               "symmetry_orbits": {"families": "all", "probe_pairs": 512, "points": 5, "chunks": 8},
                                "algorithmic_branches": {"probes": 512, "chunks": 8, "permutations": 199}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,

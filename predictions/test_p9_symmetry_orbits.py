@@ -28,12 +28,12 @@ RECIPE = "modular-addition"
 SEEDS = (f"lab:{RECIPE}@1", f"lab:{RECIPE}@2")
 OTHER = f"lab:{RECIPE}@0"
 SOURCE = "framework-v13-global-geometry: Symmetry orbits"
-NEEDS = {"symmetry_orbits": {"other": OTHER, "permutations": 24, "chunks": 8}}
+NEEDS = {"symmetry_orbits": {"other": OTHER, "permutations": 24, "families": "all", "chunks": 8}}
 SAME_FUNCTION, COMPARABLE = 1e-4, 0.5
 ON_ORBIT = Criterion(
     statistic="share of random permutations with max |Δlogit| <= 1e-4 and distance >= 0.5 x the seeds' distance",
     direction=">", threshold=0.9, ci="95% exact (Clopper-Pearson) interval over permutations",
-    sample="24 permutations of every family per model; 1,024 probe pairs")
+    sample="24 permutations of every family together per model; the profile's probe pairs")
 LOWER_BARRIER = Criterion(
     statistic="barrier before minus after weight matching (max minus mean of endpoints, nats), mean over seed pairs",
     direction=">", threshold=0.01, ci="95% BCa bootstrap over 8 disjoint parts of the held-out pairs, paired across "

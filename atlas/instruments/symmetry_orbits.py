@@ -7,7 +7,7 @@ function space without accounting for symmetry orbits first." Two measurements:
 **Orbit** (table ``symmetry_orbits``). ``permutations`` seeded random elements σ of the
 decoder's permutation group (``_symmetry.random_permutation``: MLP hidden units, attention
 heads as KV groups with their query heads, the residual stream), each family alone and all
-together (``family``: mlp | heads | residual | all). Per draw: max |f_σ(W)(x) − f_W(x)| over
+together (``families``, each of mlp | heads | residual | all). Per draw: max |f_σ(W)(x) − f_W(x)| over
 the logits of a probe set (``_symmetry.logit_change``; 0 up to float rounding on the orbit) and
 ‖σ(θ) − θ‖₂ (``parameter_distance``), beside ‖θ‖₂. The probe set: ``probe_pairs`` of the p²
 pairs of a modular-addition Lab model (a fixed seeded choice); otherwise the opening ``probe_tokens`` tokens of passages of the
@@ -26,9 +26,11 @@ seeded parts of the held-out pairs (the same parts for every seed: the split is 
 a prediction can resample them. Entezari et al. (2022) conjecture that the barrier between SGD
 solutions vanishes once permutations are accounted for.
 
-Cost (modular-addition, p = 97, width 64, 1 layer; one thread): 0.3 s per model for 8 draws of
-4 families on 1,024 pairs; with ``other`` about 2.5 s more (matching 0.03 s, then 2 × 11 points on
-6,586 held-out pairs).
+Cost (modular-addition, p = 97, width 64, 1 layer): two forward passes on the probe per draw and
+family, then (with ``other``) matching (0.03 s) and 2 × ``points`` forwards on the 6,586 held-out
+pairs. On one thread: 13 ms per forward on 1,024 pairs, 0.1 s on the held-out pairs; two threads on
+this 2-core machine under load (4-5) are ten times slower, so the quick profile draws only the
+``all`` family at 512 probe pairs and 5 points.
 """
 
 from __future__ import annotations
@@ -57,18 +59,23 @@ FAMILIES = {"mlp": (True, False, False), "heads": (False, True, False), "residua
 @instrument("symmetry_orbits", version="1", measures=("symmetry_orbits", "symmetry_matching", "symmetry_matching_chunks"),
             terms=("symmetry_orbits",), models=("other",))
 def measure_symmetry_orbits(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None,
-                            permutations: int = 8, probe_pairs: int = 1024, probe_tokens: int = 64, points: int = 11, chunks: int = 8,
+                            permutations: int = 8, families: str = "mlp,heads,residual,all", probe_pairs: int = 1024,
+                            probe_tokens: int = 64, points: int = 11, chunks: int = 8,
                             progress: bool = True) -> dict[str, pd.DataFrame]:
     """Random permutations of the model (same function?) and, with ``other``, the barrier before and after matching.
 
     Settings:
         other: a second seed of the same modular-addition Lab recipe, aligned to the model by weight matching
         permutations: seeded random permutations drawn per family
+        families: comma-separated families permuted, each on its own (mlp, heads, residual) or together (all)
         probe_pairs: modular-addition pairs (a seeded choice among all p²) in the probe of a Lab model
         probe_tokens: tokens per passage in the probe of a model that is no modular-addition Lab run
         points: evenly spaced t on each interpolation line, both ends included
         chunks: disjoint parts of the held-out pairs, each with its own barrier
     """
+    chosen = [f.strip() for f in families.split(",") if f.strip()]
+    if not chosen or set(chosen) - set(FAMILIES):
+        raise SettingsError(f"families must be a comma-separated list of {', '.join(FAMILIES)}, not {families!r}")
     if permutations < 1 or points < 3 or chunks < 1 or probe_pairs < 1 or probe_tokens < 2:
         raise SettingsError("permutations, chunks and probe_pairs must be at least 1, points at least 3 (a barrier "
                             "needs an interior point), probe_tokens at least 2")
@@ -76,12 +83,13 @@ def measure_symmetry_orbits(lm: LoadedModel, corpus: Corpus, *, other: LoadedMod
     weight_norm = float(sum(p.detach().double().pow(2).sum() for p in lm.model.parameters())) ** 0.5
     rows = []
     for draw in tqdm(range(permutations), desc=f"symmetry orbits {lm.name}", disable=not progress, leave=False):
-        for family, (mlp, heads, residual) in FAMILIES.items():
+        for family in chosen:
+            mlp, heads, residual = FAMILIES[family]
             moved = permute(lm.model, random_permutation(lm.model, draw, mlp=mlp, heads=heads, residual=residual))
             rows.append({"draw": draw, "family": family, "max_abs_dlogit": logit_change(lm.model, moved, probe),
                          "parameter_distance": parameter_distance(lm.model, moved), "weight_norm": weight_norm})
-    matching, parts = _alignment(lm, other, probe, points, chunks) if other is not None else (_empty(_MATCHING),
-                                                                                      _empty(_CHUNKS))
+    matching, parts = (_alignment(lm, other, probe, points, chunks) if other is not None
+                       else (_empty(_MATCHING), _empty(_CHUNKS)))
     return {"symmetry_orbits": pd.DataFrame(rows), "symmetry_matching": matching, "symmetry_matching_chunks": parts}
 
 
