@@ -5,9 +5,16 @@ carries its run with it: ``atlas.lab.lab_checkpoint(lm.path)`` gives the recipe,
 checkpoints of the same run and, for modular addition, all p² pairs with the run's
 training / held-out split (``modular_task``). Any other model is refused with one error
 naming the fix.
+
+Lab models are tiny (the modular-addition recipe: 1 layer of width 64); their forward passes run
+on one thread (``one_thread``), as the Lab trains them: on a loaded 2-core machine two contending
+threads make them about ten times slower, and one thread gives the same bits on any core count.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch.nn import functional as F
@@ -15,7 +22,7 @@ from torch.nn import functional as F
 from .._errors import BadInput
 from .._models import LoadedModel
 
-__all__ = ["heldout_nll", "lab_run", "modular_run"]
+__all__ = ["heldout_nll", "lab_run", "modular_run", "one_thread"]
 
 
 def lab_run(lm: LoadedModel, instrument: str):
@@ -50,3 +57,14 @@ def heldout_nll(model, task, idx: torch.Tensor, device: str, batch_size: int = 4
             logits = model(input_ids=task.inputs[part].to(device)).logits[:, -1]  # [b, V]
             out.append(F.cross_entropy(logits.double(), task.answers[part].to(device), reduction="none"))
     return torch.cat(out).cpu()
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one CPU thread inside the block; the caller's thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

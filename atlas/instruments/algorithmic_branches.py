@@ -42,7 +42,7 @@ from .._corpus import Corpus
 from .._errors import BadInput, SettingsError
 from .._models import LoadedModel, load_model
 from ._cka import cka, cka_test, layer_representations
-from ._labruns import modular_run
+from ._labruns import modular_run, one_thread
 from ._registry import instrument
 
 __all__ = ["matched_checkpoints", "measure_algorithmic_branches"]
@@ -93,8 +93,9 @@ def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: Load
         raise BadInput(f"{lm.name}: {len(chosen)} held-out pairs cannot fill {chunks} chunks of at least 4 (debiased "
                        "CKA needs 4 inputs); use fewer chunks or a recipe with more held-out pairs")
     inputs = task.inputs[chosen]  # [n, 3]
-    reps = {k: layer_representations(load_model(str(paths[k[0]][s]), device=lm.device).model, inputs.to(lm.device),
-                                     pooling=pooling) for k, s in picked.items()}  # [L, n, d] each
+    with one_thread():  # a tiny Lab model (``_labruns``)
+        reps = {k: layer_representations(load_model(str(paths[k[0]][s]), device=lm.device).model,
+                                         inputs.to(lm.device), pooling=pooling) for k, s in picked.items()}  # [L, n, d]
     parts = np.array_split(np.random.default_rng(1).permutation(len(chosen)), chunks)
     rows, per_chunk = [], []
     for comparison, (x, y) in {"between_seeds": ("a", "b"), "within_model": ("a", "a_prev"),

@@ -29,11 +29,14 @@ solutions vanishes once permutations are accounted for.
 Cost (modular-addition, p = 97, width 64, 1 layer): two forward passes on the probe per draw and
 family, then (with ``other``) matching (0.03 s) and 2 × ``points`` forwards on the 6,586 held-out
 pairs. On one thread: 13 ms per forward on 1,024 pairs, 0.1 s on the held-out pairs; two threads on
-this 2-core machine under load (4-5) are ten times slower, so the quick profile draws only the
-``all`` family at 512 probe pairs and 5 points.
+this 2-core machine under load (4-5) are ten times slower: a Lab model is measured on one thread
+(``_labruns.one_thread``). The quick profile draws only the ``all`` family, on 512 probe pairs, with
+5 points per line.
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -44,7 +47,7 @@ from .._corpus import Corpus
 from .._errors import BadInput, SettingsError
 from .._models import LoadedModel
 from .._scoring import budgeted
-from ._labruns import heldout_nll, lab_run, modular_run
+from ._labruns import heldout_nll, lab_run, modular_run, one_thread
 from ._rebasin import weight_matching
 from ._registry import instrument
 from ._symmetry import logit_change, parameter_distance, permute, random_permutation
@@ -79,7 +82,14 @@ def measure_symmetry_orbits(lm: LoadedModel, corpus: Corpus, *, other: LoadedMod
     if permutations < 1 or points < 3 or chunks < 1 or probe_pairs < 1 or probe_tokens < 2:
         raise SettingsError("permutations, chunks and probe_pairs must be at least 1, points at least 3 (a barrier "
                             "needs an interior point), probe_tokens at least 2")
-    probe = _probe(lm, corpus, probe_pairs, probe_tokens)  # [B, T]
+    lab, probe = _probe(lm, corpus, probe_pairs, probe_tokens)  # probe [B, T]
+    with one_thread() if lab else nullcontext():
+        return _measure(lm, other, probe, chosen, permutations, points, chunks, progress)
+
+
+def _measure(lm: LoadedModel, other: LoadedModel | None, probe: torch.Tensor, chosen: list[str], permutations: int,
+             points: int, chunks: int, progress: bool) -> dict[str, pd.DataFrame]:
+    """The three tables: the orbit draws on ``probe``, then (with ``other``) the alignment."""
     weight_norm = float(sum(p.detach().double().pow(2).sum() for p in lm.model.parameters())) ** 0.5
     rows = []
     for draw in tqdm(range(permutations), desc=f"symmetry orbits {lm.name}", disable=not progress, leave=False):
@@ -102,15 +112,16 @@ def _empty(columns: dict) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
 
 
-def _probe(lm: LoadedModel, corpus: Corpus, probe_pairs: int, probe_tokens: int) -> torch.Tensor:
-    """``probe_pairs`` of the p² pairs [n, 3] of a modular-addition Lab model, else passage openings [B, T]."""
+def _probe(lm: LoadedModel, corpus: Corpus, probe_pairs: int, probe_tokens: int) -> tuple[bool, torch.Tensor]:
+    """(True, ``probe_pairs`` of the p² pairs [n, 3]) for a modular-addition Lab model, else (False, passage
+    openings of one length [B, T])."""
     try:
         inputs = modular_run(lm, "symmetry_orbits")[1].inputs  # [p², 3]
-        return inputs[np.sort(np.random.default_rng(0).permutation(len(inputs))[:probe_pairs])].to(lm.device)
+        return True, inputs[np.sort(np.random.default_rng(0).permutation(len(inputs))[:probe_pairs])].to(lm.device)
     except BadInput:
         chosen = [ids[:probe_tokens] for _, ids in budgeted(lm, corpus, 8 * probe_tokens, probe_tokens)]
         width = min(len(ids) for ids in chosen)
-        return torch.tensor([ids[:width] for ids in chosen], device=lm.device)
+        return False, torch.tensor([ids[:width] for ids in chosen], device=lm.device)
 
 
 def _alignment(lm: LoadedModel, other: LoadedModel, probe: torch.Tensor, points: int, chunks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
