@@ -58,3 +58,12 @@ def test_the_summary_finds_a_jump_while_the_loss_is_flat_and_caps_an_infinite_ra
 def test_a_model_that_is_no_lab_run_is_refused_naming_the_fix(tiny_gpt2):
     with pytest.raises(BadInput, match="not a checkpoint of an Atlas Lab run.*lab:modular-addition@0"):
         measure_phase_transitions(tiny_gpt2, None, progress=False)
+
+
+def test_a_language_model_run_has_no_fourier_sparsity(tmp_path):
+    run = train("tiny-corpus", seed=0, out=tmp_path, progress=False)
+    table = measure_phase_transitions(load_model(str(run.checkpoints[-1][1]), device="cpu"), None,
+                                      progress=False)["phase_transitions"]
+    validate_table("phase_transitions", table)
+    assert table["fourier_sparsity"].isna().all() and len(table) == len(run.checkpoints)
+    assert "fourier_sparsity" not in set(order_transitions(table)["order_parameter"])
