@@ -24,7 +24,7 @@ _EXPORTS = {
     "._import": ("SheetError", "import_sheet", "load_sheet", "reference_sheet"),
     "._judgment": ("JudgmentError", "judge"),
     "._models": ("MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model"),
-    "._predict": ("Evidence", "Prediction"),
+    "._predict": ("SECOND_OF_PAIR", "Evidence", "Prediction"),
     "._profiles": ("PROFILES", "Profile"),
     "._report": ("render_report",),
     "._schema": ("SchemaViolation", "validate_table"),
@@ -50,7 +50,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "INSTRUMENTS", "MODELS", "PROFILES", "STARTER_CORPUS",
+    "INSTRUMENTS", "MODELS", "PROFILES", "SECOND_OF_PAIR", "STARTER_CORPUS",
     "Corpus", "Criterion", "Evidence", "Instrument", "Judgment", "LoadedModel", "ModelSpec", "Outcome", "Passage",
     "Prediction", "Profile", "RunResult", "RunSpec", "Store", "SummarySpec", "Term",
     "bootstrap_ci", "import_sheet", "judge", "load_corpus", "load_model", "load_sheet", "reference_sheet",

@@ -16,17 +16,22 @@ It enforces what the Framework asks of a run:
   parameters (per-parameter sums in float64), hooks, attention implementation,
   grad mode and train mode must be as before; a run that leaves the model changed
   is stored as failed, never as a valid measurement;
-* **validation** -- every table is checked against its schema (great-expectations)
-  before anything is written, then held in its schema's dtypes
-  (``atlas._schema.coerce``); a table that fails is stored as a failed run with the
-  error, and no measurement row is written;
+* **validation** -- a model whose weights are not all finite is refused before it
+  is measured; every table is checked against its schema (great-expectations:
+  finite numbers, at least one row) before anything is written, then held in its
+  schema's dtypes (``atlas._schema.coerce``); a table that fails, or an instrument
+  that crashes while measuring, is stored as a failed run with the error, and no
+  measurement row is written. Bad input an instrument finds before it measures (a
+  setting out of range, a passage longer than the model's context) is refused:
+  nothing is stored but the protocol-log step, since no measurement was attempted;
 * **provenance and reuse** -- a run records every model's revision, corpus hash,
   settings and their key, device, dtype, seed, package versions and git commit; a
   complete stored run with the same key is reused; a run of the same instrument
   under an older version or another model revision is *stale* and never reused;
 * **sequencing** -- every step (measured, reused, failed, refused) is written to
   the protocol log (``ProtocolLog``, the one writer of ``ProtocolEvent`` rows) of
-  its session, in order. Predictions declare the instruments they need;
+  its session, in order, in the same transaction as the run it is about, so a kill
+  never leaves a run the log does not show. Predictions declare the instruments they need;
   ``atlas._predict`` gathers those inputs through CISP before the body runs and
   refuses a prediction whose input failed.
 """
@@ -47,9 +52,9 @@ import pandas as pd
 import torch
 
 from ._corpus import Corpus
-from ._errors import Refused, SettingsError
-from ._models import LoadedModel, load_model, model_checksum
-from ._schema import coerce, validate_table
+from ._errors import BadInput, NotFinite, Refused, SettingsError
+from ._models import LoadedModel, load_model, model_checksum, nonfinite_parameters
+from ._schema import SchemaViolation, coerce, validate_table
 from ._store import Derivation, ProtocolEvent, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
 
@@ -129,11 +134,15 @@ class ProtocolLog:
     store: Store
     session: str
 
-    def write(self, action: str, *, instrument: str, model: str, corpus_hash: str, prediction: str | None = None,
-              run_id: str | None = None, spec_key: str = "", reason: str = "") -> None:
-        self.store.write_event(ProtocolEvent(session=self.session, prediction=prediction, instrument=instrument,
-                                             model=model, corpus_hash=corpus_hash, action=action, run_id=run_id,
-                                             spec_key=spec_key, reason=reason))
+    def event(self, action: str, *, instrument: str, model: str, corpus_hash: str, prediction: str | None = None,
+              run_id: str | None = None, spec_key: str = "", reason: str = "") -> ProtocolEvent:
+        """One step of this session, not yet written (``Store.write_run`` writes it with its run)."""
+        return ProtocolEvent(session=self.session, prediction=prediction, instrument=instrument, model=model,
+                             corpus_hash=corpus_hash, action=action, run_id=run_id, spec_key=spec_key, reason=reason)
+
+    def write(self, action: str, **fields) -> None:
+        """Write one step of this session now (see ``event`` for the fields)."""
+        self.store.write_event(self.event(action, **fields))
 
 
 def instrument_named(name: str) -> Instrument:
@@ -211,17 +220,24 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
     """Run (or reuse) a resolved spec: what ``run_instrument`` does once the settings are resolved."""
     inst, instrument = instrument_named(spec.instrument), spec.instrument
 
-    def step(action: str, run_id: str | None = None, reason: str = "") -> None:
-        log.write(action, instrument=instrument, model=lm.name, corpus_hash=corpus.hash, prediction=prediction,
-                  run_id=run_id, spec_key=spec.key, reason=reason)
+    def step(action: str, run_id: str | None = None, reason: str = "") -> ProtocolEvent:
+        return log.event(action, instrument=instrument, model=lm.name, corpus_hash=corpus.hash,
+                         prediction=prediction, run_id=run_id, spec_key=spec.key, reason=reason)
 
+    for model in (lm, *others.values()):
+        bad = nonfinite_parameters(model.model)
+        if bad:
+            reason = (f"model {model.name!r} has non-finite weights (NaN or inf) in {len(bad)} parameter(s), "
+                      f"e.g. {', '.join(bad[:3])}: nothing it measures can be valid; fix or reload the checkpoint")
+            store.write_event(step("refused", reason=reason))
+            raise NotFinite(reason)
     stale = ""
     if reuse:
         stored = store.runs(settings_hash=spec.key, status="complete", provenance="measured")
         if stored:
             old = stored[-1]
             tables = _with_summaries(store, inst, old, summary)
-            step("reused", old.id, f"identical stored run of {old.started_at:%Y-%m-%d %H:%M}")
+            store.write_event(step("reused", old.id, f"identical stored run of {old.started_at:%Y-%m-%d %H:%M}"))
             return RunResult(old, tables, reused=True, spec=spec, summary=summary)
         stale = _staleness(store.runs(instrument=instrument, model=lm.name, corpus_hash=corpus.hash,
                                       status="complete", provenance="measured"), inst.version, lm.revision)
@@ -247,17 +263,27 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
                                   f"({', '.join(changed)} differ from before the run); its results were not stored")
         measured = _checked(measured)
         summaries = _summarise(inst, measured, summary)
+    except BadInput as exc:
+        if isinstance(exc, SchemaViolation):  # measured, and the result is invalid: a failed run is its record
+            _store_failed(store, run, exc, step)
+        else:  # refused before a measurement was made: only the log says it was asked for
+            store.write_event(step("refused", reason=f"{type(exc).__name__}: {exc}"))
+        raise
     except Exception as exc:
-        run.status, run.error, run.ended_at = "failed", f"{type(exc).__name__}: {exc}", utcnow()
-        store.write_run(run, {})
-        step("failed", run.id, run.error)
+        _store_failed(store, run, exc, step)
         raise
     run.status, run.ended_at = "complete", utcnow()
     derivation = None if summary is None else Derivation(key=summary.key(run.id), run_id=run.id,
                                                          settings=summary.settings)
-    store.write_run(run, measured, derivation, summaries)
-    step("measured", run.id, stale or "no stored run with these settings")
+    store.write_run(run, measured, derivation, summaries,
+                    events=[step("measured", run.id, stale or "no stored run with these settings")])
     return RunResult(run, {**measured, **summaries}, reused=False, spec=spec, summary=summary)
+
+
+def _store_failed(store: Store, run: Run, exc: Exception, step: Callable[..., ProtocolEvent]) -> None:
+    """A run that measured and failed (an invalid table, a breach, a crash): stored with its error, no rows."""
+    run.status, run.error, run.ended_at = "failed", f"{type(exc).__name__}: {exc}", utcnow()
+    store.write_run(run, {}, events=[step("failed", run.id, run.error)])
 
 
 def _checked(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

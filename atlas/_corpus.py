@@ -79,6 +79,8 @@ class Corpus:
         """The first ``per_domain`` passages of each domain (all of them for None)."""
         if per_domain is None:
             return self
+        if per_domain < 1:
+            raise CorpusError(f"corpus {self.name}: a sample needs at least 1 passage per domain, not {per_domain}")
         taken: dict[str, int] = {}
         kept = []
         for p in self.passages:
@@ -97,8 +99,10 @@ def load_corpus(path: str | Path) -> Corpus:
     text, or an id seen before.
     """
     path = STARTER_CORPUS if str(path) == "starter" else Path(path)
+    if path.is_dir():
+        raise CorpusError(f"corpus {path}: a folder, not a file; give a JSON Lines file (one passage per line)")
     if not path.is_file():
-        raise CorpusError(f"corpus {path}: no such file")
+        raise CorpusError(f"corpus {path}: no such file; give a JSON Lines file, or 'starter' for the bundled one")
     passages: list[Passage] = []
     first_seen: dict[str, int] = {}
     with path.open("rb") as f:

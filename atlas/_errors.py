@@ -14,6 +14,7 @@
     │   └── HardwareUnavailable      a device
     └── Refused (RuntimeError)       CISP refused a run (CLI exit 1)
         ├── IsolationBreach          the model was changed, or a run changed it
+        ├── NotFinite                non-finite weights, or numbers beyond float64
         └── SequencingRefused        evidence a prediction did not declare
 
 Everything else that escapes is a bug and keeps its traceback. Each kind keeps the
@@ -23,8 +24,8 @@ input, ``RuntimeError`` for the others).
 
 from __future__ import annotations
 
-__all__ = ["AtlasError", "BadInput", "HardwareUnavailable", "Refused", "SequencingRefused", "SettingsError",
-           "StoreUrlError", "Unavailable"]
+__all__ = ["AtlasError", "BadInput", "HardwareUnavailable", "NotFinite", "Refused", "SequencingRefused",
+           "SettingsError", "StoreUrlError", "Unavailable"]
 
 
 class AtlasError(Exception):
@@ -53,6 +54,11 @@ class HardwareUnavailable(Unavailable):
 
 class Refused(AtlasError, RuntimeError):
     """CISP refused to measure, or to let a prediction use what it measured."""
+
+
+class NotFinite(Refused):
+    """A model whose weights hold NaN or ±inf, or whose numbers leave float64 (a mean NLL whose exp
+    overflows): nothing it measures can be a finite, valid table, so it is refused."""
 
 
 class SequencingRefused(Refused):

@@ -536,7 +536,8 @@ def ablation_heatmap(tables: dict, labels: dict, seed: dict) -> dict:
     legend_w = min(240, hx0 - x0)
     n_tokens, baseline = cells[0].get("n_tokens"), cells[0].get("baseline_ppl")
     fig = _frame("Single-head ablation: ΔPPL per head and per layer",
-                 _caption(labels, f"n = {n_tokens} scored tokens · baseline PPL {_fmt(baseline)}"),
+                 _caption(labels, f"n = {n_tokens} scored tokens · baseline PPL {_fmt(baseline)} · "
+                          + _proxy_agreement(cells)),
                  bottom + 96, cells=drawn, bars=bars, zero=means(0), top=top, bottom=bottom,
                  legend=legend, legend_y=bottom + 60, legend_x0=x0, legend_x1=x0 + legend_w,
                  legend_labels=[{"x": x0, "label": _fmt(-limit)}, {"x": x0 + legend_w / 2, "label": "0"},
@@ -552,6 +553,25 @@ def ablation_heatmap(tables: dict, labels: dict, seed: dict) -> dict:
         _x_axis(means, bottom, "mean ΔPPL per layer (perplexity units)", grid=(top, bottom)),
     ]
     return fig
+
+
+def _proxy_agreement(cells: list[dict]) -> str:
+    """How far the gradient proxy |dL/d gate| ranks heads as their real ablation does: Spearman rho over every
+    head and the median of the per-layer rhos. Users take the proxy for the real thing; this says when not to."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    importance = np.array([c.get("importance", np.nan) for c in cells], float)
+    delta = np.array([c["delta_ppl"] for c in cells], float)
+    if len(cells) < 3 or not np.isfinite(importance).all():
+        return "gradient proxy: not measured"
+    overall = spearmanr(importance, delta).statistic
+    layers = np.array([c["layer"] for c in cells])
+    per_layer = [spearmanr(importance[layers == k], delta[layers == k]).statistic for k in np.unique(layers)
+                 if (layers == k).sum() >= 3]
+    per_layer = [r for r in per_layer if np.isfinite(r)]
+    median = f", per-layer median {_fmt(float(np.median(per_layer)))}" if per_layer else ""
+    return f"Spearman rho(|dL/d gate|, ΔPPL) {_fmt(float(overall))} over {len(cells)} heads{median}"
 
 
 def _block_order(blocks: list[str]) -> list[str]:

@@ -6,7 +6,11 @@ corpus_hash = the sheet's content hash, settings = where it came from, its cavea
 and notes). Human calls in it (a domain's territory, a layer's interpretation) are
 the sheet author's Technician judgments, never computed fields. A malformed sheet
 is refused as a whole with row-level errors; importing the same sheet twice is a
-no-op.
+no-op, even when two processes import it at the same moment (a run's id is derived
+from the sheet's content hash, so the second write meets the first one's key).
+YAML aliases (``&a`` ... ``*a``) are refused before anything is expanded or hashed:
+a sheet is data written out, and nested aliases can expand a few hundred bytes into
+gigabytes. A file that is not UTF-8 text is refused with one error.
 
 **YAML or JSON sheet** (``schema/reference/gpt2-april-2026.yaml`` is one)::
 
@@ -46,6 +50,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from sqlalchemy.exc import IntegrityError
 
 from ._cisp import settings_hash
 from ._errors import BadInput
@@ -111,18 +116,37 @@ def reference_sheet(name: str) -> Sheet:
     return Sheet(f"reference:{name}", yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
+class _NoAliases(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases before they are expanded (a "billion laughs" sheet)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refused: a sheet may not use YAML "
+                                              "aliases (&name / *name); write the values out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_sheet(path: str | Path, *, table: str | None = None, model: str | None = None,
                source: str | None = None, judged_by: str | None = None, date: str | None = None,
                caveats: tuple[str, ...] = (), defaults: dict[str, str] | None = None) -> Sheet:
     """Read a YAML/JSON sheet, or a CSV table whose record is given by the keyword arguments."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SheetError(path.name, [f"not UTF-8 text (byte {exc.start}): a sheet is a YAML, JSON or CSV text "
+                                     "file; re-save it as UTF-8"]) from None
+    if "\0" in text:
+        raise SheetError(path.name, ["holds NUL bytes: a sheet is a YAML, JSON or CSV text file, not a binary one"])
     if path.suffix.lower() != ".csv":
         try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_NoAliases)  # noqa: S506
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise SheetError(path.name, [f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
                                          f"{exc}"]) from None
+        except RecursionError:
+            raise SheetError(path.name, ["nested too deeply to be a sheet (a record and table sections)"]) from None
         return Sheet(path.name, data)
     reader = csv.DictReader(io.StringIO(text), restkey=_EXTRA)
     header = [h.strip() for h in reader.fieldnames or []]
@@ -330,7 +354,7 @@ def _sections(sheet: Sheet) -> tuple[dict, list[_Section]]:
         table = section.get("table", name)
         try:
             schema = schema_for(table)
-        except (KeyError, TypeError):
+        except (BadInput, TypeError):
             errors.append(f"{name}: no table {table!r} (tables: {', '.join(table_names())})")
             continue
         if table in tables:
@@ -354,7 +378,11 @@ def _sections(sheet: Sheet) -> tuple[dict, list[_Section]]:
 
 def import_sheet(store: Store, sheet: Sheet) -> ImportResult:
     """Validate ``sheet`` and store it as runs (one per table) with its Technician judgments, in one
-    transaction; a sheet whose content was imported before is not stored again (``already``)."""
+    transaction; a sheet whose content was imported before is not stored again (``already``).
+
+    Each run's id is derived from the content hash and its section, so when two processes import the same
+    sheet at once, the slower one's write meets the stored key, is rolled back whole, and reports
+    ``already`` like any repeat import."""
     digest = sheet.hash
     prior = store.runs(provenance="imported", corpus_hash=digest)
     if prior:
@@ -367,7 +395,8 @@ def import_sheet(store: Store, sheet: Sheet) -> ImportResult:
     for section in sections:
         settings = {"imported_from": sheet.name, "section": section.name, "record": record,
                     **{k: v for k, v in section.settings.items() if v}}
-        run = Run(provenance="imported", instrument=section.schema.instrument, instrument_version="imported",
+        run_id = hashlib.sha256(f"{digest}/{section.name}".encode()).hexdigest()[:32]
+        run = Run(id=run_id, provenance="imported", instrument=section.schema.instrument, instrument_version="imported",
                   model=record["model"], model_revision=str(record.get("model_revision", "unrecorded")),
                   corpus=f"imported:{record['source']}", corpus_hash=digest, settings=settings,
                   settings_hash=settings_hash(settings), device=str(record.get("runtime", "unrecorded")),
@@ -379,7 +408,13 @@ def import_sheet(store: Store, sheet: Sheet) -> ImportResult:
         result.tables[run.id] = tables
         result.judgments += [Judgment(target_kind="run", target_id=run.id, by=by, created_at=now, **j)
                              for j in section.judgments]
-    store.write_runs(written, result.judgments)
+    try:
+        store.write_runs(written, result.judgments)
+    except IntegrityError:  # another process stored this very sheet between our check and our write
+        prior = store.runs(provenance="imported", corpus_hash=digest)
+        if not prior:
+            raise
+        return ImportResult(sheet.name, digest, runs=prior, already=True)
     return result
 
 

@@ -25,9 +25,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import urllib.parse
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,7 +38,8 @@ import torch
 
 from ._errors import HardwareUnavailable, SettingsError, Unavailable
 
-__all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir", "model_checksum"]
+__all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir", "model_checksum",
+           "nonfinite_parameters"]
 
 
 class ModelUnavailable(Unavailable):
@@ -104,6 +107,13 @@ def model_checksum(model: torch.nn.Module) -> str:
             t64 = t.detach().double()
             h.update(f"{name}:{tuple(t.shape)}:{t64.sum().item():.17g}:{(t64 * t64).sum().item():.17g}".encode())
     return h.hexdigest()
+
+
+def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
+    """The names of the parameters and buffers holding a NaN or ±inf (floating-point tensors only)."""
+    with torch.no_grad():
+        return [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+                if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def cache_dir() -> Path:
@@ -320,22 +330,43 @@ def _read_memo(memo: Path) -> dict:
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    """De-quantise the GGUF once and save a plain float32 safetensors checkpoint.
+    """De-quantise the GGUF once and save a plain float32 safetensors checkpoint (``build_once``).
 
     ``quantization_config`` is dropped from the saved config: the copy is an
     ordinary checkpoint, which other loaders (e.g. lm-evaluation-harness) accept.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model.hf_quantizer = None  # the weights are already de-quantised; let save_pretrained write them
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial)
-    tok.save_pretrained(partial)
-    partial.replace(target)  # atomic: a crash never leaves a half-written cache entry
+    def build(where: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model.hf_quantizer = None  # the weights are already de-quantised; let save_pretrained write them
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(where)
+        tok.save_pretrained(where)
+
+    build_once(target, build, done=lambda d: (d / "config.json").is_file())
+
+
+def build_once(target: Path, build: Callable[[Path], None], done: Callable[[Path], bool]) -> None:
+    """Make the cache folder ``target`` exactly once, however many processes ask at the same moment.
+
+    Under a file lock (``<target>.lock``) the first process builds into a folder of its own
+    (``<target>.<pid>.partial``) and renames it to ``target``; the others wait, then find it ``done``. A
+    crash or kill mid-build leaves only a partial folder, removed by the next builder, never a
+    half-written ``target``."""
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if done(target):
+            return
+        for stale in [target, *target.parent.glob(f"{target.name}.*.partial")]:  # a killed builder's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        build(partial)
+        partial.replace(target)  # atomic: the folder appears complete or not at all
 
 
 # --- tiny random models for tests ----------------------------------------------------------

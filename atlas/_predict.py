@@ -46,7 +46,11 @@ from ._verdict import Criterion, Outcome
 from ._version import code_version, prediction_version
 from .instruments import INSTRUMENTS
 
-__all__ = ["AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict"]
+__all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict"]
+
+#: a setting value in ``needs`` that stands for the pair's second model: the instrument runs once, on the first
+#: model, towards the second (e.g. ``needs={"interpolation": {"other": SECOND_OF_PAIR}}``, the line from A to B)
+SECOND_OF_PAIR = "<the second model of the pair>"
 
 
 class Inconclusive(Exception):
@@ -63,7 +67,7 @@ class AtlasSession:
 
     model_name: str
     corpus_path: str
-    db_url: str
+    db_url: str = field(repr=False)  # may hold a password: shown only as ``Store.shown_url``
     reports_dir: Path
     device: str = "auto"
     dtype: str = "auto"
@@ -193,7 +197,8 @@ class Prediction:
         ``model``: a name (default: the session's selected model), a tuple of names for a named
         comparison, or ``"pair"`` for the session's ``--atlas-pair``; ``default_pair``: the pair used
         when none is given and the session's model is its base (e.g. the offline model and a Lab
-        fine-tune of it)."""
+        fine-tune of it). Under a profile with ``lab_recipes`` (``smoke``), Lab model names train the
+        profile's recipe in their place."""
         if form not in ("named", "general"):
             raise SettingsError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
         unknown = [n for n in needs if n not in INSTRUMENTS]
@@ -210,6 +215,7 @@ class Prediction:
             self.model_names = tuple(model)
         else:
             self.model_names = (model or session.model_name,)
+        self.model_names = tuple(session.profile.model_name(n) for n in self.model_names)
         self.model_name = " vs ".join(self.model_names) or "(no model pair given)"
         self.evidence = Evidence(self)
         self.concluded = False  # a verdict (or "not run") was stored
@@ -236,7 +242,8 @@ class Prediction:
     def gather(self) -> None:
         """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction, in the
         declared order, before the body runs. An unavailable model makes the prediction "not run"; an input
-        that CISP refused, or that failed on this model's weights, refuses the prediction."""
+        that CISP refused, that failed on this model's weights, or whose instrument crashed, refuses the
+        prediction ("not run: refused by CISP", with the reason): a crash never looks like a refutation."""
         if not self.model_names:
             self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)"
                          "; the built-in Lab pair needs --atlas-model smollm2-135m-instruct")
@@ -244,18 +251,22 @@ class Prediction:
             models = [self.session.model(name) for name in self.model_names]
         except ModelUnavailable as exc:
             self.not_run(str(exc))
-        for lm in models:
+        for i, lm in enumerate(models):
             for instrument, declared in self.needs.items():
+                if SECOND_OF_PAIR in declared.values():  # a line from the first model to the second
+                    if i > 0:
+                        continue
+                    declared = {k: self.model_names[1] if v == SECOND_OF_PAIR else v for k, v in declared.items()}
                 try:
                     self.evidence._results[instrument, lm.name] = self.session.measure(
                         instrument, lm, declared, prediction=self.id)
                 except ModelUnavailable as exc:  # the other model of a pairwise instrument
                     self.not_run(str(exc))
-                except AtlasError as exc:
+                except Exception as exc:  # noqa: BLE001 -- a crashed input is "not run: refused", never a refutation
                     self._log("refused", instrument, lm.name, f"its input failed: {type(exc).__name__}")
                     first_line = str(exc).splitlines()[0] if str(exc) else ""
                     self.not_run(f"refused by CISP: the input {instrument!r} on {lm.name} failed "
-                                 f"({type(exc).__name__}: {first_line}); its run is stored as failed")
+                                 f"({type(exc).__name__}: {first_line}); the protocol log has the step")
 
     def refuse_undeclared(self, instrument: str, model: str):
         """Evidence a pre-registration did not name is refused (and logged)."""

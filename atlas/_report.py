@@ -14,7 +14,8 @@ interpretation), a figure per instrument run (domain perplexity and coupling bes
 the seed's record, the ablation heatmap, the Hessian spectrum, gradient and entropy
 per domain, interpolation curves), imported records, the Framework's vocabulary,
 Technician fields (judged or "awaiting Technician"), the CISP protocol log by
-session, and every run's provenance. ``terms/<id>.html`` shows a term: its
+session (a pytest session that did not finish, and its verdicts, marked partial),
+and every run's provenance; the store's URL with its password masked. ``terms/<id>.html`` shows a term: its
 definition, formula, citations and flags, what measures it, and the runs, verdicts
 and judgments that touch it. ``predictions/<id>.html`` shows every stored verdict of
 a prediction over time (version, code version, model, corpus, profile).
@@ -30,6 +31,7 @@ from pathlib import Path
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ._errors import BadInput
 from ._figures import FIGURES, figures_for, forest, history
 from ._judgment import AWAITING, run_fields, verdict_fields
 from ._schema import schema_for, table_names
@@ -138,6 +140,8 @@ def _context(store: Store) -> dict:
     sessions: dict[str, list] = {}
     for event in store.events():
         sessions.setdefault(event.session, []).append(event)
+    complete = store.complete_sessions()  # verdicts of any other pytest session are partial (it was killed)
+    partial_sessions = {v.session for v in all_verdicts if v.session and v.session not in complete}
 
     term_counts = {tid: {"runs": sum(t in ts for ts in run_terms.values()),
                          "verdicts": sum(t in verdict_terms.get(v.id, []) for v in verdicts)}
@@ -151,7 +155,8 @@ def _context(store: Store) -> dict:
         sections=_figure_sections(all_runs, tables, reference), reference=reference, terms=terms,
         groups=group_info, run_terms=run_terms, verdict_terms=verdict_terms, term_counts=term_counts,
         technician=technician, interpretations=interpretations, field_terms=field_terms, sessions=sessions,
-        imported=imported, awaiting=AWAITING, generated=utcnow(), db=store.url, holm=holm_outcomes(verdicts))
+        imported=imported, awaiting=AWAITING, generated=utcnow(), db=store.shown_url,
+        holm=holm_outcomes(verdicts), partial_sessions=partial_sessions)
 
 
 def holm_outcomes(verdicts: list[VerdictRecord]) -> dict[int, dict]:
@@ -205,10 +210,16 @@ def _write(path: Path, html: str) -> None:
 
 def render_report(store: Store, out_dir: str | Path) -> Path:
     """Write ``index.html``, ``terms/<id>.html`` and ``predictions/<id>.html`` for everything in ``store``
-    into ``out_dir``; returns the index's path."""
+    into ``out_dir``; returns the index's path. A folder that cannot be written is one ``BadInput`` naming it."""
     out_dir = Path(out_dir)
-    for sub in ("terms", "predictions"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in ("terms", "predictions"):
+            (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        (out_dir / ".write-check").touch()
+        (out_dir / ".write-check").unlink()
+    except OSError as exc:
+        raise BadInput(f"cannot write the report to {out_dir}: {exc.strerror or exc}; choose another folder "
+                       "(atlas report --out DIR, pytest --atlas-reports DIR)") from None
     env = Environment(loader=PackageLoader("atlas", "templates"), autoescape=select_autoescape(["j2", "html"]))
     env.filters["num"] = lambda x, d=3: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}g}"
     env.filters["page"] = prediction_page

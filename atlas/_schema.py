@@ -1,11 +1,14 @@
 """Validation of measurement tables against ``schema/*.yaml`` with great-expectations.
 
-A schema file becomes an expectation suite: the exact column set, per column a
-type, a range (``min``/``max``), allowed values (``values``) and non-nullness
-(unless ``nullable: true``), uniqueness of the ``key`` columns, and ordered column
-pairs (``checks: [{greater: ci_high, than: ppl}]``, equality allowed). A table
-that fails raises ``SchemaViolation`` listing every failed expectation with the
-offending rows.
+A schema file becomes an expectation suite: the exact column set, at least one row
+(unless the schema says ``empty: allowed``), per column a type, a range
+(``min``/``max``), allowed values (``values``) and non-nullness (unless ``nullable:
+true``), uniqueness of the ``key`` columns, and ordered column pairs (``checks:
+[{greater: ci_high, than: ppl}]``, equality allowed). Every numeric column is
+finite: its range is closed by the largest float64 where the schema gives no bound,
+so ±inf fails like any out-of-range value (NaN is a missing value, refused unless
+the column is nullable). A table that fails raises ``SchemaViolation`` listing
+every failed expectation with the offending rows.
 
 A schema may also declare ``technician:`` fields: the human-judgment boundary.
 They are not columns and automation never fills them (a table carrying one is
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -65,6 +69,7 @@ class TableSchema:
     columns: dict[str, dict]
     key: tuple[str, ...] = ()
     checks: tuple[dict, ...] = field(default_factory=tuple)
+    empty_allowed: bool = False  # ``empty: allowed``: a table with no rows is a complete result
     #: Technician fields: name -> {description, values?, row?, terms?}; never columns, never computed
     technician: dict[str, dict] = field(default_factory=dict)
 
@@ -110,7 +115,7 @@ def schema_for(table: str) -> TableSchema:
         raise BadInput(f"no schema for table {table!r}: expected schema/{table}.yaml")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     return TableSchema(raw["table"], raw["instrument"], raw.get("description", ""), raw["columns"],
-                       tuple(raw.get("key", ())), tuple(raw.get("checks", ())),
+                       tuple(raw.get("key", ())), tuple(raw.get("checks", ())), raw.get("empty") == "allowed",
                        _technician(f"schema/{table}.yaml", raw.get("technician"), raw["columns"]))
 
 
@@ -127,13 +132,16 @@ def _suite(schema: TableSchema):
 
     suite = gx.ExpectationSuite(name=schema.table)
     suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=list(schema.columns), exact_match=True))
+    if not schema.empty_allowed:
+        suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=1))
     for name, spec in schema.columns.items():
         suite.add_expectation(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=_TYPES[spec["type"]]))
         if not spec.get("nullable", False):
             suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=name))
-        if "min" in spec or "max" in spec:
+        if spec["type"] in ("int", "float"):  # finite: the range is closed by float64's largest value
             suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(
-                column=name, min_value=spec.get("min"), max_value=spec.get("max")))
+                column=name, min_value=spec.get("min", -sys.float_info.max),
+                max_value=spec.get("max", sys.float_info.max)))
         if "values" in spec:
             suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=spec["values"]))
     if len(schema.key) == 1:

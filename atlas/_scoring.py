@@ -73,12 +73,25 @@ def budgeted(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage: int 
     return out
 
 
-def batches(encoded: Sequence[list[int]], batch_size: int, pad_id: int, device: str
+def batches(encoded: Sequence[list[int]], batch_size: int, pad_id: int, device: str, max_padding: float = 1.0
             ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Yield (indices, input_ids [B, T], attention_mask [B, T]), grouping similar lengths to save padding."""
+    """Yield (indices, input_ids [B, T], attention_mask [B, T]), grouping similar lengths to save padding.
+
+    Passages go in order of length, ``batch_size`` at most to a batch; a batch also closes early rather than
+    let padding exceed ``max_padding`` of its positions (1.0, the default: never early)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SettingsError(f"batch_size (--batch-size) must be a whole number of passages, at least 1, "
+                            f"not {batch_size!r}")
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    groups: list[list[int]] = []
+    for i in order:  # ascending: each passage is the longest of its batch so far
+        last = groups[-1] if groups else []
+        real = sum(len(encoded[j]) for j in last) + len(encoded[i])
+        if not last or len(last) == batch_size or 1 - real / (len(encoded[i]) * (len(last) + 1)) > max_padding:
+            groups.append([i])
+        else:
+            last.append(i)
+    for idx in groups:
         width = max(len(encoded[i]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)

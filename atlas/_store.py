@@ -1,11 +1,24 @@
 """The store: an append-only record of runs, their measurement tables, verdicts, protocol events and
 Technician judgments (SQLModel).
 
-Any SQLAlchemy URL works (``sqlite:///atlas.db`` by default, PostgreSQL in a lab).
-A run and all its rows are written in one transaction, so a crash leaves no
-half-written run. Nothing is ever updated or deleted: on SQLite, triggers refuse
-UPDATE and DELETE outright. SQLite connections use WAL and a busy timeout so
-several pytest-xdist workers can write at once.
+Any SQLAlchemy URL works (``sqlite:///atlas.db`` by default, PostgreSQL for a team).
+The URL is checked before anything else happens (``check_store_url``: parsed, its
+driver installed, an SQLite file's folder present); a store that cannot be opened is
+one ``StoreUrlError`` naming it. A URL is only ever shown with its password masked
+(``shown_url``).
+
+A run, all its rows and its protocol-log step are written in one transaction, so a
+crash (even a SIGKILL) leaves either all of them or none: no half-written run, no run
+stuck as "running" (that status is never stored), no run missing from the log.
+Every JSON column is strict JSON (NaN, ±inf refused by the serializer).
+
+Nothing is ever updated or deleted, and the database enforces it: on SQLite,
+triggers refuse UPDATE, DELETE and an INSERT that would replace an existing row
+(``INSERT OR REPLACE``); on PostgreSQL, triggers refuse UPDATE, DELETE and TRUNCATE
+on every Atlas table. Schema creation is safe when many processes open a new store
+at once: on PostgreSQL it runs in one transaction under an advisory lock; on SQLite
+each step only adds what is missing and a step lost to another process is retried.
+SQLite connections use WAL and a busy timeout so several writers can work at once.
 
 A run's tables come in two kinds. *Measured* tables are what the instrument
 returned. *Summary* tables (per-domain perplexities, per-layer CIs ...) are derived
@@ -24,20 +37,40 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import JSON, Column, event, inspect, text
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy import JSON, Column, event, inspect, make_url, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from ._errors import StoreUrlError
 from ._schema import coerce
 
-__all__ = ["Derivation", "Judgment", "Measurement", "ProtocolEvent", "Run", "Store", "VerdictRecord", "utcnow"]
+__all__ = ["Derivation", "Judgment", "Measurement", "ProtocolEvent", "Run", "SESSION_COMPLETE", "Store",
+           "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
 
-_APPEND_ONLY = ("run", "measurement", "derivation", "verdictrecord", "protocolevent", "judgment")
+#: every Atlas table and its primary key: the append-only rule covers each
+_APPEND_ONLY = {"run": "id", "measurement": "id", "derivation": "key", "verdictrecord": "id", "protocolevent": "id",
+                "judgment": "id"}
+#: the protocol-log action that closes a pytest session: verdicts of a session without it are partial
+SESSION_COMPLETE = "session complete"
+#: the key of the PostgreSQL advisory lock schema creation holds (any fixed 64-bit number: "atlas" in ASCII)
+_SCHEMA_LOCK = 0x61746C6173
+#: how to install a backend's driver
+_INSTALL = {"postgresql": "pip install 'psycopg[binary]' and write the URL as postgresql+psycopg://..."}
 
 
 def utcnow() -> datetime:
@@ -163,19 +196,24 @@ def _prepare(engine, sqlite: bool, attempts: int = 20) -> None:
     """Create the tables, add the columns an older database lacks, install the append-only triggers.
 
     Several processes may open a new store at the same moment (pytest-xdist workers, parallel
-    ``atlas measure``): each step only adds what is missing, so a step that loses the race to
-    another process ("already exists", "duplicate column") is simply taken again."""
+    ``atlas measure``). PostgreSQL takes an advisory lock and does it all in one transaction (its DDL
+    is transactional), so the processes queue and the first one creates everything. SQLite has no such
+    lock: each step only adds what is missing, so a step that loses the race to another process
+    ("already exists", "duplicate column", "locked") is simply taken again."""
+    if not sqlite:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            SQLModel.metadata.create_all(conn)
+            _add_missing_columns(conn)
+            _postgres_triggers(conn)
+        return
     for attempt in range(attempts):
         try:
             SQLModel.metadata.create_all(engine)
-            _add_missing_columns(engine)
-            if sqlite:
-                with engine.begin() as conn:
-                    for table in _APPEND_ONLY:
-                        for op in ("UPDATE", "DELETE"):
-                            conn.execute(text(
-                                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                                f"BEGIN SELECT RAISE(ABORT, 'the Atlas store is append-only'); END"))
+            with engine.begin() as conn:
+                _add_missing_columns(conn)
+            with engine.begin() as conn:
+                _sqlite_triggers(conn)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             lost_race = any(s in str(exc).lower() for s in ("already exists", "duplicate", "locked"))
@@ -184,11 +222,37 @@ def _prepare(engine, sqlite: bool, attempts: int = 20) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def _add_missing_columns(engine) -> None:
+def _sqlite_triggers(conn) -> None:
+    """UPDATE and DELETE refused; an INSERT whose key exists refused too, so ``INSERT OR REPLACE`` (which
+    would delete the old row without firing a DELETE trigger) cannot rewrite a row."""
+    refuse = "BEGIN SELECT RAISE(ABORT, 'the Atlas store is append-only'); END"
+    for table, key in _APPEND_ONLY.items():
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(text(f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} {refuse}"))
+        conn.execute(text(f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
+                          f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {key} = NEW.{key}) {refuse}"))
+
+
+def _postgres_triggers(conn) -> None:
+    """UPDATE, DELETE (row triggers: also what an upsert's DO UPDATE or an ORM merge would do) and TRUNCATE
+    (a statement trigger) refused on every Atlas table. ``INSERT ... ON CONFLICT`` is refused by the primary key."""
+    conn.execute(text(
+        "CREATE OR REPLACE FUNCTION atlas_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'the Atlas store is append-only: % on % refused', TG_OP, TG_TABLE_NAME; END $$"))
+    present = set(conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars())
+    for table in _APPEND_ONLY:  # only what is missing: CREATE TRIGGER locks the table against writers
+        for name, when, each in ((f"{table}_append_only", "UPDATE OR DELETE", "ROW"),
+                                 (f"{table}_no_truncate", "TRUNCATE", "STATEMENT")):
+            if name not in present:
+                conn.execute(text(f"CREATE TRIGGER {name} BEFORE {when} ON {table} FOR EACH {each} "
+                                  "EXECUTE FUNCTION atlas_append_only()"))
+
+
+def _add_missing_columns(conn) -> None:
     """Bring a database made by an earlier Atlas up to the current tables: add the columns it lacks.
 
     Only additions: a new column is nullable, or takes its field's default for the rows already there."""
-    existing = inspect(engine)
+    existing = inspect(conn)
     for table in SQLModel.metadata.sorted_tables:
         if not existing.has_table(table.name):
             continue
@@ -196,13 +260,12 @@ def _add_missing_columns(engine) -> None:
         for column in table.columns:
             if column.name in have:
                 continue
-            kind = column.type.compile(dialect=engine.dialect)
             default = getattr(column.default, "arg", None) if column.default is not None else None
             if callable(default):
                 default = default(None) if default.__code__.co_argcount else default()
+            kind = column.type.compile(dialect=conn.dialect)
             clause = "" if default is None else f" DEFAULT {_sql_literal(default)}"
-            with engine.begin() as conn:
-                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'))
+            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'))
 
 
 def _sql_literal(value) -> str:
@@ -216,12 +279,82 @@ def _sql_literal(value) -> str:
 
 
 def _json_safe(value):
-    """NaN and pandas' NA are not JSON: store them as null."""
+    """NaN and pandas' NA are not JSON: store them as null (a missing value). ±inf is left for the strict
+    serializer to refuse: schemas refuse non-finite numbers before a table gets here."""
     if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     if hasattr(value, "item"):  # numpy scalar
         return _json_safe(value.item())
     return value
+
+
+def _finite_json(value):
+    """A verdict's evidence as strict JSON: nested mappings and lists kept, numpy scalars as Python numbers,
+    NaN and ±inf as null (evidence is a record of what was seen; a non-finite number in it is "no number")."""
+    if isinstance(value, dict):
+        return {str(k): _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    value = _json_safe(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if value is None or isinstance(value, (str, int, float)) else str(value)
+
+
+def _strict_json(value) -> str:
+    """The store's JSON serializer: standard JSON only, so a non-finite number never reaches a JSON column
+    (SQLite would store the non-standard ``NaN``/``Infinity``, PostgreSQL refuses them)."""
+    return json.dumps(value, allow_nan=False)
+
+
+def shown_url(url: str | URL) -> str:
+    """A database URL as it may be shown or stored: its password masked (``***``).
+
+    >>> shown_url("postgresql+psycopg://atlas:s3cret@db.lab:5432/atlas")
+    'postgresql+psycopg://atlas:***@db.lab:5432/atlas'
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError, TypeError):  # not parsable: mask whatever sits between user: and @
+        return re.sub(r"([^\s:/@]*:)[^\s:/@]*@", r"\1***@", str(url))
+
+
+def check_store_url(url: str) -> URL:
+    """The parsed URL, if it can be used; ``StoreUrlError`` naming the problem and the fix otherwise.
+
+    Needs no connection (so it can run before a model is loaded): the URL parses, its backend's driver is
+    installed, and an SQLite file's folder exists and is a folder. Reachability is checked by ``Store``."""
+    shown = shown_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError, TypeError):
+        raise StoreUrlError(f"{shown!r} is not a database URL: give an SQLAlchemy URL such as sqlite:///atlas.db "
+                            "or postgresql+psycopg://user:password@host:5432/atlas") from None
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise StoreUrlError(f"{shown}: no database backend {parsed.drivername!r}; use sqlite:///FILE or "
+                            "postgresql+psycopg://user:password@host:5432/atlas") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        backend = parsed.get_backend_name()
+        install = _INSTALL.get(backend, f"install the Python driver of {parsed.drivername}")
+        raise StoreUrlError(f"{shown}: its driver {exc.name or parsed.get_driver_name()!r} is not installed; "
+                            f"{install}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().absolute().parent
+        if not folder.is_dir():
+            raise StoreUrlError(f"{shown}: cannot create the SQLite file there, {folder} is not a folder; "
+                                "create the folder or choose another path")
+    return parsed
+
+
+def _first_line(exc: BaseException, password: str | None) -> str:
+    """An error's first line with the password (if the driver echoed it) masked."""
+    line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line.replace(password, "***") if password else line
 
 
 class Store:
@@ -233,19 +366,31 @@ class Store:
     """
 
     def __init__(self, url: str = "sqlite:///atlas.db"):
-        self.url = url
-        sqlite = url.startswith("sqlite")
-        self.engine = create_engine(url, connect_args={"timeout": 60} if sqlite else {})
+        parsed = check_store_url(url)
+        self.url = parsed  # a URL object: its str() and repr() mask the password
+        self.shown_url = shown_url(parsed)
+        sqlite = parsed.get_backend_name() == "sqlite"
+        try:
+            self.engine = create_engine(parsed, json_serializer=_strict_json,
+                                        connect_args={"timeout": 60} if sqlite else {"connect_timeout": 10})
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise StoreUrlError(f"{self.shown_url}: {_first_line(exc, parsed.password)}") from None
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        _prepare(self.engine, sqlite)
+        try:
+            _prepare(self.engine, sqlite)
+        except (OperationalError, DBAPIError) as exc:
+            fix = ("check that the file's folder is writable" if sqlite else
+                   "check that the server is running and reachable, and the user, password and database name")
+            raise StoreUrlError(f"cannot open the store {self.shown_url}: {_first_line(exc, parsed.password)}; "
+                                f"{fix}") from None
 
     # --- writing -------------------------------------------------------------------------
 
     def write_run(self, run: Run, tables: dict[str, pd.DataFrame], derivation: Derivation | None = None,
-                  summaries: dict[str, pd.DataFrame] | None = None) -> str:
-        """Write a run, all rows of its measured tables and (optionally) a derivation with its summary tables,
-        in one transaction; returns the run id."""
+                  summaries: dict[str, pd.DataFrame] | None = None, events: list[ProtocolEvent] = ()) -> str:
+        """Write a run, all rows of its measured tables, (optionally) a derivation with its summary tables and
+        the protocol-log steps about it, in one transaction; returns the run id."""
         with Session(self.engine, expire_on_commit=False) as session:
             session.add(run)
             session.flush()  # the run row first: measurements reference it
@@ -253,6 +398,7 @@ class Store:
             if derivation is not None:
                 session.add(derivation)
                 _add_rows(session, run.id, summaries or {}, derivation.key)
+            session.add_all(events)
             session.commit()
         return run.id
 
@@ -278,8 +424,8 @@ class Store:
 
     def write_verdict(self, verdict: VerdictRecord) -> None:
         verdict.effect, verdict.ci_low, verdict.ci_high = (
-            _json_safe(verdict.effect), _json_safe(verdict.ci_low), _json_safe(verdict.ci_high))
-        verdict.evidence = json.loads(json.dumps(verdict.evidence, default=_json_safe))
+            _finite_json(verdict.effect), _finite_json(verdict.ci_low), _finite_json(verdict.ci_high))
+        verdict.evidence = _finite_json(verdict.evidence)
         self._add(verdict)
 
     def write_event(self, event: ProtocolEvent) -> None:
@@ -320,7 +466,16 @@ class Store:
         """The judgment that counts for each (target_kind, target_id, table_name, row_key, field): the newest."""
         return {(j.target_kind, j.target_id, j.table_name, j.row_key, j.field): j for j in self.judgments(**where)}
 
+    def complete_sessions(self) -> set[str]:
+        """The sessions that closed their protocol log (``SESSION_COMPLETE``); the verdicts of any other
+        session are partial: it was killed, crashed, or is still running."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = select(ProtocolEvent.session).where(ProtocolEvent.action == SESSION_COMPLETE)
+            return set(session.exec(query))
+
     def verdict(self, verdict_id: int) -> VerdictRecord | None:
+        if not -2**63 <= verdict_id < 2**63:  # beyond any integer key
+            return None
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(VerdictRecord, verdict_id)
 

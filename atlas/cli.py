@@ -50,7 +50,7 @@ def measurement_options(fn):
         click.option("--dtype", default="auto", show_default=True,
                      type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
         click.option("--per-domain", type=click.IntRange(min=1), default=None,
-                     help="use only the first N passages of each domain"),
+                     help="use only the first N passages of each domain (N >= 1)"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--no-reuse", is_flag=True, help="measure again even if an identical run is stored"),
         click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout"),
@@ -62,15 +62,18 @@ def measurement_options(fn):
 
 def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_domain, seed, no_reuse, as_json,
          **settings):
-    """Load, measure through CISP, and return the run result (Atlas's errors reach ``main`` as one clear line)."""
+    """Load, measure through CISP, and return the run result (Atlas's errors reach ``main`` as one clear line).
+
+    The corpus and the store are opened before the model loads: a bad file or database URL fails in a moment."""
     from ._cisp import run_instrument
     from ._corpus import load_corpus
     from ._models import load_model
     from ._store import Store
 
     corpus = load_corpus(corpus_path).sample(per_domain)
+    store = Store(db)
     lm = load_model(model_name, device=device, dtype=dtype)
-    return run_instrument(Store(db), lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
+    return run_instrument(store, lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
                           session=f"cli-{uuid.uuid4().hex}", seed=seed, **settings)
 
 
@@ -247,9 +250,12 @@ def diff(old, new, out):
         result = compare(load_verdicts(old), load_verdicts(new))
     except FlipsError as exc:
         raise click.ClickException(str(exc)) from None
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"old": str(old), "new": str(new), **result.as_dict()}, indent=1) + "\n",
-                         encoding="utf-8")
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({"old": str(old), "new": str(new), **result.as_dict()}, indent=1) + "\n",
+                             encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
     for f in result.flips:
         was, now = f["old"], f["new"]
         ci = lambda s: "" if s["ci_low"] is None else f" [{_g(s['ci_low'])}, {_g(s['ci_high'])}]"  # noqa: E731
@@ -292,6 +298,8 @@ def export(run_id, prediction, tables, fmt, out, db):
             paths = export_run(store, resolve_target(store, f"run:{run_id}").run, out, fmt, tables or None)
     except (ExportError, JudgmentError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot write the export to {out}: {exc.strerror or exc}; choose another --out") from None
     for path in paths:
         click.echo(path)
 

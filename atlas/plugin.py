@@ -16,13 +16,19 @@ inconclusive has its own status (``I``, counted as "inconclusive"); not run skip
 A body that returns without a verdict fails as "NO VERDICT" (``N``), and a crash is
 an ordinary failure (``F``): neither is ever counted as passed or as refuted.
 Prediction ids are keywords (``pytest predictions/ -k P5d``). A bad ``--atlas-*``
-value is one usage error before any model is loaded. After the run, the controller
-process (never an xdist worker) renders ``reports/index.html`` from the store.
+value (the store's URL included) is one usage error before any model is loaded. One
+pytest run is one protocol-log session, shared by its xdist workers; when it ends by
+itself (not killed or interrupted) the controller closes the session
+(``SESSION_COMPLETE``), so the verdicts of a killed session can be told from a
+complete one's. Then the controller (never an xdist worker) renders
+``reports/index.html`` from the store. The store's URL is only shown with its
+password masked.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,6 +36,9 @@ import pytest
 from ._errors import AtlasError
 from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict
 from ._profiles import PROFILES
+from ._store import check_store_url, shown_url
+
+_SESSION = pytest.StashKey[str]()
 
 _OPTIONS = {
     "model": ("ATLAS_MODEL", "smollm2-135m-instruct", "model for general-form predictions"),
@@ -60,7 +69,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "prediction(id, claim, criterion, needs, source='', form='general', model=None): "
                    "an Atlas prediction; see atlas._predict")
     config.pluginmanager.register(_ReportWriter(config), "atlas-report-writer")
+    worker = getattr(config, "workerinput", None)
+    config.stash[_SESSION] = worker["atlas_session"] if worker and "atlas_session" in worker else uuid.uuid4().hex
     _check_options(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: every worker writes to the controller's protocol-log session."""
+    node.workerinput["atlas_session"] = node.config.stash[_SESSION]
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -75,6 +92,10 @@ def _check_options(config: pytest.Config) -> None:
         value = _option(config, name)
         if value not in choices and not (name == "device" and value.startswith("cuda:")):
             raise pytest.UsageError(f"--atlas-{name} must be one of {', '.join(choices)}, not {value!r}")
+    try:
+        check_store_url(_option(config, "db"))
+    except AtlasError as exc:
+        raise pytest.UsageError(f"--atlas-db: {exc}") from None
     corpus = _option(config, "corpus")
     if corpus != "starter":
         try:
@@ -85,12 +106,17 @@ def _check_options(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
-    """Options, store, model cache and measurement cache shared by every prediction of the run."""
+    """Options, store, model cache and measurement cache shared by every prediction of the run. A store that
+    cannot be opened (unreachable, unwritable) ends the run with one usage error before any model loads."""
     session = AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
                            db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
                            device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
                            profile=PROFILES[_option(pytestconfig, "profile")],
-                           pair=_pair(_option(pytestconfig, "pair")))
+                           pair=_pair(_option(pytestconfig, "pair")), session_id=pytestconfig.stash[_SESSION])
+    try:
+        session.store
+    except AtlasError as exc:
+        pytest.exit(f"--atlas-db: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     _show_progress(pytestconfig, session)
     return session
 
@@ -175,22 +201,30 @@ class _ReportWriter:
     def __init__(self, config: pytest.Config):
         from datetime import datetime, timezone
 
-        self.config, self.ran, self.path, self.runs = config, False, None, []
+        self.config, self.ran, self.path, self.runs, self.error = config, False, None, [], None
         self.started = datetime.now(timezone.utc)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if any(key == "atlas_prediction" for key, _ in report.user_properties):
             self.ran = True
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput") or not self.ran:
             return
+        from ._cisp import ProtocolLog
         from ._report import render_report
-        from ._store import Store
+        from ._store import SESSION_COMPLETE, Store
 
-        store = Store(_option(self.config, "db"))
-        self.runs = _run_lines(store, store.events(since=self.started))
-        self.path = render_report(store, _reports_dir(self.config))
+        try:
+            store = Store(_option(self.config, "db"))
+            if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):  # ended by itself
+                ProtocolLog(store, self.config.stash[_SESSION]).write(
+                    SESSION_COMPLETE, instrument="", model="", corpus_hash="",
+                    reason=f"{session.testscollected} tests collected, exit status {int(exitstatus)}")
+            self.runs = _run_lines(store, store.events(since=self.started))
+            self.path = render_report(store, _reports_dir(self.config))
+        except AtlasError as exc:
+            self.error = str(exc)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         for category in ("refuted", "no_verdict"):
@@ -203,7 +237,11 @@ class _ReportWriter:
             terminalreporter.write_sep("-", "Atlas")
             for line in self.runs:
                 terminalreporter.write_line(line)
-            terminalreporter.write_line(f"verdict report: {self.path}  (store: {_option(self.config, 'db')})")
+            store = shown_url(_option(self.config, "db"))
+            terminalreporter.write_line(f"verdict report: {self.path}  (store: {store})")
+        if self.error is not None:
+            terminalreporter.write_sep("-", "Atlas")
+            terminalreporter.write_line(f"no verdict report: {self.error}")
 
 
 def _run_lines(store, events) -> list[str]:
@@ -211,7 +249,7 @@ def _run_lines(store, events) -> list[str]:
     reused, failed or refused, for which predictions, and the measurement's wall time."""
     lines, seen = [], {}
     for e in events:
-        if e.action == "reused" and e.reason == "measured earlier in this session":
+        if not e.instrument or (e.action == "reused" and e.reason == "measured earlier in this session"):
             continue
         seen.setdefault((e.action, e.instrument, e.model, e.run_id), []).append(e.prediction or "cli")
     for (action, instrument, model, run_id), predictions in seen.items():
@@ -219,6 +257,7 @@ def _run_lines(store, events) -> list[str]:
         took = f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None else "-"
         lines.append(f"  {action:9} {instrument:14} {model[:40]:40} {took:>9}  for {', '.join(sorted(set(predictions)))}")
     return lines
+
 
 def _reports_dir(config: pytest.Config) -> Path:
     path = Path(_option(config, "reports"))

@@ -1,20 +1,46 @@
-"""Shared fixtures: tiny random models (fast) and the shared corpus beside the repo (real text)."""
+"""Shared fixtures: tiny random models (fast), the shared corpus beside the repo (real text), stores on
+SQLite and (when ``ATLAS_TEST_POSTGRES_URL`` names a server, as ``.ci/run`` does) PostgreSQL; and the rules
+every test runs under:
 
+* **no network**: a socket may connect to loopback addresses only (a local PostgreSQL, xdist's workers);
+  any other address, and resolving any host name but localhost, raises ``NetworkBlocked`` and fails the
+  test that tried, even if the code under test swallowed the error. The Hugging Face hub and
+  great-expectations' analytics are switched off before either is imported (``HF_HUB_OFFLINE=1``,
+  ``GX_ANALYTICS_ENABLED=false``); subprocesses inherit the switches.
+* **hypothesis is derandomised, always** (profile ``atlas``): every run of the test command tries the same
+  examples, with no example database, so a failure reproduces and a pass is never luck.
+  ``ATLAS_HYPOTHESIS_PROFILE=explore`` searches new examples (random, with the example database) when
+  hunting for bugs by hand.
+"""
+
+import ipaddress
+import os
+import socket
 import copy
+import uuid
 from pathlib import Path
 
-import great_expectations  # noqa: F401
-import numpy as np
-import pytest
-import torch
-import transformers.models.gpt2.modeling_gpt2  # noqa: F401
-import transformers.models.gpt_neox.modeling_gpt_neox  # noqa: F401
-import transformers.models.llama.modeling_llama  # noqa: F401
-import transformers.models.opt.modeling_opt  # noqa: F401
-from hypothesis import settings
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+# The atlas plugin (a pytest11 entry point) loads before this file and may have imported huggingface_hub,
+# which reads HF_HUB_OFFLINE once, at import: switch its flag too (.ci/run also sets the variables first).
+import huggingface_hub.constants  # noqa: E402
 
-from atlas import Store, load_corpus, load_model
-from atlas._anatomy import decoder_layers
+huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+import great_expectations  # noqa: E402, F401
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers.models.gpt2.modeling_gpt2  # noqa: E402, F401
+import transformers.models.gpt_neox.modeling_gpt_neox  # noqa: E402, F401
+import transformers.models.llama.modeling_llama  # noqa: E402, F401
+import transformers.models.opt.modeling_opt  # noqa: E402, F401
+from hypothesis import settings  # noqa: E402
+
+from atlas import Store, load_corpus, load_model  # noqa: E402
+from atlas._anatomy import decoder_layers  # noqa: E402
 
 # pytester's in-process runs drop the modules first imported during a run. Lazily imported modules that
 # keep global state (great-expectations' active context, the torch operators transformers' model code
@@ -22,8 +48,132 @@ from atlas._anatomy import decoder_layers
 pytest_plugins = ["pytester"]
 
 # Examples run models and write stores: their time depends on the machine's load, not on correctness.
-settings.register_profile("atlas", deadline=None)
-settings.load_profile("atlas")
+settings.register_profile("atlas", deadline=None, derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("ATLAS_HYPOTHESIS_PROFILE", "atlas"))
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach a non-loopback address (deliberately not an OSError: nothing may treat it as an
+    ordinary unreachable host and carry on)."""
+
+
+_ATTEMPTS: list[str] = []
+_LOCAL_NAMES = {None, "", "localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def _is_local(host) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in _LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _block_network() -> None:
+    """Loopback only, for every socket this process opens (see the module docstring)."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+            _ATTEMPTS.append(f"connect {address!r}")
+            raise NetworkBlocked(f"tests may not use the network: connect to {address!r} refused")
+
+    def connect(sock, address):
+        check(sock, address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not _is_local(host):
+            _ATTEMPTS.append(f"resolve {host!r}")
+            raise NetworkBlocked(f"tests may not use the network: resolving {host!r} refused")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+
+
+_block_network()
+
+
+@pytest.fixture
+def network_attempts() -> list[str]:
+    """The blocked attempts so far (a test of the block itself clears its own)."""
+    return _ATTEMPTS
+
+
+@pytest.fixture(autouse=True)
+def no_network_attempt():
+    """Fails the test that tried to reach the network, even when the code under test caught the error."""
+    before = len(_ATTEMPTS)
+    yield
+    tried = _ATTEMPTS[before:]
+    del _ATTEMPTS[before:]
+    assert not tried, f"the test tried to use the network: {tried}"
+
+
+POSTGRES_URL = os.environ.get("ATLAS_TEST_POSTGRES_URL", "")
+NO_POSTGRES = "ATLAS_TEST_POSTGRES_URL is not set: no PostgreSQL server for this run (.ci/run starts one)"
+
+
+@pytest.fixture
+def new_postgres_url():
+    """A factory of URLs of new, empty PostgreSQL databases on the test server, dropped afterwards."""
+    if not POSTGRES_URL:
+        pytest.skip(NO_POSTGRES)
+    from sqlalchemy import create_engine, make_url, text
+
+    server = make_url(POSTGRES_URL)
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    made = []
+
+    def make() -> str:
+        made.append(f"atlas_test_{uuid.uuid4().hex[:16]}")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{made[-1]}"'))
+        return server.set(database=made[-1]).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(new_postgres_url):
+    """The URL of a new, empty PostgreSQL database on the test server (skipped without one)."""
+    return new_postgres_url()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def new_store_url(request, tmp_path):
+    """A factory of URLs of new stores: SQLite files, then PostgreSQL databases (skipped without a server)."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("new_postgres_url")
+    count = iter(range(10**6))
+    return lambda: f"sqlite:///{tmp_path / f'atlas-{next(count)}.db'}"
+
+
+@pytest.fixture
+def store_url(new_store_url):
+    """The URL of a new store on each backend in turn (see ``new_store_url``)."""
+    return new_store_url()
+
+
+@pytest.fixture
+def any_store(store_url):
+    """A new store on each backend in turn (see ``store_url``)."""
+    store = Store(store_url)
+    yield store
+    store.engine.dispose()
 
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "domains-v1.jsonl"
 
@@ -121,3 +271,28 @@ def _naive_gradients(lm, passages, max_tokens: int) -> list[dict[str, np.ndarray
 def naive_gradients():
     """Per-passage gradients computed independently of atlas.instruments._pergrad, one backward per passage."""
     return _naive_gradients
+
+
+# --- the reliability suite's figures (tests/reliability/_support.record) ---------------------------------------
+
+_FIGURES = Path(__file__).resolve().parents[1] / "reports" / "reliability-figures.jsonl"
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist) starts afresh
+        _FIGURES.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures of the README's reliability table, summed over the tests that ran."""
+    import json
+
+    if not _FIGURES.is_file():
+        return
+    totals: dict[str, int] = {}
+    for line in _FIGURES.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        totals[entry["figure"]] = totals.get(entry["figure"], 0) + entry["value"]
+    terminalreporter.write_sep("-", "reliability figures")
+    for figure, value in sorted(totals.items()):
+        terminalreporter.write_line(f"{value:>8}  {figure}")

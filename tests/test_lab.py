@@ -19,7 +19,7 @@ from atlas.lab import LabError, evaluate_modular, lab_checkpoint, load_recipe, r
 from atlas.lab._data import split_passages
 from atlas.lab._recipe import Checkpoints
 
-BUNDLED = {"modular-addition", "corpus-lm", "finetune-smollm2", "tiny-modular", "tiny-corpus"}
+BUNDLED = {"modular-addition", "corpus-lm", "finetune-smollm2", "finetune-smollm2-academic", "tiny-modular", "tiny-corpus"}
 
 
 @pytest.fixture(scope="module")

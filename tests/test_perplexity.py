@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlas import SchemaViolation, validate_table
-from atlas._scoring import encode, token_budget
+from atlas._scoring import batches, encode, token_budget
 from atlas.instruments import domain_perplexity, measure_perplexity
 
 
@@ -31,6 +31,24 @@ def test_batching_does_not_change_any_number(tiny_gpt2, starter, batch_size):
     batched = measure_perplexity(tiny_gpt2, corpus, batch_size=batch_size, progress=False)["perplexity"]
     assert (batched["n_tokens"] == reference["n_tokens"]).all()
     pd.testing.assert_series_equal(batched["nll_sum"], reference["nll_sum"], rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(2, 60), min_size=1, max_size=20), batch_size=st.integers(1, 6),
+       max_padding=st.sampled_from([0.0, 0.1, 0.3, 1.0]))
+def test_batches_hold_every_passage_once_within_size_and_padding(lengths, batch_size, max_padding):
+    encoded = [[7 + i] * n for i, n in enumerate(lengths)]
+    seen, count = [], 0
+    for idx, ids, mask in batches(encoded, batch_size, 0, "cpu", max_padding):
+        count += 1
+        assert 1 <= len(idx) <= batch_size and ids.shape == (len(idx), max(lengths[i] for i in idx))
+        assert len(idx) == 1 or 1 - float(mask.float().mean()) <= max_padding
+        for row, i in enumerate(idx):
+            assert ids[row, mask[row].bool()].tolist() == encoded[i] and int(mask[row].sum()) == lengths[i]
+        seen += idx
+    assert sorted(seen) == list(range(len(lengths)))
+    if max_padding == 1.0:  # the default: the batch size alone decides
+        assert count == math.ceil(len(lengths) / batch_size)
 
 
 def test_bos_policy_none_matches_hf_labels_loss(tiny, small):

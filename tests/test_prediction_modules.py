@@ -68,7 +68,8 @@ def test_general_forms_reach_verdicts_and_named_forms_are_not_run(pytester, monk
     named = {k: v for k, v in verdicts.items() if v.form == "named"}
     assert set(general) == {"P0b-domain-perplexity-spread", "P1b-coupled-layers-resist", "P2c-named-domain-moves-most",
                             "P3c-tuning-variance", "P3d-tuning-archaeological", "P5d-coupling-rises",
-                            "P6b-probe-tracks-hessian", "P6c-coupling-sets-curvature"}, result.stdout.str()
+                            "P6b-probe-tracks-hessian", "P6c-coupling-sets-curvature",
+                            "P11-archaeological-basins-isolated"}, result.stdout.str()
     assert all(v.outcome != "not_run" for v in general.values()), {k: v.reason for k, v in general.items()}
     assert named and all(v.outcome == "not_run" and "not available" in v.reason for v in named.values())
     # built to be refuted: random weights find every domain equally hard
@@ -79,6 +80,10 @@ def test_general_forms_reach_verdicts_and_named_forms_are_not_run(pytester, monk
         assert general[pid].outcome == "inconclusive" and general[pid].evidence["n_layers"] == 2
     # built to be supported: the tuned copy learned the archaeological domains
     assert general["P3d-tuning-archaeological"].outcome == "supported"
+    # P11 drew one line, from the first model of the pair to the second, and took a barrier per domain
+    assert [(e.instrument, e.model) for e in store.events() if e.prediction == "P11-archaeological-basins-isolated"
+            and e.action == "measured"] == [("interpolation", pair[0])]
+    assert set(general["P11-archaeological-basins-isolated"].evidence["barrier"]) >= set(ARCHAEOLOGICAL)
     # every sample size is recorded with the verdict
     inputs = general["P6c-coupling-sets-curvature"].evidence["inputs"]
     assert {i["instrument"] for i in inputs} == {"coupling", "hessian"}

@@ -6,11 +6,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import IntegrityError, InternalError, ProgrammingError, StatementError
+from sqlmodel import Session
 
 from atlas import INSTRUMENTS, IsolationBreach, SchemaViolation, SettingsError, Store, run_instrument
 from atlas._cisp import model_checksum
-from atlas._store import Run, utcnow
+from atlas._store import Run, shown_url, utcnow
+
+
+@pytest.fixture
+def store(any_store):
+    """Every test of this module runs on SQLite and on PostgreSQL (skipped without a server)."""
+    return any_store
 
 
 def make_run(**kw):
@@ -21,7 +28,8 @@ def make_run(**kw):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.fixed_dictionaries({"a": st.integers(-10**9, 10**9), "b": st.floats(allow_nan=False),
+@given(st.lists(st.fixed_dictionaries({"a": st.integers(-10**9, 10**9),
+                                       "b": st.floats(allow_nan=False, allow_infinity=False),  # strict JSON
                                        "c": st.text()}), min_size=1, max_size=20))
 def test_tables_round_trip(rows):
     store = Store("sqlite://")
@@ -37,12 +45,38 @@ def test_a_failed_write_leaves_nothing_behind(store):
     assert store.runs() == [] and store.tables("crashed") == {}
 
 
-def test_store_is_append_only(store):
-    store.write_run(make_run(id="r1"), {"t": pd.DataFrame({"x": [1]})})
-    for statement in ("UPDATE run SET status='failed'", "DELETE FROM measurement", "DELETE FROM run"):
-        with pytest.raises(IntegrityError, match="append-only"), store.engine.begin() as conn:
+APPEND_ONLY_TABLES = ("run", "measurement", "derivation", "verdictrecord", "protocolevent", "judgment")
+
+
+def test_store_is_append_only_on_both_backends(store):
+    """UPDATE, DELETE, TRUNCATE, INSERT OR REPLACE, an upsert and the ORM's merge and delete: each refused by
+    the database itself, on every Atlas table, and nothing changed. (Row triggers fire per row: every table
+    holds one.)"""
+    from atlas._store import Derivation, Judgment, ProtocolEvent, VerdictRecord
+
+    store.write_run(make_run(id="r1"), {"t": pd.DataFrame({"x": [1]})}, Derivation(key="d1", run_id="r1"),
+                    {"s": pd.DataFrame({"y": [2]})},
+                    events=[ProtocolEvent(session="s", instrument="i", model="m", corpus_hash="h", action="measured")])
+    store.write_verdict(VerdictRecord(prediction="P", version="v", form="general", claim="c", source="s", model="m",
+                                      outcome="supported", criterion={}, criterion_hash="h"))
+    store.write_judgment(Judgment(target_kind="run", target_id="r1", field="f", value="v", by="b"))
+    sqlite = store.engine.dialect.name == "sqlite"
+    statements = ["UPDATE run SET status='failed'", "DELETE FROM measurement", "DELETE FROM run",
+                  *[f"DELETE FROM {t}" for t in APPEND_ONLY_TABLES]]
+    statements += (["INSERT OR REPLACE INTO run SELECT * FROM run",
+                    "REPLACE INTO measurement SELECT * FROM measurement"] if sqlite else
+                   [*[f"TRUNCATE {t} CASCADE" for t in APPEND_ONLY_TABLES],
+                    "INSERT INTO run SELECT * FROM run ON CONFLICT (id) DO UPDATE SET status = 'failed'"])
+    for statement in statements:
+        with pytest.raises((IntegrityError, InternalError, ProgrammingError), match="append-only"), \
+                store.engine.begin() as conn:
             conn.execute(text(statement))
-    assert store.run("r1").status == "complete"
+    for change in (lambda s: s.delete(s.get(Run, "r1")), lambda s: s.merge(make_run(id="r1", status="failed"))):
+        with pytest.raises((IntegrityError, InternalError, ProgrammingError), match="append-only"), \
+                Session(store.engine) as session:
+            change(session)
+            session.commit()
+    assert store.run("r1").status == "complete" and len(store.tables("r1")["t"]) == 1
 
 
 def test_runs_record_provenance_and_are_reused_only_on_identical_settings(store, tiny_gpt2, starter):
@@ -100,3 +134,53 @@ def test_perplexity_leaves_the_model_as_it_found_it(store, tiny, starter):
     before = model_checksum(tiny.model)
     run_instrument(store, tiny, starter.sample(1), "perplexity", progress=False, bootstrap_resamples=50)
     assert model_checksum(tiny.model) == before and not tiny.model.training
+
+
+def test_urls_are_shown_with_the_password_masked():
+    url = "postgresql+psycopg://atlas:s3cret@db.lab:5432/atlas"
+    assert shown_url(url) == "postgresql+psycopg://atlas:***@db.lab:5432/atlas"
+    assert "s3cret" not in shown_url("not-a-url://atlas:s3cret@host")  # unparsable: masked all the same
+    assert "s3cret" not in shown_url(":::atlas:s3cret@")
+    store = Store("sqlite://")
+    assert store.shown_url == "sqlite://" and str(store.url) == "sqlite://"
+
+
+def test_non_finite_numbers_never_reach_a_json_column(store):
+    """Evidence is strict JSON (NaN and ±inf stored as null); a table holding ±inf is refused by the
+    serializer itself (schemas refuse it earlier)."""
+    from atlas._store import VerdictRecord
+
+    store.write_verdict(VerdictRecord(prediction="P", version="v", form="general", claim="c", source="s", model="m",
+                                      outcome="supported", criterion={}, criterion_hash="h", effect=float("inf"),
+                                      evidence={"a": float("nan"), "b": [float("-inf"), 1.5], "c": {"d": 2}}))
+    [v] = store.verdicts()
+    assert v.evidence == {"a": None, "b": [None, 1.5], "c": {"d": 2}} and v.effect is None
+    with pytest.raises((ValueError, StatementError)):
+        store.write_run(make_run(id="inf"), {"t": pd.DataFrame({"x": [float("inf")]})})
+    assert store.run("inf") is None
+
+
+@pytest.mark.parametrize("column, value, expectation", [
+    ("nll_sum", float("inf"), "to_be_between"), ("ppl", float("-inf"), "to_be_between"),
+    ("bits_per_byte", float("inf"), "to_be_between"), ("n_bytes", float("nan"), "to_not_be_null")])
+def test_every_numeric_column_is_finite_unless_its_schema_allows_it(column, value, expectation):
+    from atlas._schema import validate_table
+
+    table = pd.DataFrame({"passage_id": ["a"], "domain": ["d"], "n_tokens": [3], "n_bytes": [3], "nll_sum": [1.0],
+                          "ppl": [2.0], "bits_per_byte": [0.5]}).astype({column: object})
+    table.loc[0, column] = value
+    with pytest.raises(SchemaViolation, match=f"expect_column_values_{expectation} on {column}"):
+        validate_table("perplexity", table)
+
+
+def test_an_empty_table_is_refused_unless_its_schema_allows_it():
+    from atlas._schema import validate_table
+
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in ("passage_id", "domain", "n_tokens", "n_bytes",
+                                                               "nll_sum", "ppl", "bits_per_byte")})
+    with pytest.raises(SchemaViolation, match="row_count"):
+        validate_table("perplexity", empty)
+
+
+def test_a_huge_verdict_id_is_no_verdict(store):
+    assert store.verdict(10**30) is None and store.verdict(-(10**30)) is None

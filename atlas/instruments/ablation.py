@@ -14,6 +14,8 @@ cannot change layers 0..l-1: one baseline forward per batch records every decode
 layer's input and keyword arguments (mask, rotary embeddings...), and each ablation
 runs only layers l..L-1 from that record, then the final norm and the output
 embeddings, with ``heads_per_pass`` ablations side by side as replicas of the batch.
+Batches hold passages of similar length (at most ``batch_size``, and at most 10%
+padding: a pass computes every padded position of every layer above l).
 Importance is Michel's I_h: the mean over passages of |dL_passage / d gate_h| at all
 gates 1, L_passage the passage's mean NLL per token (one backward per batch, with a
 gate per passage so that the gradients stay separate).
@@ -54,6 +56,10 @@ from ._registry import instrument
 __all__ = ["measure_ablation", "layer_ablation"]
 
 _LOGIT_ROWS = 2048  # tokens sent through the output embeddings at once: bounds the [rows, vocab] logits
+#: a batch closes early rather than pad more than this share of its positions: every ablation pass runs the
+#: layers above l on every position of its batch, padding included (256 tokens of three passages of 47, 84
+#: and 128 tokens: 384 positions in one batch, 259 in three)
+_MAX_PADDING = 0.1
 
 
 def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -67,7 +73,7 @@ def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 
     return pd.DataFrame(rows)
 
 
-@instrument("ablation", version="2", measures=("ablation", "ablation_passages"),
+@instrument("ablation", version="3", measures=("ablation", "ablation_passages"),
             summaries={"ablation_layers": layer_ablation}, terms=("coupling", "viscosity"))
 def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, tokens_per_passage: int = 0,
                      batch_size: int = 8, heads_per_pass: int = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
@@ -187,11 +193,11 @@ def _scan(lm: LoadedModel, encoded: list[list[int]], layers: list[int], batch_si
     [P, len(layers), H]."""
     model, n_heads = lm.model, lm.n_heads
     groups = [g.tolist() for g in np.array_split(np.arange(n_heads), math.ceil(n_heads / heads_per_pass))]
-    n_batches = math.ceil(len(encoded) / batch_size)
+    data = list(batches(encoded, batch_size, lm.doc_start_id, lm.device, _MAX_PADDING))
     base, nll = np.zeros(len(encoded)), np.zeros((len(encoded), len(layers), n_heads))
-    with torch.no_grad(), tqdm(total=n_batches * len(layers) * len(groups), desc=f"ablation {lm.name}",
+    with torch.no_grad(), tqdm(total=len(data) * len(layers) * len(groups), desc=f"ablation {lm.name}",
                                disable=not progress, leave=False) as bar:
-        for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+        for idx, ids, mask in data:
             records, final = _record_layer_inputs(model, ids, mask)
             base[idx] = _row_nll(model, final, ids, mask).cpu().numpy()
             for row, layer in enumerate(layers):
@@ -210,7 +216,7 @@ def _importance(lm: LoadedModel, encoded: list[list[int]], batch_size: int) -> n
     """Michel's I_h: mean over passages of |d(passage mean NLL) / d gate_h| at all gates 1; [L, H]."""
     model, total = lm.model, np.zeros((lm.n_layers, lm.n_heads))
     with torch.enable_grad():
-        for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
+        for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device, _MAX_PADDING):
             gates = torch.ones(lm.n_layers, len(ids), lm.n_heads, device=ids.device, requires_grad=True)  # [L, B, H]
             with _head_gates(model, dict(enumerate(gates))):
                 nll = token_nll(model, ids, mask)  # [B, T-1]

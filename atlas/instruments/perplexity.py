@@ -12,6 +12,12 @@ marks unmapped or contested terrain. Per passage (table ``perplexity``):
 
 Per domain (table ``perplexity_domains``, from ``domain_perplexity``): perplexity is
 exp of the token-weighted mean NLL, with a 95% percentile-bootstrap CI over passages.
+
+A mean NLL above ln(float64 max) ≈ 709.78 nats per token has no finite perplexity
+(a token probability below 1e-308: broken weights, never a language model). Such a
+model is refused (``NotFinite``) rather than given an infinite perplexity, since
+every stored number is finite; the pooled and resampled means of a domain never
+exceed its largest passage mean, so the check on passages covers the summaries.
 """
 
 from __future__ import annotations
@@ -25,12 +31,23 @@ import torch
 from tqdm.auto import tqdm
 
 from .._corpus import Corpus
+from .._errors import NotFinite
 from .._models import LoadedModel
 from .._scoring import batches, encode, token_nll
 from .._stats import bootstrap_ci
 from ._registry import instrument
 
 __all__ = ["measure_perplexity", "domain_perplexity"]
+
+
+def _ppl(passage_id: str, nll_sum: float, n_tokens: int, model: str) -> float:
+    """exp(mean NLL) of one passage; ``NotFinite`` when it leaves float64."""
+    try:
+        return math.exp(nll_sum / n_tokens)
+    except OverflowError:
+        raise NotFinite(f"model {model!r}: passage {passage_id!r} has a mean NLL of {nll_sum / n_tokens:.4g} nats per "
+                        "token, whose perplexity exceeds float64 (the limit is 709.78 nats); its weights are "
+                        "broken (check the checkpoint)") from None
 
 
 def _pooled_ppl(nll: np.ndarray, ntok: np.ndarray) -> float:
@@ -86,7 +103,7 @@ def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: Literal["
         "n_tokens": n_tokens,
         "n_bytes": n_bytes,
         "nll_sum": nll_sum,
-        "ppl": [math.exp(s / n) for s, n in zip(nll_sum, n_tokens)],
+        "ppl": [_ppl(p.id, s, n, lm.name) for p, s, n in zip(passages, nll_sum, n_tokens)],
         "bits_per_byte": [s / (math.log(2) * b) for s, b in zip(nll_sum, n_bytes)],
     })}
 

@@ -14,14 +14,16 @@ name, with the trajectory table (schema ``trajectory``) beside them.
 
 Bundled recipes: ``modular-addition`` (grokking, Power et al. 2022 / Nanda et al. 2023),
 ``corpus-lm`` (a byte-level LM on a JSONL corpus, with a curriculum option),
-``finetune-smollm2`` (the offline model tuned on half of each domain), and the tiny
+``finetune-smollm2`` (the offline model tuned on half of each domain),
+``finetune-smollm2-academic`` (tuned on half of the academic abstracts only), and the tiny
 ``tiny-modular`` / ``tiny-corpus`` for tests.
 """
 
 from ._checkpoint import LabCheckpoint, evaluate_modular, lab_checkpoint
 from ._data import Batch
 from ._recipe import LabError, Recipe, load_recipe, recipe_names
+from ._runs import trained_on
 from ._train import TrainResult, default_out, train
 
 __all__ = ["Batch", "LabCheckpoint", "LabError", "Recipe", "TrainResult", "default_out", "evaluate_modular",
-           "lab_checkpoint", "load_recipe", "recipe_names", "train"]
+           "lab_checkpoint", "load_recipe", "recipe_names", "train", "trained_on"]

@@ -1,0 +1,97 @@
+"""Hostile text in everything a report shows: corpus text, ids and domain names, an imported sheet (model,
+source, labels, notes, caveats), Technician judgments, verdict claims and reasons.
+
+The report is parsed (``html.parser``), page by page: no element, attribute or URL came from the data
+(no ``script``, ``img``, ``textarea``, ``iframe``; no ``on*`` attribute; no ``javascript:`` link; no tag the
+same report does not have with harmless data), the hostile strings are there as text, and Jinja never
+evaluated ``{{ 7*7 }}``.
+"""
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+import yaml
+from _support import record
+
+from atlas import Store, load_corpus, run_instrument
+from atlas._import import import_sheet, load_sheet
+from atlas._judgment import judge
+from atlas._report import render_report
+from atlas._store import VerdictRecord
+
+pytestmark = pytest.mark.reliability
+
+HOSTILE = ['<script>alert("x")</script>', "{{ 7*7 }}", "</textarea><img src=x onerror=alert(1)>",
+           '"><svg onload=alert(1)>', "javascript:alert(1)", "\u202egnp.exe\u202c", "zero\u200bwidth\u200d",
+           "{% raw %}raw{% endraw %}", "<iframe src=//evil>"]
+BENIGN = ["plain one", "plain two", "plain three", "plain four", "plain five", "plain six", "plain seven",
+          "plain eight", "plain nine"]
+FORBIDDEN_TAGS = {"script", "img", "textarea", "iframe", "object", "embed", "form", "input", "base", "meta-refresh"}
+
+
+class Elements(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.attrs, self.text = set(), [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attrs += [(tag, k, v or "") for k, v in attrs]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(folder):
+    pages = {}
+    for page in sorted(folder.rglob("*.html")):
+        parser = Elements()
+        parser.feed(page.read_text(encoding="utf-8"))
+        pages[page.relative_to(folder).as_posix()] = parser
+    return pages
+
+
+def _store_everything(tmp_path, strings, tiny_gpt2, name):
+    store = Store(f"sqlite:///{tmp_path / f'{name}.db'}")
+    corpus_file = tmp_path / f"{name}.jsonl"
+    with corpus_file.open("w", encoding="utf-8") as f:
+        for i, s in enumerate(strings):
+            f.write(json.dumps({"id": f"{s} #{i}", "domain": f"{s} domain", "text": f"{s} and some words {i}"}) + "\n")
+    result = run_instrument(store, tiny_gpt2, load_corpus(corpus_file), "perplexity", progress=False,
+                            bootstrap_resamples=50)
+    sheet = tmp_path / f"{name}.yaml"
+    sheet.write_text(yaml.safe_dump({
+        "record": {"source": strings[0], "model": strings[1], "caveats": strings[2:4], "judged_by": strings[4]},
+        "t": {"table": "perplexity_domains", "note": strings[5], "rows": [
+            {"domain": s, "n": 5, "ppl": 20.0 + i, "territory": "elevated", "territory_note": s, "label": s,
+             "note": s} for i, s in enumerate(strings)]}}, allow_unicode=True), encoding="utf-8")
+    import_sheet(store, load_sheet(sheet))
+    domain = result.tables["perplexity_domains"]["domain"].iloc[0]
+    judge(store, result.run.id, "territory", "high", by=strings[6], note=strings[7], row=domain)
+    for i, s in enumerate(strings[:3]):
+        store.write_verdict(VerdictRecord(
+            prediction=f"{s}-P{i}", version="abc", form="general", claim=s, source=s, model=s, corpus=s,
+            corpus_hash="h", profile="quick", outcome=["supported", "refuted", "not_run"][i], effect=1.5, ci_low=1.0,
+            ci_high=2.0, n=3, criterion={"statistic": s, "direction": ">", "threshold": 1.0, "ci": s, "sample": s},
+            criterion_hash="x" * 64, reason=s, evidence={"note": s}, run_ids=[result.run.id], session=s))
+    out = tmp_path / f"{name}-reports"
+    render_report(store, out)
+    return _parse(out)
+
+
+def test_the_report_escapes_hostile_text_everywhere(tmp_path, tiny_gpt2):
+    hostile = _store_everything(tmp_path, HOSTILE, tiny_gpt2, "hostile")
+    benign = _store_everything(tmp_path, BENIGN, tiny_gpt2, "benign")
+    benign_tags = set().union(*(p.tags for p in benign.values()))
+    for name, page in hostile.items():
+        assert not page.tags & FORBIDDEN_TAGS, (name, page.tags & FORBIDDEN_TAGS)
+        assert page.tags <= benign_tags, (name, page.tags - benign_tags)
+        assert not [a for a in page.attrs if a[1].startswith("on")], name
+        assert not [a for a in page.attrs if "javascript:" in a[2].lower()], name
+    index = hostile["index.html"]
+    text = "".join(index.text)
+    for s in HOSTILE:
+        assert s in text, f"{s!r} is not shown as text"
+    assert "{{ 7*7 }}" in text and " 49 " not in text
+    record("hostile strings rendered as text (no injected element)", len(HOSTILE))
