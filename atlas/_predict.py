@@ -197,8 +197,7 @@ class Prediction:
         ``model``: a name (default: the session's selected model), a tuple of names for a named
         comparison, or ``"pair"`` for the session's ``--atlas-pair``; ``default_pair``: the pair used
         when none is given and the session's model is its base (e.g. the offline model and a Lab
-        fine-tune of it). Under a profile with ``lab_recipes`` (``smoke``), Lab model names train the
-        profile's recipe in their place."""
+        fine-tune of it)."""
         if form not in ("named", "general"):
             raise SettingsError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
         unknown = [n for n in needs if n not in INSTRUMENTS]
@@ -215,7 +214,6 @@ class Prediction:
             self.model_names = tuple(model)
         else:
             self.model_names = (model or session.model_name,)
-        self.model_names = tuple(session.profile.model_name(n) for n in self.model_names)
         self.model_name = " vs ".join(self.model_names) or "(no model pair given)"
         self.evidence = Evidence(self)
         self.concluded = False  # a verdict (or "not run") was stored

@@ -1,15 +1,13 @@
 """Run profiles: how much data and compute a prediction run spends.
 
 ``quick`` (the default) keeps ``pytest predictions/`` on the offline model under
-ten minutes on a 2-core CPU; ``full`` is for GPUs and the nightly replication;
-``smoke`` checks the wiring in seconds: the quick settings on 4 passages a domain, and
-the Lab's tiny recipes in place of the trained ones (its verdicts say so: profile
-``smoke``, models ``lab:tiny-...``). Every verdict records the sample sizes it actually used.
+ten minutes on a 2-core CPU; ``full`` is for GPUs and the nightly replication.
+Every verdict records the sample sizes it actually used.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 __all__ = ["PROFILES", "Profile"]
 
@@ -23,15 +21,6 @@ class Profile:
     settings: dict[str, dict] = field(default_factory=dict)
     #: per-instrument passages per domain, fewer than ``passages_per_domain`` for costly instruments
     per_domain: dict[str, int] = field(default_factory=dict)
-    #: Lab recipes a prediction's model names are trained with instead, e.g. {"modular-addition": "tiny-modular"}
-    lab_recipes: dict[str, str] = field(default_factory=dict)
-
-    def model_name(self, name: str) -> str:
-        """``name``, or the Lab model this profile trains in its place (``lab:RECIPE@SEED``, same seed)."""
-        if not name.startswith("lab:"):
-            return name
-        recipe, at, seed = name[4:].partition("@")
-        return f"lab:{self.lab_recipes.get(recipe, recipe)}{at}{seed}"
 
 
 PROFILES = {
@@ -51,7 +40,11 @@ PROFILES = {
                                # 12 passages a domain, about half of them held out from the Lab tune (P11)
                                "interpolation": {"points": 5, "max_tokens": 1536, "tokens_per_passage": 16},
                                # 4 seeds per curriculum (8 Lab runs of memory-lm: 80 CPU s cold); 20 products each
-                               "memory": {"seeds": 4, "lanczos_steps": 12, "hutchinson_samples": 8}},
+                               "memory": {"seeds": 4, "lanczos_steps": 12, "hutchinson_samples": 8},
+                               # the global-geometry instruments on Lab runs: seconds on the modular-addition seeds
+                               "phase_transitions": {"fourier_k": 5},
+                               "symmetry_orbits": {"families": "all", "probe_pairs": 512, "points": 5, "chunks": 8},
+                               "algorithmic_branches": {"probes": 512, "chunks": 8, "permutations": 199}},
                      per_domain={"coupling": 8, "smoothness": 8, "tightness": 8, "elasticity": 3, "interpolation": 12}),
     "full": Profile("full", passages_per_domain=None, bootstrap_resamples=10000,
                     settings={"ablation": {"max_tokens": 2048, "tokens_per_passage": 128},
@@ -60,9 +53,9 @@ PROFILES = {
                               "hessian_coupling": {"probes": 8, "max_tokens": 256, "tokens_per_passage": 32},
                               "elasticity": {"tune_domains": "all", "fisher_passages": 8},
                               "interpolation": {"points": 11, "max_tokens": 16384, "tokens_per_passage": 128},
-                              "memory": {"seeds": 8, "lanczos_steps": 30, "hutchinson_samples": 50}},
+                              "memory": {"seeds": 8, "lanczos_steps": 30, "hutchinson_samples": 50},
+                              "symmetry_orbits": {"permutations": 32, "points": 21, "chunks": 16},
+                              "algorithmic_branches": {"probes": 2048, "chunks": 16, "permutations": 999}},
                     # smoothness holds a domain's per-passage gradients: 16 x 2 bytes per parameter
                     per_domain={"smoothness": 16}),
 }
-PROFILES["smoke"] = replace(PROFILES["quick"], name="smoke", passages_per_domain=4, bootstrap_resamples=500,
-                            per_domain={}, lab_recipes={"modular-addition": "tiny-modular", "corpus-lm": "tiny-corpus"})

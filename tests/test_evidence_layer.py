@@ -268,12 +268,3 @@ def test_the_cli_gives_bad_input_one_line_and_exit_2_and_a_bug_its_traceback(mon
     bug = CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--db", "sqlite://"])
     assert isinstance(bug.exception, ZeroDivisionError)  # not swallowed into a one-line message
 
-
-def test_the_smoke_profile_trains_the_tiny_recipes_in_place_of_the_real_ones():
-    from atlas import PROFILES
-
-    smoke, quick = PROFILES["smoke"], PROFILES["quick"]
-    assert smoke.model_name("lab:modular-addition@2") == "lab:tiny-modular@2"
-    assert smoke.model_name("lab:corpus-lm") == "lab:tiny-corpus"
-    assert smoke.model_name("lab:finetune-smollm2@0") == "lab:finetune-smollm2@0"  # no tiny stand-in: kept
-    assert smoke.model_name("gpt2") == "gpt2" and quick.model_name("lab:modular-addition@2") == "lab:modular-addition@2"

@@ -369,3 +369,14 @@ def test_modular_addition_memorises_before_it_generalises(tmp_path):
     run = train("modular-addition", out=tmp_path, steps=300, progress=False)
     last = run.trajectory.iloc[-1]
     assert last.train_acc >= 0.99 and last.heldout_acc < 0.5
+
+
+def test_a_run_trained_before_cpu_time_was_recorded_is_stored(tmp_path):
+    from atlas.lab._runs import trained_run
+
+    result = train("tiny-modular", seed=5, steps=4, out=tmp_path, progress=False)
+    stored = json.loads((result.run_dir / "trajectory.json").read_text())
+    del stored["cpu_s"]  # as older runs were written
+    (result.run_dir / "trajectory.json").write_text(json.dumps(stored))
+    _, run = trained_run(Store("sqlite://"), "tiny-modular", 5, out=tmp_path, steps=4, progress=False)
+    assert run.settings["cpu_s"] is None and run.settings["wall_s"] == stored["wall_s"]

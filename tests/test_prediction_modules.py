@@ -53,12 +53,17 @@ def pair(tmp_path_factory):
     return str(root / "base"), str(root / "tuned")
 
 
+# named forms on Lab runs Atlas trains itself (modular-addition seeds: minutes each when the cache is cold); their
+# modules run end to end on tiny recipes in tests/test_geometry_predictions.py
+LAB_TRAINED = ("test_p8_phase_transition.py", "test_p9_symmetry_orbits.py", "test_p10_algorithmic_branches.py", P12)
+
+
 def run_predictions(pytester, *options):
     db = f"sqlite:///{pytester.path / 'atlas.db'}"
     corpus = small_corpus(pytester.path / "corpus.jsonl", 4)
-    # P12's named model is a Lab run that trains (minutes on memory-lm): its own tests below, on a tiny recipe
+    ignored = [f"--ignore={PREDICTIONS / name}" for name in LAB_TRAINED]
     result = pytester.runpytest(str(PREDICTIONS), f"--atlas-corpus={corpus}", f"--atlas-db={db}", "-p",
-                                "no:cacheprovider", "-rs", f"--ignore={PREDICTIONS / P12}", *options)
+                                "no:cacheprovider", "-rs", *ignored, *options)
     return result, {v.prediction: v for v in Store(db).latest_verdicts()}, Store(db)
 
 

@@ -4,9 +4,10 @@ order below; ``atlas._cisp.run_instrument`` is the only caller of an entry funct
 storage and reuse).
 """
 
-from . import perplexity, coupling, ablation, hessian, hessian_coupling, gradient, interpolation, smoothness, tightness, stiffness, elasticity, memory  # noqa: F401, I001  (registers, in order)
+from . import perplexity, coupling, ablation, hessian, hessian_coupling, gradient, interpolation, smoothness, tightness, stiffness, elasticity, phase_transitions, symmetry_orbits, algorithmic_branches, memory  # noqa: F401, I001  (registers, in order)
 from ._registry import INSTRUMENTS, Instrument, instrument
 from .ablation import layer_ablation, measure_ablation
+from .algorithmic_branches import matched_checkpoints, measure_algorithmic_branches
 from .coupling import layer_coupling, measure_coupling
 from .elasticity import domain_elasticity, measure_elasticity
 from .gradient import measure_gradient
@@ -14,7 +15,9 @@ from .hessian import measure_hessian
 from .hessian_coupling import layer_hessian_coupling, measure_hessian_coupling, pair_coupling
 from .interpolation import interpolation_barrier, measure_interpolation
 from .memory import measure_memory
+from .phase_transitions import measure_phase_transitions, order_transitions
 from .perplexity import domain_perplexity, measure_perplexity
+from .symmetry_orbits import measure_symmetry_orbits
 from .smoothness import domain_smoothness, measure_smoothness
 from .stiffness import measure_stiffness, radius_stiffness
 from .tightness import block_mgda, block_tightness, measure_tightness
@@ -24,4 +27,6 @@ __all__ = ["INSTRUMENTS", "Instrument", "domain_perplexity", "instrument", "inte
            "measure_hessian", "measure_hessian_coupling", "measure_interpolation", "measure_perplexity",
            "pair_coupling", "domain_smoothness", "measure_smoothness", "block_mgda", "block_tightness",
            "measure_tightness", "measure_stiffness", "radius_stiffness", "domain_elasticity", "measure_elasticity",
-           "measure_memory"]
+           "measure_memory",
+           "measure_phase_transitions", "order_transitions", "measure_symmetry_orbits",
+           "matched_checkpoints", "measure_algorithmic_branches"]

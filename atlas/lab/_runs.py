@@ -16,6 +16,7 @@ stores its training run.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def trained_run(store: Store, recipe: Recipe | str, seed: int | None = None, *, 
     run = Run(provenance="trained", instrument="lab", instrument_version="1", model=data["model"],
               model_revision=recipe.hash, corpus=recipe.name, corpus_hash=data["corpus_hash"],
               settings={"recipe": recipe.as_dict(), "seed": seed, "steps": recipe.steps,
-                        "run_dir": str(result.run_dir), "wall_s": result.wall_s, "cpu_s": result.cpu_s,
+                        "run_dir": str(result.run_dir), "wall_s": result.wall_s,
+                        # a run trained before cpu_s was recorded has none (NaN): stored JSON must be finite
+                        "cpu_s": result.cpu_s if math.isfinite(result.cpu_s) else None,
                         "checkpoints": [[step, str(path)] for step, path in result.checkpoints]},
               settings_hash=key, device="cpu", dtype="float32", seed=seed, packages=package_versions(),
               git_commit=git_commit_of_atlas(), started_at=now, ended_at=now, status="complete")
