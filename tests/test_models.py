@@ -52,5 +52,6 @@ def test_offline_model_loads_from_cache_with_endoftext_as_document_start(smollm2
     assert smollm2.doc_start_token == "<|endoftext|>" and smollm2.doc_start_from == "registry"
     assert smollm2.revision.startswith("gguf-sha256:")
     assert smollm2.n_layers == 30 and smollm2.n_heads == 9
-    converted = [p for p in (cache_dir() / "models").iterdir() if p.name.startswith("smollm2-135m-instruct-")]
+    converted = [p for p in (cache_dir() / "models").iterdir()  # beside it: the conversion's lock file
+                 if p.name.startswith("smollm2-135m-instruct-") and p.is_dir()]
     assert converted and "quantization_config" not in (converted[0] / "config.json").read_text()
