@@ -190,6 +190,17 @@ def test_ablation_heatmap_has_a_cell_per_head_coloured_around_zero(instrument_ta
     assert "256 scored tokens" in fig["caption"] and "baseline PPL 50" in fig["caption"]
 
 
+def test_ablation_heatmap_says_how_the_gradient_proxy_ranks_heads_against_their_ablation(instrument_tables):
+    from scipy.stats import spearmanr
+
+    heads = instrument_tables["ablation"]
+    fig = figures.ablation_heatmap(instrument_tables, LABELS, {})
+    rho = spearmanr(heads["importance"], heads["delta_ppl"]).statistic
+    assert f"Spearman rho(|dL/d gate|, ΔPPL) {figures._fmt(float(rho))} over {len(heads)} heads" in fig["caption"]
+    reversed_proxy = {**instrument_tables, "ablation": heads.assign(importance=-heads["delta_ppl"])}
+    assert "Spearman rho(|dL/d gate|, ΔPPL) −1 over" in figures.ablation_heatmap(reversed_proxy, LABELS, {})["caption"]
+
+
 def test_hessian_spectrum_puts_both_ends_and_the_density_on_one_axis(instrument_tables):
     fig = figures.hessian_spectrum(instrument_tables, LABELS, {})
     assert len(fig["points"]) == 8
