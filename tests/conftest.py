@@ -39,7 +39,7 @@ import transformers.models.llama.modeling_llama  # noqa: E402, F401
 import transformers.models.opt.modeling_opt  # noqa: E402, F401
 from hypothesis import settings  # noqa: E402
 
-from atlas import Store, load_corpus, load_model  # noqa: E402
+from atlas import STARTER_CORPUS, Store, load_corpus, load_model  # noqa: E402
 from atlas._anatomy import decoder_layers  # noqa: E402
 
 # pytester's in-process runs drop the modules first imported during a run. Lazily imported modules that
@@ -271,6 +271,23 @@ def _naive_gradients(lm, passages, max_tokens: int) -> list[dict[str, np.ndarray
 def naive_gradients():
     """Per-passage gradients computed independently of atlas.instruments._pergrad, one backward per passage."""
     return _naive_gradients
+
+
+@pytest.fixture
+def prediction_project(pytester):
+    """``make(module, per_domain, *options)``: a pytester project holding one prediction module and a corpus of
+    the starter corpus's first ``per_domain`` passages of each domain; it returns (pytester, store URL, the
+    pytest options that use them, ``options`` first)."""
+    return lambda module, per_domain, *options: _prediction_project(pytester, module, per_domain, *options)
+
+
+def _prediction_project(pytester, module: str, per_domain: int, *options: str):
+    pytester.makepyfile(test_predictions=module)
+    corpus = pytester.path / "corpus.jsonl"
+    corpus.write_text("".join(line for i, line in enumerate(STARTER_CORPUS.read_text().splitlines(True))
+                              if i % 12 < per_domain), encoding="utf-8")
+    db = f"sqlite:///{pytester.path / 'atlas.db'}"
+    return pytester, db, [*options, f"--atlas-corpus={corpus}", f"--atlas-db={db}", "-p", "no:cacheprovider", "-rs"]
 
 
 # --- the reliability suite's figures (tests/reliability/_support.record) ---------------------------------------

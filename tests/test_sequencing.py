@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from atlas import INSTRUMENTS, IsolationBreach, STARTER_CORPUS, Store, load_model, run_instrument
+from atlas import INSTRUMENTS, IsolationBreach, Store, load_model, run_instrument
 from atlas._store import SESSION_COMPLETE
 
 MODULE = '''
@@ -28,14 +28,8 @@ def test_declared(prediction):
 
 
 @pytest.fixture
-def project(pytester):
-    pytester.makepyfile(test_predictions=MODULE)
-    corpus = pytester.path / "corpus.jsonl"
-    corpus.write_text("".join(line for i, line in enumerate(STARTER_CORPUS.read_text().splitlines(True))
-                              if i % 12 < 2), encoding="utf-8")
-    db = f"sqlite:///{pytester.path / 'atlas.db'}"
-    return pytester, db, ["--atlas-model=tiny-gpt2", f"--atlas-corpus={corpus}", f"--atlas-db={db}",
-                          "-p", "no:cacheprovider", "-rs"]
+def project(prediction_project):
+    return prediction_project(MODULE, 2, "--atlas-model=tiny-gpt2")
 
 
 def test_undeclared_inputs_are_refused_and_declared_ones_gathered_first(project):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from _support import record
 
-from atlas import INSTRUMENTS, STARTER_CORPUS, Store, load_model
+from atlas import INSTRUMENTS, Store, load_model
 
 pytestmark = pytest.mark.reliability
 
@@ -30,13 +30,8 @@ def test_ppl(prediction):
 
 
 @pytest.fixture
-def project(pytester):
-    pytester.makepyfile(test_predictions=MODULE)
-    corpus = pytester.path / "corpus.jsonl"
-    corpus.write_text("".join(line for i, line in enumerate(STARTER_CORPUS.read_text().splitlines(True))
-                              if i % 12 < 1), encoding="utf-8")
-    db = f"sqlite:///{pytester.path / 'atlas.db'}"
-    return pytester, db, [f"--atlas-corpus={corpus}", f"--atlas-db={db}", "-p", "no:cacheprovider", "-rs"]
+def project(prediction_project):
+    return prediction_project(MODULE, 1)
 
 
 def not_run_refused(pytester, db, args, *words):
