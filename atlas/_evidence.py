@@ -43,9 +43,9 @@ from ._stats import Interval
 
 MIN_LAYERS = 5  # fewer layers give a rank correlation of a handful of values (two give +-1 always): no interval
 
-__all__ = ["MIN_LAYERS", "LayerCorrelation", "ParametricProfile", "LayerSample", "ablation_profile", "effective_layers", "fixed_profile",
-           "layer_contrast", "layer_correlation", "mean_profile", "paired_perplexity", "judge_domain_pair", "untrained",
-           "split_halves"]
+__all__ = ["MIN_LAYERS", "LayerCorrelation", "LayerSample", "ParametricProfile", "ablation_profile",
+           "effective_layers", "fixed_profile", "judge_domain_pair", "layer_contrast", "layer_correlation",
+           "mean_profile", "paired_perplexity", "split_halves", "untrained"]
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,8 @@ def judge_domain_pair(prediction, statistic, needed=()) -> None:
     missing = sorted(set(needed) - set(ppl[0]))
     if missing or len(ppl[0]) < 2:
         prediction.not_run(f"the passages neither model trained on lack the domains {missing or 'to compare'}")
-    ci = domain_bootstrap_ci(tables, statistic, domains=list(ppl[0]), n_resamples=prediction.profile.bootstrap_resamples)
+    ci = domain_bootstrap_ci(tables, statistic, domains=list(ppl[0]),
+                             n_resamples=prediction.profile.bootstrap_resamples)
     prediction.conclude(effect=statistic(ppl), ci=ci, n=len(tables[0]), evidence={
         "passages_left_out_as_trained_on": left_out,
         "log_ppl_b_over_a": {d: float(np.log(ppl[1][d] / ppl[0][d])) for d in ppl[0]}})
