@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _corpora import first_domains
 
 from atlas import Corpus, Passage, run_instrument, validate_table
 from atlas._scoring import batches, encode, token_nll
@@ -13,14 +14,9 @@ from atlas.instruments import domain_elasticity, measure_elasticity
 from atlas.instruments._descent import Probe, start_point
 
 
-def _first(corpus: Corpus, domains: int, per_domain: int) -> Corpus:
-    return Corpus(f"{domains}x{per_domain}", tuple(
-        p for d in corpus.domains[:domains] for p in [q for q in corpus.passages if q.domain == d][:per_domain]))
-
-
 @pytest.fixture(scope="module")
 def small(starter):
-    return _first(starter, 3, 3)
+    return first_domains(starter, 3, 3)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +130,7 @@ def test_bad_settings_are_one_clear_error(tiny_gpt2, small, settings, message):
 
 @pytest.mark.slow
 def test_smollm2_probe_runs_and_validates(smollm2, shared_corpus):
-    tables = measure_elasticity(smollm2, _first(shared_corpus, 2, 2), fisher_passages=1, steps=1, max_tokens=16,
+    tables = measure_elasticity(smollm2, first_domains(shared_corpus, 2, 2), fisher_passages=1, steps=1, max_tokens=16,
                                 progress=False)
     for name, table in tables.items():
         validate_table(name, table)

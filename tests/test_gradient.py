@@ -4,6 +4,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from _corpora import first_domains
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,14 +13,9 @@ from atlas._anatomy import decoder_layers
 from atlas.instruments import domain_perplexity, measure_gradient, measure_perplexity
 
 
-def _first(corpus: Corpus, domains: int, per_domain: int) -> Corpus:
-    return Corpus(f"{domains}x{per_domain}", tuple(
-        p for d in corpus.domains[:domains] for p in [q for q in corpus.passages if q.domain == d][:per_domain]))
-
-
 @pytest.fixture(scope="module")
 def small(starter):
-    return _first(starter, 3, 3)
+    return first_domains(starter, 3, 3)
 
 
 def _used(corpus: Corpus, table: pd.DataFrame) -> Corpus:
@@ -102,7 +98,7 @@ def test_layer_norms_are_part_of_the_total_and_outputs_are_distributions(tiny, s
 
 @pytest.fixture(scope="module")
 def unbatched(tiny_gpt2, starter):
-    corpus = _first(starter, 2, 5)
+    corpus = first_domains(starter, 2, 5)
     return corpus, measure_gradient(tiny_gpt2, corpus, max_tokens_per_domain=2000, batch_size=1, progress=False)
 
 
@@ -143,7 +139,7 @@ def test_run_instrument_validates_and_stores_both_tables(store, tiny_gpt2, small
 
 @pytest.mark.slow
 def test_smollm2_matches_an_independent_backward(smollm2, shared_corpus):
-    corpus = _first(shared_corpus, 1, 1)
+    corpus = first_domains(shared_corpus, 1, 1)
     tables = measure_gradient(smollm2, corpus, progress=False)
     validate_table("gradient", tables["gradient"])
     assert len(tables["gradient_layers"]) == 30

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _corpora import first_domains
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,14 +14,9 @@ from atlas.instruments import domain_smoothness, measure_smoothness
 from atlas.instruments.smoothness import pair_statistics
 
 
-def _first(corpus: Corpus, domains: int, per_domain: int) -> Corpus:
-    return Corpus(f"{domains}x{per_domain}", tuple(
-        p for d in corpus.domains[:domains] for p in [q for q in corpus.passages if q.domain == d][:per_domain]))
-
-
 @pytest.fixture(scope="module")
 def small(starter):
-    return _first(starter, 2, 3)
+    return first_domains(starter, 2, 3)
 
 
 def _gram_table(vectors: list[np.ndarray], domain: str = "d", block: str = "model") -> pd.DataFrame:
@@ -153,7 +149,7 @@ def test_bad_settings_and_single_passage_domains_are_one_clear_error(tiny_gpt2, 
 
 @pytest.mark.slow
 def test_smollm2_gram_matches_an_independent_backward(smollm2, shared_corpus, naive_gradients):
-    corpus = _first(shared_corpus, 2, 2)
+    corpus = first_domains(shared_corpus, 2, 2)
     table = measure_smoothness(smollm2, corpus, max_tokens=16, progress=False)["smoothness_gram"]
     validate_table("smoothness_gram", table)
     summary = domain_smoothness(table, n_resamples=100)

@@ -4,21 +4,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from _corpora import first_domains
 
-from atlas import Corpus, run_instrument, validate_table
+from atlas import run_instrument, validate_table
 from atlas._scoring import batches, token_budget, token_nll
 from atlas.instruments import measure_stiffness, radius_stiffness
 from atlas.instruments.stiffness import filter_normalised_direction
 
 
-def _first(corpus: Corpus, domains: int, per_domain: int) -> Corpus:
-    return Corpus(f"{domains}x{per_domain}", tuple(
-        p for d in corpus.domains[:domains] for p in [q for q in corpus.passages if q.domain == d][:per_domain]))
-
-
 @pytest.fixture(scope="module")
 def small(starter):
-    return _first(starter, 3, 2)
+    return first_domains(starter, 3, 2)
 
 
 def test_zero_radius_returns_exactly_to_the_control(tiny, small):
@@ -115,7 +111,7 @@ def test_bad_settings_are_one_clear_error(tiny_gpt2, small, settings, message):
 
 @pytest.mark.slow
 def test_smollm2_zero_radius_is_exact_and_a_push_raises_the_loss(smollm2, shared_corpus):
-    table = measure_stiffness(smollm2, _first(shared_corpus, 2, 1), radii="0,0.1", directions=1, steps=1,
+    table = measure_stiffness(smollm2, first_domains(shared_corpus, 2, 1), radii="0,0.1", directions=1, steps=1,
                               lr=0.004, max_tokens=32, progress=False)["stiffness"]
     validate_table("stiffness", table)
     zero, pushed = table.iloc[0], table.iloc[1]

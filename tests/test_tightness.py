@@ -5,23 +5,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _corpora import first_domains
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlas import Corpus, run_instrument, validate_table
+from atlas import run_instrument, validate_table
 from atlas.instruments import block_mgda, block_tightness, measure_tightness
 from atlas.instruments._pergrad import domain_gradient, domain_passages, parameters, passage_gradients
 from atlas.instruments.tightness import min_norm_weights
 
 
-def _first(corpus: Corpus, domains: int, per_domain: int) -> Corpus:
-    return Corpus(f"{domains}x{per_domain}", tuple(
-        p for d in corpus.domains[:domains] for p in [q for q in corpus.passages if q.domain == d][:per_domain]))
-
-
 @pytest.fixture(scope="module")
 def small(starter):
-    return _first(starter, 3, 2)
+    return first_domains(starter, 3, 2)
 
 
 def _pairs_table(vectors: dict[str, np.ndarray], block: str = "model") -> pd.DataFrame:
@@ -64,7 +60,7 @@ def test_cosines_and_conflicts_match_a_hand_computed_case(tiny, small, naive_gra
 
 @pytest.fixture(scope="module")
 def one_domain(tiny_gpt2, starter):
-    corpus = _first(starter, 1, 5)
+    corpus = first_domains(starter, 1, 5)
     params, _ = parameters(tiny_gpt2.model)
     _, _, encoded = domain_passages(tiny_gpt2, corpus, 60)[0]
     singles = list(passage_gradients(tiny_gpt2, encoded, params))
@@ -137,12 +133,12 @@ def test_bad_settings_are_one_clear_error(tiny_gpt2, small, starter):
     with pytest.raises(ValueError, match="max_tokens must be at least 1"):
         measure_tightness(tiny_gpt2, small, max_tokens=0, progress=False)
     with pytest.raises(ValueError, match="needs at least two; the corpus has one"):
-        measure_tightness(tiny_gpt2, _first(starter, 1, 3), progress=False)
+        measure_tightness(tiny_gpt2, first_domains(starter, 1, 3), progress=False)
 
 
 @pytest.mark.slow
 def test_smollm2_cosines_match_an_independent_backward(smollm2, shared_corpus, naive_gradients):
-    corpus = _first(shared_corpus, 2, 2)
+    corpus = first_domains(shared_corpus, 2, 2)
     tables = measure_tightness(smollm2, corpus, max_tokens=16, progress=False)
     validate_table("tightness_pairs", tables["tightness_pairs"])
     validate_table("tightness", block_tightness(tables["tightness_pairs"]))
