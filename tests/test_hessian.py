@@ -4,23 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
+from _reference import SHORT, dense_hessian, micro_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import AutoModelForCausalLM, GPT2Config
+from transformers import GPT2Config
 
-from atlas import Corpus, LoadedModel, Passage, load_model, run_instrument
+from atlas import load_model, run_instrument
 from atlas._anatomy import attention_params, eager_attention, mlp_params
 from atlas._cisp import model_checksum
-from atlas._models import _byte_tokenizer
 from atlas.instruments import INSTRUMENTS, measure_perplexity
 from atlas.instruments._lanczos import hutchinson, lanczos, rademacher
 from atlas.instruments.hessian import (BlockHessian, _masked_mean_nll, _mean_nll, _only_block_requires_grad,
                                        _PyHessianLM, hessian_batch, measure_hessian)
 
-#: Short passages in two domains: a batch of three, padded (lengths 13, 30, 13 with the document start).
-SHORT = Corpus("short", (Passage("a", "d1", "The cat sat."), Passage("b", "d1", "Tea at noon."),
-                         Passage("c", "d2", "Una casa blanca en la colina.")))
 ALL = 10_000  # max_tokens: every passage of SHORT, untruncated
 
 
@@ -28,39 +24,17 @@ ALL = 10_000  # max_tokens: every passage of SHORT, untruncated
 def micro():
     """A 1-layer GPT-2 (2 heads, hidden 8) whose attention block has 288 parameters: a Hessian small
     enough to form. Initialised with std 0.2 so that the extreme eigenvalues stand apart."""
-    tok = _byte_tokenizer()
-    config = GPT2Config(n_layer=1, n_head=2, n_embd=8, n_positions=256, vocab_size=len(tok), initializer_range=0.2,
-                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    token = "<|endoftext|>"
-    return LoadedModel("micro-gpt2", model, tok, tok.get_vocab()[token], token, "registry", "random-init seed=0",
-                       "cpu", "float32")
+    return micro_model("micro-gpt2", GPT2Config, n_layer=1, n_head=2, n_embd=8, n_positions=256,
+                       initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")
 def dense(micro):
-    """The attention block's full Hessian [288, 288] by torch.autograd.functional.hessian, float64.
-
-    Its loss is written independently of the instrument: each passage run alone (no padding),
-    cross-entropy summed over every text token, divided by all tokens."""
-    model = micro.model
-    params = attention_params(model, 0)
-    names = [name for name, p in model.named_parameters() if any(p is q for q in params)]
-    sizes = [p.numel() for p in params]
-    seqs = [torch.tensor([[micro.doc_start_id] + micro.tokenizer(p.text, add_special_tokens=False).input_ids])
-            for p in SHORT.passages]
-
-    def loss(flat):
-        values = {n: x.view_as(p) for n, x, p in zip(names, torch.split(flat, sizes), params)}
-        total = sum(F.cross_entropy(torch.func.functional_call(model, values, (ids,)).logits[0, :-1], ids[0, 1:],
-                                    reduction="sum") for ids in seqs)
-        return total / sum(ids.shape[1] - 1 for ids in seqs)
-
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    H = torch.autograd.functional.hessian(loss, flat, vectorize=True).detach().double().numpy()
-    return (H + H.T) / 2
+    """The attention block's full Hessian [288, 288] by torch.autograd.functional.hessian, float64, with its
+    loss written independently of the instrument (``_reference.dense_hessian``)."""
+    params = attention_params(micro.model, 0)
+    names = [name for name, p in micro.model.named_parameters() if any(p is q for q in params)]
+    return dense_hessian(micro, names, SHORT)
 
 
 @pytest.fixture(scope="module")

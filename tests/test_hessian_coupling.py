@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from _reference import SHORT, dense_hessian, micro_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+from transformers import GPT2Config, LlamaConfig
 
-from atlas import Corpus, LoadedModel, Passage, SettingsError, run_instrument
+from atlas import LoadedModel, SettingsError, run_instrument
 from atlas._anatomy import attention_params, eager_attention
 from atlas._cisp import model_checksum
-from atlas._models import _byte_tokenizer
 from atlas._profiles import PROFILES
 from atlas._schema import validate_table
 from atlas.instruments import INSTRUMENTS
@@ -17,29 +16,17 @@ from atlas.instruments.hessian import BlockHessian, _mean_nll, _only_block_requi
 from atlas.instruments.hessian_coupling import (head_units, layer_hessian_coupling, measure_hessian_coupling,
                                                 pair_coupling, probe_norms, probe_rows)
 
-#: Short passages in two domains: a batch of three, padded.
-SHORT = Corpus("short", (Passage("a", "d1", "The cat sat."), Passage("b", "d1", "Tea at noon."),
-                         Passage("c", "d2", "Una casa blanca en la colina.")))
 ALL = 10_000  # max_tokens: every passage of SHORT, untruncated
 
 
 def _micro(kind: str) -> LoadedModel:
     """A 2-layer model with 4 heads of width 4 (hidden 16), weights of std 0.2: its layer-0 head parameters
     (1072 for GPT-2, 768 for Llama with 2 KV heads) give a Hessian small enough to form."""
-    tok = _byte_tokenizer()
-    common = {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,
-              "eos_token_id": tok.eos_token_id, "initializer_range": 0.2}
     if kind == "gpt2":
-        config = GPT2Config(n_layer=2, n_head=4, n_embd=16, n_positions=256, **common)
-    else:
-        config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=16,
-                             intermediate_size=32, max_position_embeddings=256, **common)
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    token = "<|endoftext|>"
-    return LoadedModel(f"micro-{kind}", model, tok, tok.get_vocab()[token], token, "registry", "random-init seed=0",
-                       "cpu", "float32")
+        return micro_model("micro-gpt2", GPT2Config, n_layer=2, n_head=4, n_embd=16, n_positions=256,
+                           initializer_range=0.2)
+    return micro_model("micro-llama", LlamaConfig, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       hidden_size=16, intermediate_size=32, max_position_embeddings=256, initializer_range=0.2)
 
 
 def _hand_owners(lm: LoadedModel) -> dict[str, torch.Tensor]:
@@ -76,25 +63,10 @@ def micro(request):
 @pytest.fixture(scope="module")
 def dense(micro):
     """(H [n, n] float64, owner [n]): the Hessian of the loss w.r.t. layer 0's head parameters, in the order of
-    ``_hand_owners``, by torch.autograd.functional.hessian. Written independently of the instrument: each
-    passage run alone (no padding), cross-entropy summed over every text token, divided by all tokens."""
-    model = micro.model
+    ``_hand_owners``, by torch.autograd.functional.hessian, written independently of the instrument
+    (``_reference.dense_hessian``)."""
     owners = _hand_owners(micro)
-    named = dict(model.named_parameters())
-    params = [named[n] for n in owners]
-    sizes = [p.numel() for p in params]
-    seqs = [torch.tensor([[micro.doc_start_id] + micro.tokenizer(p.text, add_special_tokens=False).input_ids])
-            for p in SHORT.passages]
-
-    def loss(flat):
-        values = {n: x.view_as(p) for n, x, p in zip(owners, torch.split(flat, sizes), params)}
-        total = sum(F.cross_entropy(torch.func.functional_call(model, values, (ids,)).logits[0, :-1], ids[0, 1:],
-                                    reduction="sum") for ids in seqs)
-        return total / sum(ids.shape[1] - 1 for ids in seqs)
-
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    H = torch.autograd.functional.hessian(loss, flat, vectorize=True).detach().double().numpy()
-    return (H + H.T) / 2, torch.cat([o.reshape(-1) for o in owners.values()])
+    return dense_hessian(micro, list(owners), SHORT), torch.cat([o.reshape(-1) for o in owners.values()])
 
 
 def _exact(H: np.ndarray, owner: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
