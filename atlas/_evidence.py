@@ -45,7 +45,7 @@ MIN_LAYERS = 5  # fewer layers give a rank correlation of a handful of values (t
 
 __all__ = ["MIN_LAYERS", "LayerCorrelation", "LayerSample", "ParametricProfile", "ablation_profile",
            "effective_layers", "fixed_profile", "judge_domain_pair", "layer_contrast", "layer_correlation",
-           "mean_profile", "paired_perplexity", "split_halves", "untrained"]
+           "mean_profile", "paired_perplexity", "pooled_perplexity", "split_halves", "untrained"]
 
 
 @dataclass(frozen=True)
@@ -268,13 +268,19 @@ def untrained(table: pd.DataFrame, prediction) -> pd.DataFrame:
     return table[~table["passage_id"].isin(seen)].reset_index(drop=True)
 
 
+def pooled_perplexity(passages: pd.DataFrame) -> dict[str, float]:
+    """{domain: exp(summed NLL / summed scored tokens)} of a table of passages (columns domain, nll_sum,
+    n_tokens; e.g. ``perplexity`` or one t of ``interpolation_passages``), domains in order of appearance."""
+    return {d: float(np.exp(g["nll_sum"].sum() / g["n_tokens"].sum()))
+            for d, g in passages.groupby("domain", sort=False)}
+
+
 def paired_perplexity(prediction) -> tuple[list[pd.DataFrame], list[dict[str, float]], int]:
     """A model pair's ``perplexity`` tables restricted to the passages neither model trained on (``untrained``),
     each model's per-domain pooled perplexity on them, and how many passages were left out."""
     tables = [prediction.evidence["perplexity", m]["perplexity"] for m in prediction.model_names]
     kept = [untrained(t, prediction) for t in tables]
-    ppl = [{d: float(np.exp(g["nll_sum"].sum() / g["n_tokens"].sum())) for d, g in t.groupby("domain", sort=False)}
-           for t in kept]
+    ppl = [pooled_perplexity(t) for t in kept]
     return kept, ppl, len(tables[0]) - len(kept[0])
 
 

@@ -6,9 +6,10 @@ Made measurable on a base model and its tuned copy: along the straight line betw
 them (instrument ``interpolation``), each domain's loss L_d(t) and its barrier, the
 largest height above the chord, max_t [L_d(t) - ((1 - t) L_d(0) + t L_d(1))] (Entezari et
 al. 2022), over the interior points t in (0, 1): signed, so that a line that dips below the
-chord on every domain (both ends in one basin) still ranks the domains. "Isolated" predicts that reaching the tuned minimum climbs more on the
-archaeological domains (poetry, academic_abstract, spanish) than on the laminar ones
-(technical_documentation, vernacular_dialect, tech_forum_discussion): mean barrier
+chord on every domain (both ends in one basin) still ranks the domains. "Isolated"
+predicts that reaching the tuned minimum climbs more on the archaeological domains
+(poetry, academic_abstract, spanish) than on the laminar ones (technical_documentation,
+vernacular_dialect, tech_forum_discussion): mean barrier
 (archaeological) - mean barrier (laminar) > 0. A CI wholly below 0 refutes it; one
 across 0 (e.g. every domain connected, barriers ~0) leaves it open. Pair: --atlas-pair, by
 default the offline model and its Lab tune on half of every domain (recipe finetune-smollm2:
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from atlas import SECOND_OF_PAIR, Criterion
-from atlas._evidence import untrained
+from atlas._evidence import pooled_perplexity, untrained
 from atlas._stats import domain_bootstrap_ci
 
 ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
@@ -58,7 +59,6 @@ def test_archaeological_domains_sit_behind_higher_barriers(prediction):
 
     ci = domain_bootstrap_ci(tables, contrast, domains=list(ARCHAEOLOGICAL + LAMINAR),
                              n_resamples=prediction.profile.bootstrap_resamples)
-    ppl = [{d: float(np.exp(g["nll_sum"].sum() / g["n_tokens"].sum())) for d, g in t.groupby("domain")}
-           for t in tables]
+    ppl = [pooled_perplexity(t) for t in tables]
     prediction.conclude(effect=contrast(ppl), ci=ci, n=len(tables[0]), evidence={
         "barrier": {d: round(v, 5) for d, v in barriers(ppl, ts).items()}, "t": ts.tolist()})

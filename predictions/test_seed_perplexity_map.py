@@ -16,11 +16,10 @@ Two forms, criteria fixed here before any data:
     half of each domain's passages and the ratio estimated on the other half.
 """
 
-import numpy as np
 import pytest
 
 from atlas import Criterion, spearman
-from atlas._evidence import split_halves
+from atlas._evidence import pooled_perplexity, split_halves
 from atlas._stats import domain_bootstrap_ci
 
 SEED_PPL = {  # domain id -> the seed sheet's GPT-2 small perplexity
@@ -71,9 +70,9 @@ def test_gpt2_ranks_domains_as_the_seed(prediction):
 def test_domain_perplexities_spread_more_than_twofold(prediction):
     passages, _ = _domain_table(prediction)
     choose, estimate = split_halves(passages)
-    pooled = {d: float(g["nll_sum"].sum() / g["n_tokens"].sum()) for d, g in choose.groupby("domain")}
-    high, low = max(pooled, key=pooled.get), min(pooled, key=pooled.get)
-    ppl = {d: float(np.exp(g["nll_sum"].sum() / g["n_tokens"].sum())) for d, g in estimate.groupby("domain")}
+    chosen = pooled_perplexity(choose)
+    high, low = max(chosen, key=chosen.get), min(chosen, key=chosen.get)
+    ppl = pooled_perplexity(estimate)
     ci = domain_bootstrap_ci(estimate, lambda p: p[high] / p[low], domains=[high, low],
                              n_resamples=prediction.profile.bootstrap_resamples)
     prediction.conclude(effect=ppl[high] / ppl[low], ci=ci, n=len(estimate), evidence={
