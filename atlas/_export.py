@@ -17,10 +17,9 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
-import math
 from pathlib import Path
 
-from ._flips import verdict_json
+from ._flips import json_value, verdict_json
 from ._report import prediction_page
 from ._schema import schema_for, table_names
 from ._store import Run, Store
@@ -42,14 +41,6 @@ def _check_format(fmt: str) -> None:
                           "(or use --format csv or json)")
 
 
-def _json_value(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value.item() if hasattr(value, "item") else value
-
-
 def _columns(table: str) -> dict[str, str]:
     if table not in table_names():
         return {}
@@ -60,7 +51,7 @@ def _write_table(df, path: Path, fmt: str) -> None:
     if fmt == "csv":
         df.to_csv(path, index=False)
     elif fmt == "json":
-        rows = [{k: _json_value(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+        rows = [{k: json_value(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
         path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     else:
         df.to_parquet(path, index=False)
@@ -85,9 +76,9 @@ def export_run(store: Store, run: Run, out_dir: str | Path, fmt: str = "csv",
         _write_table(df, path, fmt)
         written.append(path)
         described[name] = {"file": path.name, "rows": len(df), "columns": _columns(name)}
-    provenance = {k: _json_value(getattr(run, k)) for k in Run.model_fields}
+    provenance = {k: json_value(getattr(run, k)) for k in Run.model_fields}
     sidecar = where / "provenance.json"
-    sidecar.write_text(json.dumps({"run": provenance, "tables": described}, indent=1, default=_json_value) + "\n",
+    sidecar.write_text(json.dumps({"run": provenance, "tables": described}, indent=1, default=json_value) + "\n",
                        encoding="utf-8")
     return [*written, sidecar]
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Comparison", "FlipsError", "compare", "corpus_matches", "load_verdicts", "verdict_json"]
+__all__ = ["Comparison", "FlipsError", "compare", "corpus_matches", "json_value", "load_verdicts", "verdict_json"]
 
 FIELDS = ("id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile", "code_version",
           "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "created_at")
@@ -26,7 +26,8 @@ class FlipsError(ValueError):
     """A verdicts file that cannot be compared; the message names the file and the problem."""
 
 
-def _clean(value):
+def json_value(value):
+    """A stored value as JSON: NaN as null, datetimes in ISO 8601, numpy scalars as Python numbers."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if hasattr(value, "isoformat"):
@@ -36,7 +37,7 @@ def _clean(value):
 
 def verdict_json(v) -> dict:
     """The JSON record of a stored verdict (``atlas verdicts --json``): NaN as null, times in ISO 8601."""
-    return {f: _clean(getattr(v, f)) for f in FIELDS}
+    return {f: json_value(getattr(v, f)) for f in FIELDS}
 
 
 def corpus_matches(record: dict, query: str) -> bool:
