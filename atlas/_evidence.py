@@ -174,12 +174,14 @@ def _bca(estimate: float, replicates: np.ndarray, jackknives: list[np.ndarray], 
         nums += (u**3).sum() / len(jack) ** 3
         dens += (u**2).sum() / len(jack) ** 2
     accel = nums / (6 * dens**1.5) if dens > 0 else 0.0
-    z = special.ndtri(np.array([(1 - confidence) / 2, (1 + confidence) / 2]))
-    levels = special.ndtr(z0 + (z0 + z) / (1 - accel * (z0 + z)))
-    if not np.isfinite(levels).all():
-        return nan
-    low, high = np.quantile(replicates, levels)
-    return Interval(low, high, replicates)
+
+    def at_level(level: float) -> tuple[float, float]:
+        z = special.ndtri(np.array([(1 - level) / 2, (1 + level) / 2]))
+        levels = special.ndtr(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+        return tuple(np.quantile(replicates, levels)) if np.isfinite(levels).all() else (np.nan, np.nan)
+
+    low, high = at_level(confidence)
+    return Interval(low, high, replicates, at_level=at_level) if np.isfinite([low, high]).all() else nan
 
 
 def _percentile(replicates: np.ndarray, confidence: float) -> Interval:

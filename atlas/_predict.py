@@ -191,13 +191,16 @@ class Prediction:
 
     def __init__(self, session: AtlasSession, node: pytest.Item, *, id: str, claim: str, criterion: Criterion,
                  needs: tuple[str, ...] | dict[str, dict], source: str = "", form: str = "general",
-                 model: str | tuple[str, ...] | None = None, default_pair: tuple[str, str] | None = None):
+                 model: str | tuple[str, ...] | None = None, default_pair: tuple[str, str] | None = None,
+                 nulls: dict | None = None, alternative=None):
         """``needs``: the instruments whose tables are the evidence, in the order CISP gathers them, as
         names or as ``{name: settings}`` when the evidence needs settings other than the profile's;
         ``model``: a name (default: the session's selected model), a tuple of names for a named
         comparison, or ``"pair"`` for the session's ``--atlas-pair``; ``default_pair``: the pair used
         when none is given and the session's model is its base (e.g. the offline model and a Lab
-        fine-tune of it)."""
+        fine-tune of it); ``nulls`` ({name: simulator}) and ``alternative`` (a simulator at the smallest effect
+        of interest): the evidence ``atlas calibrate`` judges to measure the false "supported" rate and power
+        (``atlas._calibrate``); they are not used when the prediction runs."""
         if form not in ("named", "general"):
             raise SettingsError(f"prediction {id!r}: form must be 'named' or 'general', not {form!r}")
         unknown = [n for n in needs if n not in INSTRUMENTS]
@@ -216,6 +219,7 @@ class Prediction:
             self.model_names = (model or session.model_name,)
         self.model_name = " vs ".join(self.model_names) or "(no model pair given)"
         self.evidence = Evidence(self)
+        self.verdict: dict | None = None  # what conclude() judged, stored by the plugin once the body has ended
         self.concluded = False  # a verdict (or "not run") was stored
         self.version = prediction_version(node.function, criterion, self.needs,
                                           {n: INSTRUMENTS[n].version for n in self.needs}, {"prediction": Prediction})
@@ -279,26 +283,53 @@ class Prediction:
                                prediction=self.id, reason=reason)
 
     def not_run(self, reason: str):
+        if self.verdict is not None:
+            raise AtlasError(f"{self.id}: not_run(...) after conclude(...): a prediction has one outcome")
         self._store(Outcome.NOT_RUN, reason=reason)
         pytest.skip(f"not run: {reason}")
 
     def conclude(self, *, effect: float, ci: tuple[float, float], n: int, evidence: dict | None = None,
                  reason: str = "") -> Outcome:
-        """Judge ``effect`` and its CI by the criterion, store the verdict, and report it to pytest."""
+        """Judge ``effect`` and its CI by the criterion and report it to pytest; the plugin stores the verdict
+        once the body has ended (a body that fails after concluding voids it: stored as ``error``).
+
+        ``n`` counts the criterion's unit; a CI that says which unit it resampled (``Interval.unit``) must
+        resample the criterion's. A second ``conclude`` is an error: a prediction has one verdict."""
+        if self.verdict is not None:
+            raise AtlasError(f"{self.id}: conclude(...) was called twice; a prediction has one verdict")
+        unit = getattr(ci, "unit", None)
+        if unit is not None and unit != self.criterion.unit:
+            raise SettingsError(f"{self.id}: the criterion's unit is {self.criterion.unit!r} but its CI resampled "
+                                f"{unit!r}; resample the claim's own unit (or declare unit={unit!r})")
         outcome, why = self.criterion.judge_with_reason(effect, *ci)
-        summary = f"{self.criterion.statistic} = {effect:.4g}, 95% CI [{ci[0]:.4g}, {ci[1]:.4g}], n = {n}"
+        summary = (f"{self.criterion.statistic} = {_num(effect)}, 95% CI [{_num(ci[0])}, {_num(ci[1])}], "
+                   f"n = {n} {self.criterion.unit}")
         reason = reason or f"{summary}: {why}"
-        evidence = dict(evidence or {})
-        p = one_sided_p(getattr(ci, "replicates", None), self.criterion.threshold, self.criterion.direction)
-        if p is not None:  # for the report's multiple-comparison adjustment across a session (Holm)
+        evidence = {**(evidence or {}), "n_unit": self.criterion.unit,
+                    "scope": self.criterion.scope_of(self.model_names)}
+        p = one_sided_p(ci, self.criterion.threshold, self.criterion.direction)
+        if p is not None:  # for the multiple-comparison adjustment across a session (Holm)
             evidence["p_value"] = p
-        self._store(outcome, effect=effect, ci=ci, n=n, evidence=evidence, reason=reason)
+        self.verdict = dict(outcome=outcome, effect=_plain(effect), ci=(_plain(ci[0]), _plain(ci[1])), n=n,
+                            evidence=evidence, reason=reason)
         if outcome is Outcome.REFUTED:
             raise RefutedVerdict(f"REFUTED {self.id} on {self.model_name}: {reason}\ncriterion: {self.criterion}\n"
                                  f"evidence: {evidence}")
-        if outcome is Outcome.INCONCLUSIVE:
-            raise Inconclusive(f"INCONCLUSIVE {self.id} on {self.model_name}: {reason}")
+        if outcome in (Outcome.INCONCLUSIVE, Outcome.NO_EFFECT):
+            raise Inconclusive(f"{outcome.value.replace('_', ' ').upper()} {self.id} on {self.model_name}: {reason}")
         return outcome
+
+    def store_verdict(self, failure: str | None = None) -> Outcome | None:
+        """Store the concluded verdict (called by the plugin when the body has ended); ``failure``: the body
+        failed after concluding, so the verdict is void and stored as ``error`` with the failure as its reason."""
+        if self.verdict is None or self.concluded:
+            return None
+        verdict = dict(self.verdict)
+        if failure is not None:
+            verdict.update(outcome=Outcome.ERROR, reason=f"void: the body failed after concluding ({failure}); "
+                                                         f"the verdict it had concluded was {verdict['outcome']}")
+        self._store(**verdict)
+        return verdict["outcome"]
 
     def _store(self, outcome: Outcome, *, effect=None, ci=(None, None), n=None, evidence=None, reason=""):
         corpus = self.corpus_description()
@@ -332,3 +363,19 @@ class Prediction:
             return {"path": self.session.corpus_path}
         return {"name": corpus.name, "hash": corpus.hash, "passages": len(corpus.passages)}
 
+
+
+def _num(value) -> str:
+    """A number for a verdict's message (None and non-numbers as they are: they make it inconclusive)."""
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _plain(value):
+    """A finite or non-finite float, or None for what is not a number (what the store and junit XML can hold)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -22,25 +22,60 @@ __all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "holm", "one_sided
 
 
 class Interval(tuple):
-    """A confidence interval (low, high); ``replicates``: the bootstrap distribution it was read from, if any."""
+    """A confidence interval (low, high).
 
-    def __new__(cls, low: float, high: float, replicates: np.ndarray | None = None):
+    ``replicates``: the bootstrap distribution it was read from, if any; ``unit``: what was resampled
+    (a criterion's ``unit``: passages, domains, layers, seeds...), checked against the criterion that
+    judges it; ``at_level``: the same interval at another confidence level, ``confidence -> (low, high)``,
+    from which ``one_sided_p`` reads the p-value that agrees with it (None: percentile of ``replicates``)."""
+
+    def __new__(cls, low: float, high: float, replicates: np.ndarray | None = None, *, unit: str | None = None,
+                at_level: Callable[[float], tuple[float, float]] | None = None):
         interval = super().__new__(cls, (float(low), float(high)))
-        interval.replicates = replicates
+        interval.replicates, interval.unit, interval.at_level = replicates, unit, at_level
         return interval
 
+    def of_unit(self, unit: str) -> Interval:
+        """The same interval, saying which unit it resampled."""
+        return Interval(*self, self.replicates, unit=unit, at_level=self.at_level)
 
-def one_sided_p(replicates: np.ndarray | None, threshold: float, direction: str) -> float | None:
-    """Bootstrap p-value of the claim ``statistic direction threshold``: the share of replicates on the
-    other side (with the +1 correction of Davison & Hinkley 1997, eq. 4.11). None without replicates."""
-    if replicates is None or not len(replicates):
+
+def one_sided_p(ci, threshold: float, direction: str) -> float | None:
+    """The one-sided p-value of the claim ``statistic direction threshold`` that agrees with the interval: the
+    smallest alpha at which the (1 - 2 alpha) interval ``ci`` lies wholly on the claimed side (test inversion),
+    so p < 0.025 exactly when the 95% interval supports the claim. Found by bisection on the confidence level
+    through ``ci.at_level``; for a percentile interval it is the share of replicates on the other side.
+    None without replicates or a level function."""
+    at_level = getattr(ci, "at_level", None)
+    if at_level is None:
+        at_level = _percentile_levels(getattr(ci, "replicates", None))
+        if at_level is None:
+            return None
+    upward = direction in (">", ">=")
+
+    def excludes(confidence: float) -> bool:
+        low, high = at_level(confidence)
+        return bool(low > threshold) if upward else bool(high < threshold)
+
+    lo, hi = 1e-6, 1 - 1e-6  # confidence levels: excluded at lo (narrow) ... not excluded at hi (wide)
+    if not excludes(lo):
+        return 0.5
+    if excludes(hi):
+        return (1 - hi) / 2
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excludes(mid) else (lo, mid)
+    return float((1 - hi) / 2)
+
+
+def _percentile_levels(replicates) -> Callable[[float], tuple[float, float]] | None:
+    if replicates is None:
         return None
     values = np.asarray(replicates, float)
     values = values[np.isfinite(values)]
-    if not len(values):
+    if len(values) < 2:
         return None
-    against = values <= threshold if direction in (">", ">=") else values >= threshold
-    return float((against.sum() + 1) / (len(values) + 1))
+    return lambda c: tuple(np.quantile(values, [(1 - c) / 2, (1 + c) / 2]))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -96,7 +131,17 @@ def bootstrap_ci(
     if vectorized and np.isnan([low, high]).any() and np.isfinite(replicates).any():
         tail = (1 - confidence) / 2 * 100
         low, high = np.nanpercentile(replicates, [tail, 100 - tail])
-    return Interval(low, high, replicates)
+        return Interval(low, high, replicates)
+    data = tuple(np.asarray(s) for s in samples)
+
+    def at_level(level: float) -> tuple[float, float]:  # the same bootstrap distribution, another level
+        with np.errstate(all="ignore"), _quiet():
+            again = stats.bootstrap(data, statistic, paired=paired, vectorized=vectorized, n_resamples=0,
+                                    confidence_level=level, method=method, bootstrap_result=res,
+                                    rng=np.random.default_rng(seed))
+        return again.confidence_interval.low, again.confidence_interval.high
+
+    return Interval(low, high, replicates, at_level=at_level)
 
 
 @contextmanager

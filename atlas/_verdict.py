@@ -7,11 +7,23 @@ confidence interval against the threshold:
 
     CI entirely on the claimed side   -> supported
     CI entirely on the other side     -> refuted
+    CI wholly inside (threshold - sesoi, threshold + sesoi), when the criterion declares a
+    smallest effect of interest       -> no effect of interest (equivalence, TOST-style:
+                                         Schuirmann 1987; Lakens 2017)
     CI straddles the threshold        -> inconclusive
     effect or a CI bound missing or not finite (None, NaN, inf; Python, numpy or torch
-    scalars alike)                    -> inconclusive: never supported on missing data
+    scalars alike), or a CI whose low end is above its high end
+                                      -> inconclusive, with the reason: never supported on
+                                         missing or malformed data
 
-A prediction whose model or hardware is unavailable is ``not_run``.
+A criterion also declares its **unit** -- the population its claim generalises over and
+the CI resamples (passages of one model, domains, layers, seeds, models, probes, inputs)
+-- and its **scope**: "this model" (a claim about the model judged), "across models" (a
+general claim: judged on one model, the verdict says "in <model>", one draw of the
+population) or "across seeds" (a claim about a training recipe, replicated over seeds).
+
+A prediction whose model or hardware is unavailable is ``not_run``; one whose body failed
+after it concluded is ``error`` (the verdict is void, never supported).
 """
 
 from __future__ import annotations
@@ -24,14 +36,22 @@ from enum import StrEnum
 
 from ._errors import SettingsError
 
-__all__ = ["Criterion", "Outcome"]
+__all__ = ["SCOPES", "UNITS", "Criterion", "Outcome"]
 
 
 class Outcome(StrEnum):
     SUPPORTED = "supported"
     REFUTED = "refuted"
     INCONCLUSIVE = "inconclusive"
+    NO_EFFECT = "no_effect"  # the CI lies wholly inside the criterion's region of no effect of interest
     NOT_RUN = "not_run"
+    ERROR = "error"  # the body failed after concluding: the verdict is void
+
+
+#: the populations a claim can generalise over: what its CI resamples
+UNITS = ("passages", "domains", "layers", "seeds", "models", "probes", "inputs")
+#: what a claim is about: the model judged, models in general, or a training recipe over its seeds
+SCOPES = ("this model", "across models", "across seeds")
 
 
 _SIDES = {
@@ -44,17 +64,30 @@ _SIDES = {
 
 @dataclass(frozen=True)
 class Criterion:
-    """``statistic`` must be ``direction`` ``threshold``, judged by its ``ci`` over ``sample``."""
+    """``statistic`` must be ``direction`` ``threshold``, judged by its ``ci`` over ``sample``.
+
+    ``unit``: what the CI resamples, the population the claim generalises over (one of ``UNITS``);
+    ``scope``: one of ``SCOPES``; ``sesoi``: the smallest effect of interest, a distance from the
+    threshold (None: none declared, so there is no "no effect of interest" outcome)."""
 
     statistic: str
     direction: str
     threshold: float
     ci: str = "95% percentile bootstrap over passages"
     sample: str = ""
+    unit: str = "passages"
+    scope: str = "this model"
+    sesoi: float | None = None
 
     def __post_init__(self):
         if self.direction not in _SIDES:
             raise SettingsError(f"criterion direction must be one of {list(_SIDES)}, not {self.direction!r}")
+        if self.unit not in UNITS:
+            raise SettingsError(f"criterion unit must be one of {list(UNITS)}, not {self.unit!r}")
+        if self.scope not in SCOPES:
+            raise SettingsError(f"criterion scope must be one of {list(SCOPES)}, not {self.scope!r}")
+        if self.sesoi is not None and not (_finite(self.sesoi) and self.sesoi > 0):
+            raise SettingsError(f"criterion sesoi must be a positive finite number or None, not {self.sesoi!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -68,7 +101,14 @@ class Criterion:
         return self.hash[:12]
 
     def __str__(self) -> str:
-        return f"{self.statistic} {self.direction} {self.threshold:g} ({self.ci})"
+        return f"{self.statistic} {self.direction} {self.threshold:g} ({self.ci}; unit: {self.unit})"
+
+    def scope_of(self, models: tuple[str, ...] | list[str]) -> str:
+        """The scope a verdict on ``models`` can claim: a claim across models judged on one model holds "in" it."""
+        named = ", ".join(models) or "no model"
+        if self.scope == "across models" and len(models) < 2:
+            return f"in {named} (one model: one draw of the population the claim is about)"
+        return f"{self.scope}: {named}" if self.scope != "this model" else f"in {named}"
 
     def judge(self, effect, ci_low, ci_high) -> Outcome:
         return self.judge_with_reason(effect, ci_low, ci_high)[0]
@@ -80,11 +120,16 @@ class Criterion:
         if missing:
             return Outcome.INCONCLUSIVE, f"the {', '.join(missing)} is missing or not finite: no verdict on it"
         lo, hi = float(ci_low), float(ci_high)
+        if lo > hi:
+            return Outcome.INCONCLUSIVE, f"the CI [{lo:g}, {hi:g}] is inverted (low end above high end): no verdict on it"
         supported, refuted = _SIDES[self.direction]
         if supported(lo, hi, self.threshold):
             return Outcome.SUPPORTED, f"the CI lies on the claimed side of {self.threshold:g}"
         if refuted(lo, hi, self.threshold):
             return Outcome.REFUTED, f"the CI lies on the wrong side of {self.threshold:g}"
+        if self.sesoi is not None and self.threshold - self.sesoi < lo and hi < self.threshold + self.sesoi:
+            return Outcome.NO_EFFECT, (f"the CI lies within {self.threshold:g} +- {self.sesoi:g}, the smallest effect "
+                                       "of interest: no effect of interest")
         return Outcome.INCONCLUSIVE, f"the CI straddles {self.threshold:g}"
 
 

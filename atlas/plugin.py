@@ -35,6 +35,7 @@ import pytest
 
 from ._errors import AtlasError
 from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict
+from ._verdict import Outcome
 from ._profiles import PROFILES
 from ._store import check_store_url, shown_url
 
@@ -144,7 +145,16 @@ def _pair(value: str) -> tuple[str, str] | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A prediction's id is one of its keywords, so ``-k P5d`` selects it."""
+    """A prediction's id is one of its keywords, so ``-k P5d`` selects it. A test in a ``predictions/`` folder,
+    or marked as a prediction, that does not take the ``prediction`` fixture would pass with nothing stored: it
+    is a collection error."""
+    stray = [item.nodeid for item in items
+             if (item.get_closest_marker("prediction") is not None or "predictions" in item.path.parent.parts)
+             and "prediction" not in getattr(item, "fixturenames", ())]
+    if stray:
+        raise pytest.UsageError(f"{', '.join(stray)}: a test among the predictions must take the `prediction` "
+                                "fixture and be marked @pytest.mark.prediction(...) (helpers go in a module of "
+                                "their own, not named test_*)")
     for item in items:
         marker = item.get_closest_marker("prediction")
         if marker is not None and marker.kwargs.get("id"):
@@ -166,23 +176,36 @@ def prediction(request: pytest.FixtureRequest, atlas_session: AtlasSession) -> P
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """The verdict is stored here, once the body has ended, and the report follows what was stored: a body that
+    failed after concluding voids its verdict (stored as ``error``, reported as the failure it is); a body that
+    swallowed its verdict's exception still reports the verdict it concluded."""
     outcome = yield
     report = outcome.get_result()
     if call.when != "call":
         return
-    if call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
-        report.outcome = "passed"
-        report.sections.append(("atlas verdict", str(call.excinfo.value)))
-        report.longrepr = None
-    elif call.excinfo is not None and call.excinfo.errisinstance(RefutedVerdict):
-        report.longrepr = str(call.excinfo.value)
-    elif call.excinfo is None and report.passed:
-        prediction = getattr(item, "funcargs", {}).get("prediction")
-        if isinstance(prediction, Prediction) and not prediction.concluded:
+    prediction = getattr(item, "funcargs", {}).get("prediction")
+    if not isinstance(prediction, Prediction):
+        return
+    raised = call.excinfo
+    own = raised is not None and raised.errisinstance((Inconclusive, RefutedVerdict))
+    failure = None if raised is None or own else f"{raised.typename}: {str(raised.value).splitlines()[0] if str(raised.value) else ''}"
+    stored = prediction.store_verdict(failure=failure)
+    report.user_properties = list(item.user_properties)
+    if stored is None:
+        if raised is None and not prediction.concluded:
             report.outcome = "failed"
             report.longrepr = (f"NO VERDICT {prediction.id}: the body returned without prediction.conclude(...) "
                                "or prediction.not_run(...); nothing was stored and the prediction did not pass")
             report.user_properties.append(("atlas_outcome", "no verdict"))
+        return
+    message = prediction.verdict["reason"]
+    if stored is Outcome.REFUTED:
+        report.outcome = "failed"
+        report.longrepr = str(raised.value) if own else f"REFUTED {prediction.id} on {prediction.model_name}: {message}"
+    elif stored in (Outcome.INCONCLUSIVE, Outcome.NO_EFFECT):
+        report.outcome = "passed"
+        report.sections.append(("atlas verdict", str(raised.value) if own else message))
+        report.longrepr = None
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
@@ -190,7 +213,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
         return None
     outcome = dict(report.user_properties).get("atlas_outcome")
     return {"inconclusive": ("inconclusive", "I", "INCONCLUSIVE"), "refuted": ("refuted", "R", "REFUTED"),
-            "no verdict": ("no_verdict", "N", "NO VERDICT")}.get(outcome)
+            "no_effect": ("no effect", "0", "NO EFFECT"), "no verdict": ("no_verdict", "N", "NO VERDICT")}.get(outcome)
 
 
 class _ReportWriter:

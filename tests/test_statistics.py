@@ -84,11 +84,21 @@ def test_bootstrap_ci_is_bca_and_carries_its_replicates():
     assert lo < data.mean() < hi
 
 
-def test_one_sided_p_reads_the_share_of_replicates_on_the_wrong_side():
-    replicates = np.array([-1.0, 0.5, 1.0, 2.0, 3.0])
-    assert one_sided_p(replicates, 0.0, ">") == pytest.approx(2 / 6)  # one below 0, plus one
-    assert one_sided_p(replicates, 0.0, "<") == pytest.approx(5 / 6)
-    assert one_sided_p(None, 0.0, ">") is None
+def test_one_sided_p_agrees_with_the_interval_it_comes_from():
+    """Holm's p-values must judge as the CI does: p < 0.025 exactly when the 95% interval excludes the threshold,
+    for a BCa interval as for a percentile one (the share of replicates disagreed with BCa in 37% of cases)."""
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        data = rng.lognormal(0.0, 1.0, size=15) - 1.2 + 0.1 * trial  # skewed: BCa moves far from the percentiles
+        threshold = 0.0
+        for method in ("BCa", "percentile"):
+            ci = bootstrap_ci((data,), np.mean, paired=False, n_resamples=999, method=method)
+            p = one_sided_p(ci, threshold, ">")
+            assert (p < 0.025) == (ci[0] > threshold), (trial, method, ci, p)
+            assert (one_sided_p(ci, threshold, "<") < 0.025) == (ci[1] < threshold)
+    percentile = Interval(0.0, 1.0, np.arange(-20.0, 80.0) + 0.5)
+    assert one_sided_p(percentile, 0.0, ">") == pytest.approx(0.2, abs=0.01)  # a fifth of replicates below 0
+    assert one_sided_p(Interval(0.0, 1.0), 0.0, ">") is None  # no replicates, no level function
 
 
 def test_layer_contrast_resamples_the_passages_that_make_the_layers():
