@@ -8,6 +8,7 @@
     atlas import-reference                                         # the seed's GPT-2 record
     atlas judge RUN territory elevated --row poetry --by NAME      # a Technician's call
     atlas train modular-addition --seed 1 --json                   # a Lab recipe's checkpoints
+    atlas calibrate P5d --reps 200 --json                          # false "supported" rate and power
 """
 
 from __future__ import annotations
@@ -230,6 +231,47 @@ def verdicts(db, corpus, profile, as_json):
             for v in latest]
     headers = ("prediction", "version", "form", "model", "corpus", "profile", "outcome", "effect", "95% CI", "n")
     for line in _aligned(headers, rows, right={7, 8, 9}):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("ids", nargs=-1)
+@click.option("--reps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="simulated draws per null and per alternative")
+@click.option("--resamples", type=click.IntRange(min=100), default=None,
+              help="bootstrap resamples per draw (default: the profile's)")
+@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--predictions", "folder", default="predictions", show_default=True,
+              type=click.Path(exists=True), help="folder (or one module) of prediction modules")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `predictions` list")
+def calibrate(ids, reps, resamples, profile, seed, folder, as_json):
+    """Measure each prediction's false "supported" rate under its declared nulls, and its power.
+
+    IDS: prediction ids or their prefixes (e.g. P5d P12); all predictions when none is given. Each
+    prediction's own analysis and criterion judge evidence simulated from the nulls and the alternative
+    its marker declares (``atlas._calibrate``)."""
+    from ._calibrate import calibrate as run_calibration
+    from ._calibrate import discover
+
+    declared = discover([Path(folder)], tuple(ids))
+    say = None if as_json else (lambda line: click.echo(f"  {line}", err=True))
+    results = run_calibration(declared, reps=reps, seed=seed, resamples=resamples, profile=profile, progress=say)
+    if as_json:
+        click.echo(json.dumps({"reps": reps, "seed": seed, "profile": profile, "predictions": results},
+                              default=_clean))
+        return
+    rows = []
+    for entry in results:
+        for null in entry["nulls"]:
+            rows.append((entry["id"], f"null: {null['name']}", f"{null['false_supported']:.3f}",
+                         f"{null['mc_error']:.3f}", "yes" if null["false_supported"] <= 0.05 else "NO"))
+        for alt in entry["power"]:
+            rows.append((entry["id"], f"power: {alt['name']}", f"{alt['supported']:.3f}", f"{alt['mc_error']:.3f}",
+                         ""))
+        if not entry["nulls"]:
+            rows.append((entry["id"], entry.get("note", ""), "-", "-", "NO"))
+    for line in _aligned(("prediction", "simulated", "supported", "MC error", "<= 5%"), rows, {2, 3}):
         click.echo(line)
 
 
