@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "holm", "one_sided_p", "spearman"]
+__all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "holm", "one_sided_p", "spearman", "t_interval"]
 
 
 class Interval(tuple):
@@ -150,6 +150,24 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         yield
+
+
+def t_interval(values: Sequence[float], *, unit: str, confidence: float = 0.95) -> Interval:
+    """Student's t interval of the mean of independent units (e.g. seed pairs): mean +- t(n - 1) s / sqrt(n).
+
+    For a handful of units, where a bootstrap has too few distinct resamples to form an interval (3 units:
+    10); exact under normal units. ``at_level`` gives the same interval at another level (``one_sided_p``
+    then reads the one-sided t-test's p-value). Under two units it is (nan, nan): no interval."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return Interval(float("nan"), float("nan"), unit=unit)
+    mean, error = values.mean(), values.std(ddof=1) / np.sqrt(len(values))
+
+    def at_level(level: float) -> tuple[float, float]:
+        half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * error
+        return float(mean - half), float(mean + half)
+
+    return Interval(*at_level(confidence), unit=unit, at_level=at_level)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -1,5 +1,6 @@
 """The algorithmic_branches instrument on tiny Lab runs: matched loss is found as documented, a run compared with
-itself is one branch (CKA 1), two seeds are compared at their matched checkpoints, and bad input is refused.
+itself is one branch (CKA 1), two seeds are compared at their matched checkpoints, each seed also against its
+held-out loss peak, and bad input is refused.
 (CKA itself, against a hand-computed case and under orthogonal transforms: tests/test_cka.py.)"""
 
 import pandas as pd
@@ -8,6 +9,7 @@ import pytest
 from atlas import load_model, validate_table
 from atlas._errors import BadInput, SettingsError
 from atlas.instruments import matched_checkpoints, measure_algorithmic_branches
+from atlas.instruments._labruns import lab_run
 from atlas.lab import train
 
 
@@ -36,7 +38,7 @@ def test_a_run_against_itself_is_one_branch(runs, starter):
     assert rows.loc["within_model", "step_b"] < rows.loc["within_model", "step_a"]  # the checkpoint before
     assert rows.loc["between_seeds", "p_value"] == pytest.approx(1 / 20)  # nothing of 19 permutations beats it
     chunks = tables["algorithmic_branches_chunks"]
-    assert len(chunks) == 3 * 3 and chunks.groupby("comparison")["n"].sum().eq(24).all()
+    assert len(chunks) == 5 * 3 and chunks.groupby("comparison")["n"].sum().eq(24).all()
 
 
 def test_two_seeds_are_compared_at_their_matched_checkpoints(runs, starter):
@@ -46,6 +48,11 @@ def test_two_seeds_are_compared_at_their_matched_checkpoints(runs, starter):
     between = rows.loc["between_seeds"]
     assert between["cka"] < 0.999 and min(between["loss_a"], between["loss_b"]) <= between["target_loss"] + 1e-12
     assert rows.loc["within_other", "step_a"] == between["step_b"]
+    peak = rows.loc["peak_model"]  # the highest held-out loss among the checkpoints before the matched one
+    trajectory = lab_run(a, "test").trajectory().set_index("step")
+    earlier = trajectory.loc[trajectory.index < between["step_a"], "heldout_loss"]
+    assert peak["step_a"] == between["step_a"] and peak["step_b"] == earlier.idxmax()
+    assert peak["loss_b"] == pytest.approx(earlier.max())
 
 
 def test_bad_input_is_refused(runs, tiny_gpt2, starter):

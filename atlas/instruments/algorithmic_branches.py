@@ -17,7 +17,11 @@ given checkpoint itself need not be that one: the instrument reads the run.
 **Comparisons** (table ``algorithmic_branches``, one row per comparison and decoder layer):
 ``between_seeds`` — A and B at matched loss; ``within_model`` / ``within_other`` — each at
 matched loss against the checkpoint just before it in its own run (adjacent checkpoints: the
-same solution, a moment apart: the reference for "the same computation"). Representations:
+same solution a moment apart, a near-copy: CKA ~ 1); ``peak_model`` / ``peak_other`` — each at
+matched loss against its own run's checkpoint of highest held-out loss before it (in grokking the
+memorisation peak, where the training pairs are learnt and the held-out ones are not: Power et al.
+2022, Nanda et al. 2023; the initial weights if the loss only fell): a known change of computation
+within one run, the reference against which two seeds' difference can be weighed. Representations:
 the residual stream after each layer (``_cka.layer_representations``) at the last position
 (``pooling="last"``, the ``=`` token where the answer is read out; ``mean`` averages the
 three positions), on a fixed probe set of ``probes`` held-out pairs (a seeded choice, the
@@ -27,8 +31,8 @@ Table ``algorithmic_branches_chunks`` repeats the CKA on ``chunks`` disjoint par
 probe set, so that a prediction can resample probe pairs (debiased CKA is not defined on a
 bootstrap resample with repeated rows: repeated inputs look perfectly similar).
 
-Cost (modular-addition, p = 97, width 64; one thread): four checkpoint loads and forwards on
-512 pairs, 3 CKA tests of 199 permutations on 512 × 512 Gram matrices: a few seconds.
+Cost (modular-addition, p = 97, width 64; one thread): six checkpoint loads and forwards on
+512 pairs, 5 CKA tests of 199 permutations on 512 × 512 Gram matrices: a few seconds.
 """
 
 from __future__ import annotations
@@ -56,13 +60,14 @@ def matched_checkpoints(losses_a: pd.Series, losses_b: pd.Series, target: float 
     return int(losses_a.index[steps[0]]), int(losses_b.index[steps[1]]), target
 
 
-@instrument("algorithmic_branches", version="1", measures=("algorithmic_branches", "algorithmic_branches_chunks"),
+@instrument("algorithmic_branches", version="2", measures=("algorithmic_branches", "algorithmic_branches_chunks"),
             terms=("algorithmic_branches",), models=("other",))
 def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None,
                                  target_loss: float = 0.0, probes: int = 512, chunks: int = 8,
                                  pooling: Literal["last", "mean"] = "last", permutations: int = 999,
                                  progress: bool = True) -> dict[str, pd.DataFrame]:
-    """CKA per layer between two seeds at matched held-out loss, and within each seed between adjacent checkpoints.
+    """CKA per layer between two seeds at matched held-out loss, and within each seed against its adjacent
+    checkpoint and its held-out loss peak.
 
     Settings:
         other: a second seed of the same modular-addition Lab recipe
@@ -85,7 +90,8 @@ def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: Load
                        f"recipe ({run_a.recipe.name}) so that both see the same held-out pairs")
     losses = [_losses(run) for run in (run_a, run_b)]  # step -> held-out loss, checkpoints on disk
     step_a, step_b, target = matched_checkpoints(*losses, target=target_loss)
-    picked = {"a": step_a, "a_prev": _adjacent(losses[0], step_a), "b": step_b, "b_prev": _adjacent(losses[1], step_b)}
+    picked = {"a": step_a, "a_prev": _adjacent(losses[0], step_a), "a_peak": _peak(losses[0], step_a, lm.name),
+              "b": step_b, "b_prev": _adjacent(losses[1], step_b), "b_peak": _peak(losses[1], step_b, other.name)}
     paths = {"a": dict(run_a.checkpoints), "b": dict(run_b.checkpoints)}
     heldout = task.heldout_idx.numpy()
     chosen = np.sort(np.random.default_rng(0).choice(heldout, size=min(probes, len(heldout)), replace=False))
@@ -99,7 +105,8 @@ def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: Load
     parts = np.array_split(np.random.default_rng(1).permutation(len(chosen)), chunks)
     rows, per_chunk = [], []
     for comparison, (x, y) in {"between_seeds": ("a", "b"), "within_model": ("a", "a_prev"),
-                               "within_other": ("b", "b_prev")}.items():
+                               "within_other": ("b", "b_prev"), "peak_model": ("a", "a_peak"),
+                               "peak_other": ("b", "b_peak")}.items():
         run_x, run_y = losses["ab".index(x[0])], losses["ab".index(y[0])]  # the run each checkpoint belongs to
         for layer in range(len(reps[x])):
             value, p = cka_test(reps[x][layer], reps[y][layer], n_permutations=permutations, seed=layer)
@@ -122,6 +129,15 @@ def _losses(run) -> pd.Series:
     if len(kept) < 2:
         raise BadInput(f"the Lab run in {run.run_dir} has {len(kept)} checkpoint(s); adjacent checkpoints need 2")
     return pd.Series(kept["heldout_loss"].to_numpy(float), index=kept["step"].to_numpy(int))
+
+
+def _peak(losses: pd.Series, step: int, name: str) -> int:
+    """The checkpoint of highest held-out loss before ``step`` in its run (the earliest on a tie)."""
+    before = losses[losses.index < step]
+    if before.empty:
+        raise BadInput(f"{name}: its checkpoint at matched loss (step {step}) is its run's first: no earlier "
+                       "checkpoint to compare it with; give a lower target_loss or a run with more checkpoints")
+    return int(before.idxmax())
 
 
 def _adjacent(losses: pd.Series, step: int) -> int:
