@@ -6,10 +6,13 @@ import pytest
 import torch
 from _corpora import first_domains
 
+from transformers.pytorch_utils import Conv1D
+
 from atlas import run_instrument, validate_table
 from atlas._scoring import batches, token_budget, token_nll
-from atlas.instruments import measure_stiffness, radius_stiffness
-from atlas.instruments.stiffness import filter_normalised_direction
+from atlas.instruments import measure_stiffness, radius_stiffness, stiffness
+from atlas.instruments._descent import Probe, start_point
+from atlas.instruments.stiffness import filter_axes, filter_normalised_direction
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +31,71 @@ def test_zero_radius_returns_exactly_to_the_control(tiny, small):
     assert (zero["loss_recovered"] == zero["loss_control"]).all()
     assert (zero["distance_perturbed"] == 0).all() and (zero["distance_after"] == 0).all()
     assert zero["recovered"].isna().all() and zero["returned"].isna().all()
+    assert (zero["recovered_undefined"] == "no push (radius 0)").all()
     assert (zero["distance_to_start"] > 0).all()  # the control itself moved
     pushed = table[table["radius"] > 0]
-    assert (pushed["distance_perturbed"] > 0).all() and pushed["recovered"].notna().all()
+    assert (pushed["distance_perturbed"] > 0).all()
+    raised = pushed["rise"] > 0  # a random tiny model's loss can fall or rise under a push: defined where it rose
+    assert (pushed["recovered"].notna() == raised).all() and (pushed["recovered_undefined"].isna() == raised).all()
+
+
+def test_recovered_is_undefined_with_its_reason_when_the_push_lowered_the_loss(tiny_gpt2, small, monkeypatch):
+    # a push along the descent direction lowers the loss: there is no rise to recover, so no share of it
+    probe = Probe(tiny_gpt2, token_budget(tiny_gpt2, small, 64), 8)
+    start = start_point(tiny_gpt2)
+    downhill = probe.descend(start, 1, 1.0)
+    monkeypatch.setattr(stiffness, "filter_normalised_direction",
+                        lambda theta, *args, **kwargs: {k: downhill[k] - theta[k] for k in theta})
+    table = measure_stiffness(tiny_gpt2, small, radii="0.5", directions=1, steps=1, lr=0.05, max_tokens=64,
+                              progress=False)["stiffness"]
+    validate_table("stiffness", table)
+    row = table.iloc[0]
+    assert row["rise"] < 0 and np.isnan(row["recovered"])
+    assert row["recovered_undefined"] == "the push did not raise the loss (no rise to recover)"
+    assert np.isfinite(row["returned"])  # the weights' share is defined whatever the loss did
+
+
+def _reference_direction(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Li et al.'s filter normalisation written out per layout: a filter is an output unit, a column of a
+    Conv1D weight (stored [in, out]), a row of a Linear weight ([out, in]) or of an embedding ([vocab, d])."""
+    columns = {id(m.weight) for m in model.modules() if isinstance(m, Conv1D)}
+    gen, direction = torch.Generator().manual_seed(seed), {}
+    for name, p in model.named_parameters():
+        t = p.detach()
+        if t.dim() < 2:
+            direction[name] = torch.zeros_like(t)
+            continue
+        d = torch.randn(t.shape, generator=gen)
+        units = (t.T, d.T) if id(p) in columns else (t, d)  # [units, rest] views
+        direction[name] = d * (units[0].norm(dim=1) / units[1].norm(dim=1)).reshape(
+            (1, -1) if id(p) in columns else (-1, 1))
+    return direction
+
+
+def test_filters_are_output_units_for_conv1d_as_for_linear(tiny):
+    model = tiny.model
+    theta = start_point(tiny)
+    d, reference = filter_normalised_direction(theta, filter_axes(model), seed=0), _reference_direction(model, 0)
+    for name in theta:
+        torch.testing.assert_close(d[name], reference[name])
+    conv = [n for n, m in model.named_modules() if isinstance(m, Conv1D)]
+    for name in conv:  # GPT-2: every output unit (a column) has its own weights' norm, exactly
+        w, dw = theta[f"{name}.weight"], d[f"{name}.weight"]
+        torch.testing.assert_close(dw.norm(dim=0), w.norm(dim=0))
+    assert bool(conv) == (tiny.name == "tiny-gpt2")
 
 
 def test_directions_are_filter_normalised_seeded_and_leave_one_dimensional_tensors(tiny_gpt2):
-    theta = {k: v.detach() for k, v in tiny_gpt2.model.named_parameters()}
-    d = filter_normalised_direction(theta, seed=0)
+    theta = start_point(tiny_gpt2)
+    axes = filter_axes(tiny_gpt2.model)
+    d = filter_normalised_direction(theta, axes, seed=0)
     for name, t in theta.items():
         if t.dim() < 2:
             assert (d[name] == 0).all(), name
         else:
-            torch.testing.assert_close(d[name].reshape(t.shape[0], -1).norm(dim=1), t.reshape(t.shape[0], -1).norm(dim=1))
-    again, other = filter_normalised_direction(theta, seed=0), filter_normalised_direction(theta, seed=1)
+            rest = 1 - axes[name]
+            torch.testing.assert_close(d[name].norm(dim=rest), t.norm(dim=rest))
+    again, other = filter_normalised_direction(theta, axes, seed=0), filter_normalised_direction(theta, axes, seed=1)
     assert all(torch.equal(d[k], again[k]) for k in d)
     assert not all(torch.equal(d[k], other[k]) for k in d if theta[k].dim() >= 2)
 
@@ -56,8 +110,8 @@ def test_push_and_one_step_match_an_independent_sgd_step(tiny, small):
     table = measure_stiffness(lm, small, radii="0.2", directions=1, steps=1, lr=0.1, max_tokens=80,
                               progress=False)["stiffness"]
     row = table.iloc[0]
-    theta = {k: v.detach() for k, v in lm.model.named_parameters()}
-    direction = filter_normalised_direction(theta, seed=0)
+    theta = start_point(lm)
+    direction = _reference_direction(lm.model, 0)
     moved = math.sqrt(sum(float(theta[k].double().square().sum()) for k in theta if theta[k].dim() >= 2))
     assert row["distance_perturbed"] == pytest.approx(0.2 * moved, rel=1e-5)  # |r d| = r |θ| filter by filter
     model = copy.deepcopy(lm.model)
@@ -76,18 +130,19 @@ def test_push_and_one_step_match_an_independent_sgd_step(tiny, small):
 
 
 def test_summary_means_over_directions(tiny_gpt2, small):
-    table = measure_stiffness(tiny_gpt2, small, radii="0,0.1,0.3", directions=3, steps=1, lr=0.05, max_tokens=64,
+    table = measure_stiffness(tiny_gpt2, small, radii="0,0.3,3", directions=3, steps=1, lr=0.05, max_tokens=64,
                               progress=False)["stiffness"]
     summary = radius_stiffness(table, n_resamples=200)
     validate_table("stiffness_radii", summary)
-    assert list(summary["radius"]) == [0, 0.1, 0.3] and (summary["n_directions"] == 3).all()
+    assert list(summary["radius"]) == [0, 0.3, 3] and (summary["n_directions"] == 3).all()
     at = summary.set_index("radius")
     assert np.isnan(at.loc[0, "recovered"]) and np.isnan(at.loc[0, "recovered_ci_low"])
-    for r in (0.1, 0.3):
-        values = table[table["radius"] == r]["recovered"]
-        assert at.loc[r, "recovered"] == pytest.approx(values.mean())
-        eps = 1e-12  # a mean of equal values can round below them
-        assert values.min() - eps <= at.loc[r, "recovered_ci_low"] <= at.loc[r, "recovered_ci_high"] <= values.max() + eps
+    # on the random tiny GPT-2 no push of 0.3 raises the loss; at 3, two of the three do: the mean is theirs
+    assert np.isnan(at.loc[0.3, "recovered"]) and table[table["radius"] == 3]["recovered"].notna().sum() == 2
+    values = table[table["radius"] == 3]["recovered"].dropna()
+    assert at.loc[3, "recovered"] == pytest.approx(values.mean())
+    eps = 1e-12  # a mean of equal values can round below them
+    assert values.min() - eps <= at.loc[3, "recovered_ci_low"] <= at.loc[3, "recovered_ci_high"] <= values.max() + eps
 
 
 def test_run_instrument_validates_stores_and_leaves_the_model_as_found(store, tiny_gpt2, small):

@@ -6,10 +6,11 @@ recoverable (elastic regime)" (Kirkpatrick et al. 2017). Operationalised as a
 perturb-and-recover probe at the model θ*:
 
 1. push θ* along a random direction d, filter-normalised (Li et al. 2018): a Gaussian
-   tensor per parameter, each slice along its first dimension (a filter: a row of the
-   stored weight matrix, one token's embedding) rescaled to the norm of the same slice
-   of θ*; parameters of one dimension (biases, norm gains) are not moved, as in Li et
-   al.'s figures. θ' = θ* + r d, so r is the relative size of the push per filter;
+   tensor per parameter, each filter -- an output unit: a row of an ``nn.Linear`` weight
+   (stored [out, in]), a column of GPT-2's ``Conv1D`` weight (stored [in, out]), one
+   token's embedding -- rescaled to the norm of the same filter of θ* (``filter_axes``);
+   parameters of one dimension (biases, norm gains) are not moved, as in Li et al.'s
+   figures. θ' = θ* + r d, so r is the relative size of the push per filter;
 2. measure the loss rise L(θ') - L(θ*);
 3. take ``steps`` plain gradient-descent steps θ <- θ - lr ∇L(θ) on the same data from
    θ', and the same steps from θ* (the control: on a small batch the unperturbed model
@@ -20,7 +21,9 @@ Table ``stiffness``, one row per (direction, radius):
     rise                L(θ') - L(θ*)
     recovered           1 - (L(θ'_k) - L(θ*_k)) / rise: the share of the rise the steps
                         undid beyond the control; 1 = stiff (elastic), 0 = flexible
-                        (plastic). Null at radius 0 (no rise to recover)
+                        (plastic). Null where the push did not raise the loss (radius 0,
+                        or a push that lowered it: no rise to recover), with the reason in
+                        ``recovered_undefined``
     distance_perturbed  |θ' - θ*| = r |θ*| over the moved parameters
     distance_after      |θ'_k - θ*_k|: how far the perturbed run stays from the control
     returned            1 - distance_after / distance_perturbed: the share of the push
@@ -55,7 +58,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
+from transformers.pytorch_utils import Conv1D
 
 from .._corpus import Corpus
 from .._models import LoadedModel
@@ -64,11 +69,19 @@ from .._stats import bootstrap_ci
 from ._descent import Point, Probe, distance, start_point
 from ._registry import instrument
 
-__all__ = ["filter_normalised_direction", "measure_stiffness", "radius_stiffness"]
+__all__ = ["filter_axes", "filter_normalised_direction", "measure_stiffness", "radius_stiffness"]
 
 
-def filter_normalised_direction(theta: Point, seed: int) -> Point:
-    """A Gaussian direction with each first-dimension slice scaled to the norm of θ's slice; 1-D tensors zero."""
+def filter_axes(model: nn.Module) -> dict[str, int]:
+    """{parameter name: the axis indexing its filters (output units)}: 1 for GPT-2's ``Conv1D`` weights (stored
+    [in, out]), 0 for the rest (``nn.Linear`` [out, in], embeddings [vocab, d])."""
+    columns = {id(m.weight) for m in model.modules() if isinstance(m, Conv1D)}
+    return {name: 1 if id(p) in columns else 0 for name, p in model.named_parameters()}
+
+
+def filter_normalised_direction(theta: Point, axes: dict[str, int], seed: int) -> Point:
+    """A Gaussian direction with each filter (a slice along ``axes[name]``) scaled to the norm of θ's same
+    filter; 1-D tensors zero."""
     gen = torch.Generator().manual_seed(seed)
     direction = {}
     for name, t in theta.items():
@@ -76,8 +89,9 @@ def filter_normalised_direction(theta: Point, seed: int) -> Point:
             direction[name] = torch.zeros_like(t)
             continue
         d = torch.randn(t.shape, generator=gen, dtype=torch.float32).to(device=t.device, dtype=t.dtype)
-        rows, d_rows = t.reshape(t.shape[0], -1), d.reshape(t.shape[0], -1)  # [filters, rest]
-        d_rows.mul_(rows.norm(dim=1, keepdim=True) / d_rows.norm(dim=1, keepdim=True))
+        within = [i for i in range(t.dim()) if i != axes[name]]  # the dimensions of one filter
+        norm = lambda x: torch.linalg.vector_norm(x, dim=within, keepdim=True)  # noqa: E731  [filters] on its axis
+        d.mul_(norm(t) / norm(d))
         direction[name] = d
     return direction
 
@@ -108,7 +122,14 @@ def radius_stiffness(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int 
     return pd.DataFrame(rows)
 
 
-@instrument("stiffness", version="1", measures=("stiffness",), summaries={"stiffness_radii": radius_stiffness},
+def _undefined(radius: float, rise: float) -> str | None:
+    """Why the share of the rise recovered is undefined (None where it is defined: the push raised the loss)."""
+    if radius == 0:
+        return "no push (radius 0)"
+    return None if rise > 0 else "the push did not raise the loss (no rise to recover)"
+
+
+@instrument("stiffness", version="2", measures=("stiffness",), summaries={"stiffness_radii": radius_stiffness},
             terms=("flexible_stiff",))
 def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1,0.2", directions: int = 3,
                       steps: int = 3, lr: float = 0.004, max_tokens: int = 256, batch_size: int = 8,
@@ -130,7 +151,7 @@ def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1
     if not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number (the gradient-descent step size), not {lr}")
     probe = Probe(lm, token_budget(lm, corpus, max_tokens), batch_size)
-    start = start_point(lm)
+    start, axes = start_point(lm), filter_axes(lm.model)
     loss_start = probe.loss(start)
     control = probe.descend(start, steps, lr)
     loss_control = probe.loss(control)
@@ -138,7 +159,7 @@ def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1
     with tqdm(total=directions * len(radius_list), desc=f"stiffness {lm.name}", disable=not progress,
               leave=False) as bar:
         for number in range(directions):
-            direction = filter_normalised_direction(start, seed=number)
+            direction = filter_normalised_direction(start, axes, seed=number)
             for radius in radius_list:
                 pushed = {k: start[k] + radius * direction[k] for k in start}
                 loss_pushed = probe.loss(pushed)
@@ -148,7 +169,8 @@ def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1
                 rows.append({"direction": number, "radius": radius, "loss_start": loss_start,
                              "loss_perturbed": loss_pushed, "loss_recovered": loss_after, "loss_control": loss_control,
                              "rise": rise,
-                             "recovered": 1 - (loss_after - loss_control) / rise if rise != 0 else float("nan"),
+                             "recovered": 1 - (loss_after - loss_control) / rise if rise > 0 else float("nan"),
+                             "recovered_undefined": _undefined(radius, rise),
                              "distance_perturbed": moved, "distance_after": stays,
                              "returned": 1 - stays / moved if moved > 0 else float("nan"),
                              "distance_to_start": distance(after, start), "n_tokens": probe.n_tokens})
