@@ -111,5 +111,7 @@ def export_prediction(store: Store, prediction: str, out_dir: str | Path, fmt: s
                           f"{', '.join(sorted({v.outcome for v in latest}))})")
     written = [p for run in runs for p in export_run(store, run, out_dir, fmt)]
     path = Path(out_dir) / prediction_page(prediction).replace(".html", ".verdicts.json")
-    path.write_text(json.dumps({"verdicts": [verdict_json(v) for v in latest]}, indent=1) + "\n", encoding="utf-8")
+    adjustments = store.adjustments()
+    path.write_text(json.dumps({"verdicts": [verdict_json(v, adjustments.get(v.id)) for v in latest]}, indent=1)
+                    + "\n", encoding="utf-8")
     return [*written, path]

@@ -35,9 +35,17 @@ def json_value(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def verdict_json(v) -> dict:
-    """The JSON record of a stored verdict (``atlas verdicts --json``): NaN as null, times in ISO 8601."""
-    return {f: json_value(getattr(v, f)) for f in FIELDS}
+def verdict_json(v, adjustment=None) -> dict:
+    """The JSON record of a stored verdict (``atlas verdicts --json``): NaN as null, times in ISO 8601; with its
+    stored Holm adjustment (``atlas._store.Adjustment``), the outcome after it (``adjusted_outcome``: the
+    verdict's own outcome where no adjustment applies), the adjusted p-value and the family's size. ``scope``
+    and ``n_unit``: what the verdict holds for, and what its n counts."""
+    record = {f: json_value(getattr(v, f)) for f in FIELDS}
+    record.update(scope=v.evidence.get("scope"), n_unit=v.evidence.get("n_unit"),
+                  adjusted_outcome=adjustment.outcome if adjustment is not None else v.outcome,
+                  p_adjusted=json_value(adjustment.p_adjusted) if adjustment is not None else None,
+                  holm_family=adjustment.family if adjustment is not None else None)
+    return record
 
 
 def corpus_matches(record: dict, query: str) -> bool:
@@ -80,8 +88,13 @@ def _latest(records: list[dict]) -> dict[tuple, dict]:
     return {_key(r): r for _, r in ordered}
 
 
+def _outcome(r: dict) -> str:
+    """The outcome that counts: after the session's Holm adjustment where the file has it."""
+    return r.get("adjusted_outcome") or r["outcome"]
+
+
 def _state(r: dict) -> dict:
-    return {f: r.get(f) for f in ("outcome", "version", "effect", "ci_low", "ci_high", "n", "created_at",
+    return {f: r.get(f) for f in ("outcome", "adjusted_outcome", "version", "effect", "ci_low", "ci_high", "n", "created_at",
                                   "code_version")}
 
 
@@ -104,16 +117,17 @@ def _about(r: dict) -> dict:
 
 
 def compare(old: list[dict], new: list[dict]) -> Comparison:
-    """Flips (outcome changed for the same prediction, model, corpus and profile), in the new file's order."""
+    """Flips (outcome, after Holm's adjustment where stored, changed for the same prediction, model, corpus and
+    profile), in the new file's order."""
     before, after = _latest(old), _latest(new)
     result = Comparison(compared=len(before.keys() & after.keys()))
     for key, r in after.items():
         if key not in before:
-            result.appeared.append({**_about(r), "outcome": r["outcome"]})
-        elif before[key]["outcome"] != r["outcome"]:
+            result.appeared.append({**_about(r), "outcome": _outcome(r)})
+        elif _outcome(before[key]) != _outcome(r):
             was = before[key]
-            result.flips.append({**_about(r), "from": was["outcome"], "to": r["outcome"],
+            result.flips.append({**_about(r), "from": _outcome(was), "to": _outcome(r),
                                  "version_changed": was.get("version") != r.get("version"),
                                  "old": _state(was), "new": _state(r)})
-    result.gone = [{**_about(r), "outcome": r["outcome"]} for key, r in before.items() if key not in after]
+    result.gone = [{**_about(r), "outcome": _outcome(r)} for key, r in before.items() if key not in after]
     return result

@@ -41,15 +41,17 @@ from ._errors import AtlasError, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, ModelUnavailable, load_model
 from ._profiles import PROFILES, Profile
 from ._stats import bootstrap_ci, one_sided_p
-from ._store import Run, Store, VerdictRecord
-from ._verdict import Criterion, Outcome
+from ._store import Adjustment, Run, Store, VerdictRecord
+from ._verdict import Criterion, Outcome, holm_outcomes
 from ._version import code_version, prediction_version
 from .instruments import INSTRUMENTS
 
-__all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict"]
+__all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict",
+           "store_adjustments"]
 
 #: a setting value in ``needs`` that stands for the pair's second model: the instrument runs once, on the first
-#: model, towards the second (e.g. ``needs={"interpolation": {"other": SECOND_OF_PAIR}}``, the line from A to B)
+#: model, towards the second (e.g. ``needs={"interpolation": {"other": SECOND_OF_PAIR}}``, the line from A to B);
+#: models (A1, B1, A2, B2, ...) are consecutive pairs, each measured on its first model towards its second
 SECOND_OF_PAIR = "<the second model of the pair>"
 
 
@@ -255,10 +257,13 @@ class Prediction:
             self.not_run(str(exc))
         for i, lm in enumerate(models):
             for instrument, declared in self.needs.items():
-                if SECOND_OF_PAIR in declared.values():  # a line from the first model to the second
-                    if i > 0:
+                if SECOND_OF_PAIR in declared.values():  # a line from each pair's first model to its second
+                    if i % 2:
                         continue
-                    declared = {k: self.model_names[1] if v == SECOND_OF_PAIR else v for k, v in declared.items()}
+                    if i + 1 == len(models):
+                        raise SettingsError(f"{self.id}: {lm.name} has no second model: {instrument} measures "
+                                            "consecutive pairs of the models (A1, B1, A2, B2, ...)")
+                    declared = {k: self.model_names[i + 1] if v == SECOND_OF_PAIR else v for k, v in declared.items()}
                 try:
                     self.evidence._results[instrument, lm.name] = self.session.measure(
                         instrument, lm, declared, prediction=self.id)
@@ -363,6 +368,15 @@ class Prediction:
             return {"path": self.session.corpus_path}
         return {"name": corpus.name, "hash": corpus.hash, "passages": len(corpus.passages)}
 
+
+
+def store_adjustments(store: Store, session: str) -> int:
+    """Store Holm's adjusted outcome of every general-form verdict a (complete) session judged, in one
+    transaction: ``atlas verdicts``, ``atlas diff`` and the report read the same record. Returns how many."""
+    adjusted = holm_outcomes([v for v in store.verdicts() if v.session == session])
+    store.write_all([Adjustment(verdict_id=i, session=session, family=a["family"], p_adjusted=a["p_adjusted"],
+                                outcome=a["outcome"]) for i, a in adjusted.items()])
+    return len(adjusted)
 
 
 def _num(value) -> str:

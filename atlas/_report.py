@@ -35,7 +35,6 @@ from ._errors import BadInput
 from ._figures import FIGURES, figures_for, forest, history
 from ._judgment import AWAITING, run_fields, verdict_fields
 from ._schema import schema_for, table_names
-from ._stats import holm
 from ._store import Run, Store, VerdictRecord, latest_verdicts, utcnow
 from ._vocabulary import groups, vocabulary
 
@@ -156,27 +155,7 @@ def _context(store: Store) -> dict:
         groups=group_info, run_terms=run_terms, verdict_terms=verdict_terms, term_counts=term_counts,
         technician=technician, interpretations=interpretations, field_terms=field_terms, sessions=sessions,
         imported=imported, awaiting=AWAITING, generated=utcnow(), db=store.shown_url,
-        holm=holm_outcomes(verdicts), partial_sessions=partial_sessions)
-
-
-def holm_outcomes(verdicts: list[VerdictRecord]) -> dict[int, dict]:
-    """Beside each general-form verdict reached, its outcome after Holm's adjustment across the general forms
-    judged in the same session (the family a reader sees at once): a supported (or refuted) verdict survives
-    when its one-sided bootstrap p-value, adjusted, stays at or below 0.025 -- the level of the 95% CI's end."""
-    families: dict[str, list[VerdictRecord]] = {}
-    for v in verdicts:
-        if v.form == "general" and v.outcome in ("supported", "refuted", "inconclusive") \
-                and v.evidence.get("p_value") is not None:
-            families.setdefault(v.session, []).append(v)
-    out = {}
-    for family in families.values():
-        # the p-value of the verdict's own side: against the claim when supported, for it when refuted
-        p = [v.evidence["p_value"] if v.outcome != "refuted" else 1 - v.evidence["p_value"] for v in family]
-        for v, adjusted in zip(family, holm(p)):
-            survives = v.outcome != "inconclusive" and adjusted <= 0.025
-            out[v.id] = {"p_adjusted": adjusted, "family": len(family),
-                         "outcome": v.outcome if survives else "inconclusive"}
-    return out
+        holm=store.adjustments(), calibrations=store.calibrations(), partial_sessions=partial_sessions)
 
 
 def _prediction_context(prediction: str, ctx: dict) -> dict:

@@ -59,12 +59,12 @@ from sqlmodel import Field, Session, SQLModel, create_engine, select
 from ._errors import StoreUrlError
 from ._schema import coerce
 
-__all__ = ["Derivation", "Judgment", "Measurement", "ProtocolEvent", "Run", "SESSION_COMPLETE", "Store",
-           "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
+__all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "Run",
+           "SESSION_COMPLETE", "Store", "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
 
 #: every Atlas table and its primary key: the append-only rule covers each
 _APPEND_ONLY = {"run": "id", "measurement": "id", "derivation": "key", "verdictrecord": "id", "protocolevent": "id",
-                "judgment": "id"}
+                "judgment": "id", "adjustment": "id", "calibrationrecord": "id"}
 #: the protocol-log action that closes a pytest session: verdicts of a session without it are partial
 SESSION_COMPLETE = "session complete"
 #: the key of the PostgreSQL advisory lock schema creation holds (any fixed 64-bit number: "atlas" in ASCII)
@@ -148,6 +148,40 @@ class VerdictRecord(SQLModel, table=True):
     evidence: dict = Field(default_factory=dict, sa_column=Column(JSON))
     run_ids: list = Field(default_factory=list, sa_column=Column(JSON))
     session: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Adjustment(SQLModel, table=True):
+    """A verdict's outcome after Holm's (1979) adjustment over the family of general forms its session judged
+    (``atlas._verdict.holm_outcomes``), written when the session ends: what ``atlas verdicts``, ``atlas diff``
+    and the report show beside the verdict's own outcome."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    verdict_id: int = Field(foreign_key="verdictrecord.id", index=True)
+    session: str = Field(index=True)
+    method: str = "holm"
+    family: int  # the verdicts adjusted together
+    p_adjusted: float
+    outcome: str  # the verdict's outcome if it survives the adjustment, else inconclusive
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CalibrationRecord(SQLModel, table=True):
+    """One measured rate of a prediction version (``atlas calibrate --db``): the false "supported" rate under
+    a declared null (``kind`` null) or the power under its alternative (``kind`` power)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prediction: str = Field(index=True)
+    version: str
+    kind: str  # null | power
+    name: str
+    rate: float
+    mc_error: float
+    reps: int
+    profile: str
+    resamples: int
+    seed: int
+    outcomes: dict = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -431,6 +465,12 @@ class Store:
     def write_event(self, event: ProtocolEvent) -> None:
         self._add(event)
 
+    def write_all(self, rows: list[SQLModel]) -> None:
+        """Append rows (adjustments of one session, rates of one calibration) in one transaction: all or none."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add_all(rows)
+            session.commit()
+
     def _add(self, row: SQLModel) -> SQLModel:
         """Append one row in its own transaction."""
         with Session(self.engine, expire_on_commit=False) as session:
@@ -526,6 +566,19 @@ class Store:
     def latest_verdicts(self) -> list[VerdictRecord]:
         """The newest verdict of every (prediction, version, model, corpus, profile)."""
         return latest_verdicts(self.verdicts())
+
+    def adjustments(self) -> dict[int, Adjustment]:
+        """The newest adjustment of each verdict, by verdict id."""
+        return {a.verdict_id: a for a in self._select(Adjustment, (Adjustment.id,))}
+
+    def calibrations(self) -> dict[tuple[str, str], list[CalibrationRecord]]:
+        """The newest rate of each (prediction, version, kind, name), grouped by (prediction, version)."""
+        newest = {(c.prediction, c.version, c.kind, c.name): c
+                  for c in self._select(CalibrationRecord, (CalibrationRecord.id,))}
+        grouped: dict[tuple[str, str], list[CalibrationRecord]] = {}
+        for c in newest.values():
+            grouped.setdefault((c.prediction, c.version), []).append(c)
+        return grouped
 
 
 def latest_verdicts(verdicts: list[VerdictRecord]) -> list[VerdictRecord]:

@@ -35,8 +35,9 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from ._errors import SettingsError
+from ._stats import holm
 
-__all__ = ["SCOPES", "UNITS", "Criterion", "Outcome"]
+__all__ = ["SCOPES", "UNITS", "Criterion", "Outcome", "holm_outcomes"]
 
 
 class Outcome(StrEnum):
@@ -141,3 +142,24 @@ def _finite(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def holm_outcomes(verdicts) -> dict[int, dict]:
+    """Each general-form verdict's outcome after Holm's (1979) adjustment across the general forms judged in the
+    same session (the family a reader sees at once), by verdict id: a supported (or refuted) verdict survives when
+    its one-sided p-value -- inverted from its own CI, so it agrees with it (``atlas._stats.one_sided_p``) --
+    adjusted, stays at or below 0.025, the level of the 95% CI's end; otherwise it is inconclusive."""
+    families: dict[str, list] = {}
+    for v in verdicts:
+        if v.form == "general" and v.outcome in ("supported", "refuted", "inconclusive", "no_effect") \
+                and v.evidence.get("p_value") is not None:
+            families.setdefault(v.session, []).append(v)
+    out = {}
+    for family in families.values():
+        # the p-value of the verdict's own side: against the claim when supported, for it when refuted
+        p = [v.evidence["p_value"] if v.outcome != "refuted" else 1 - v.evidence["p_value"] for v in family]
+        for v, adjusted in zip(family, holm(p)):
+            survives = v.outcome in ("supported", "refuted") and adjusted <= 0.025
+            out[v.id] = {"p_adjusted": adjusted, "family": len(family),
+                         "outcome": v.outcome if survives or v.outcome == "no_effect" else "inconclusive"}
+    return out

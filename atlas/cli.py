@@ -214,7 +214,9 @@ def verdicts(db, corpus, profile, as_json):
     from ._flips import corpus_matches, verdict_json
     from ._store import Store
 
-    latest = [verdict_json(v) for v in Store(db).latest_verdicts()]
+    store = Store(db)
+    adjustments = store.adjustments()
+    latest = [verdict_json(v, adjustments.get(v.id)) for v in store.latest_verdicts()]
     latest = [v for v in latest if (corpus is None or corpus_matches(v, corpus))
               and (profile is None or v["profile"] == profile)]
     if as_json:
@@ -225,12 +227,14 @@ def verdicts(db, corpus, profile, as_json):
         click.echo(f"no verdict matches {asked}" if asked else "no verdicts stored yet: run pytest predictions/")
         return
     rows = [(v["prediction"], v["version"], v["form"], v["model"], v["corpus"] or "—", v["profile"] or "—",
-             v["outcome"].replace("_", " "), _g(v["effect"]),
+             v["outcome"].replace("_", " "),
+             "—" if v["holm_family"] is None else v["adjusted_outcome"].replace("_", " "), _g(v["effect"]),
              "—" if v["ci_low"] is None else f"[{_g(v['ci_low'])}, {_g(v['ci_high'])}]",
-             "—" if v["n"] is None else str(v["n"]))
+             "—" if v["n"] is None else f"{v['n']} {v['n_unit'] or ''}".strip(), v["scope"] or "—")
             for v in latest]
-    headers = ("prediction", "version", "form", "model", "corpus", "profile", "outcome", "effect", "95% CI", "n")
-    for line in _aligned(headers, rows, right={7, 8, 9}):
+    headers = ("prediction", "version", "form", "model", "corpus", "profile", "outcome", "after Holm", "effect",
+               "95% CI", "n", "scope")
+    for line in _aligned(headers, rows, right={8, 9}):
         click.echo(line)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from ._errors import AtlasError
-from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict
+from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict, store_adjustments
 from ._verdict import Outcome
 from ._profiles import PROFILES
 from ._store import check_store_url, shown_url
@@ -241,6 +241,7 @@ class _ReportWriter:
         try:
             store = Store(_option(self.config, "db"))
             if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):  # ended by itself
+                store_adjustments(store, self.config.stash[_SESSION])
                 ProtocolLog(store, self.config.stash[_SESSION]).write(
                     SESSION_COMPLETE, instrument="", model="", corpus_hash="",
                     reason=f"{session.testscollected} tests collected, exit status {int(exitstatus)}")

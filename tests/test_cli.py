@@ -59,7 +59,8 @@ def test_verdicts_json_lists_the_latest_verdict_of_each_prediction_version(tmp_p
     assert v["outcome"] == "supported" and v["ci_high"] is None and v["n"] == 3
     assert set(v) == {"id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile",
                       "code_version", "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash",
-                      "reason", "created_at"}
+                      "reason", "created_at", "scope", "n_unit", "adjusted_outcome", "p_adjusted", "holm_family"}
+    assert v["adjusted_outcome"] == "supported" and v["holm_family"] is None  # no adjustment stored for it
 
 
 def test_help_imports_neither_torch_nor_transformers_nor_great_expectations():

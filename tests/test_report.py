@@ -323,16 +323,16 @@ def test_verdicts_plain_output_has_a_header_aligned_columns_and_the_corpus(two_c
     result = cli("verdicts", "--db", two_corpora)
     assert result.exit_code == 0, result.output
     header, *lines = result.output.splitlines()
-    assert header.split() == ["prediction", "version", "form", "model", "corpus", "profile", "outcome", "effect",
-                              "95%", "CI", "n"]
+    assert header.split() == ["prediction", "version", "form", "model", "corpus", "profile", "outcome", "after",
+                              "Holm", "effect", "95%", "CI", "n", "scope"]
     assert len(lines) == 4
     for column in ("corpus", "profile", "outcome"):  # left-aligned: every row starts the column where the header does
         at = header.index(column)
         assert all(line[at - 1] == " " and line[at] != " " for line in lines), column
     not_run = next(line for line in lines if line.startswith("P1a-named"))
-    assert "not run" in not_run and not_run.count("—") == 3  # effect, CI and n missing
+    assert "not run" in not_run and not_run.count("—") == 5  # no adjustment, effect, CI, n, scope
     full = next(line for line in lines if " full " in line)
-    assert "domains-v1 " in full and "refuted" in full and "[-0.5, -0.1]" in full and full.endswith(" 480")
+    assert "domains-v1 " in full and "refuted" in full and "[-0.5, -0.1]" in full and " 480 " in full
 
 
 def test_verdicts_filter_by_corpus_and_profile(two_corpora):

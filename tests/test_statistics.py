@@ -130,7 +130,7 @@ def test_effective_layers_shrink_with_smoothness():
 
 
 def test_holm_adjusts_step_down_and_the_report_marks_what_survives():
-    from atlas._report import holm_outcomes
+    from atlas._verdict import holm_outcomes
     from atlas._stats import holm
     from atlas._store import VerdictRecord
 

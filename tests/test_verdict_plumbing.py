@@ -44,8 +44,8 @@ def test_swallowed(prediction):
 '''
 
 
-def run(prediction_project, module=MODULE, *extra):
-    pytester, db, args = prediction_project(module, 1, "--atlas-model=tiny-gpt2", *extra)
+def run(prediction_project, module=MODULE):
+    pytester, db, args = prediction_project(module, 1, "--atlas-model=tiny-gpt2")
     return pytester.runpytest(*args), {v.prediction: v for v in Store(db).latest_verdicts()}
 
 
@@ -96,3 +96,60 @@ def test_a_criterion_declares_a_unit_and_scope_it_can_be_held_to():
     general = Criterion("x", ">", 0.0, unit="layers", scope="across models")
     assert general.scope_of(("smollm2-135m-instruct",)).startswith("in smollm2-135m-instruct (one model")
     assert Criterion("x", ">", 0.0).version != general.version  # the unit and scope are part of the version
+
+
+def test_holm_adjustments_are_stored_and_read_alike_by_verdicts_and_diff(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from atlas._flips import compare
+    from atlas._predict import store_adjustments
+    from atlas._store import VerdictRecord
+    from atlas.cli import main
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    store = Store(db)
+    for name, outcome, p in (("P-strong", "supported", 0.001), ("P-weak", "supported", 0.02),
+                             ("P-none", "inconclusive", 0.3)):
+        store.write_verdict(VerdictRecord(prediction=name, version="v", form="general", claim="", source="",
+                                          model="m", outcome=outcome, effect=1.0, ci_low=0.1, ci_high=2.0, n=9,
+                                          criterion={}, criterion_hash="", session="s", evidence={"p_value": p}))
+    assert store_adjustments(store, "s") == 3
+    before = json.loads(CliRunner().invoke(main, ["verdicts", "--db", db, "--json"]).stdout)["verdicts"]
+    adjusted = {v["prediction"]: v["adjusted_outcome"] for v in before}
+    assert adjusted == {"P-strong": "supported", "P-weak": "inconclusive", "P-none": "inconclusive"}
+    assert {v["holm_family"] for v in before} == {3}
+    # a later night where the weak one survives its family flips it, as the report and `atlas verdicts` show
+    after = [{**v, "adjusted_outcome": "supported"} if v["prediction"] == "P-weak" else v for v in before]
+    [flip] = compare(before, after).flips
+    assert (flip["prediction"], flip["from"], flip["to"]) == ("P-weak", "inconclusive", "supported")
+
+
+def test_a_session_that_ends_stores_the_adjustment_of_its_general_forms(prediction_project):
+    module = '''
+import numpy as np
+import pytest
+from atlas import Criterion, bootstrap_ci
+
+def mean_nll(prediction):
+    nll = prediction.evidence["perplexity"]["perplexity"]["nll_sum"].to_numpy(float)
+    ci = bootstrap_ci((nll,), np.mean, paired=False, n_resamples=200)
+    prediction.conclude(effect=float(nll.mean()), ci=ci, n=len(nll))
+
+@pytest.mark.prediction(id="T-above", claim="c", needs=("perplexity",), criterion=Criterion("mean NLL", ">", 0.0))
+def test_above(prediction):
+    mean_nll(prediction)
+
+@pytest.mark.prediction(id="T-below", claim="c", needs=("perplexity",), criterion=Criterion("mean NLL", "<", 0.0))
+def test_below(prediction):
+    mean_nll(prediction)
+'''
+    pytester, db, args = prediction_project(module, 2, "--atlas-model=tiny-gpt2")
+    pytester.runpytest(*args)
+    store = Store(db)
+    adjusted = store.adjustments()
+    judged = {v.id: v for v in store.verdicts() if v.outcome in ("supported", "refuted", "inconclusive")}
+    with_p = {i for i, v in judged.items() if v.evidence.get("p_value") is not None}
+    assert len(with_p) == 2 and set(adjusted) == with_p and all(a.family == 2 for a in adjusted.values())
+    assert sorted(a.outcome for a in adjusted.values()) == ["refuted", "supported"]
