@@ -31,11 +31,12 @@ import numpy as np
 import pytest
 
 from ._errors import BadInput
-from ._predict import Inconclusive, Prediction, RefutedVerdict
+from ._predict import Inconclusive, Prediction, RefutedVerdict, version_of
 from ._profiles import PROFILES, Profile
+from ._store import CalibrationRecord
 from ._verdict import Criterion, Outcome
 
-__all__ = ["Declared", "Trial", "calibrate", "discover", "judge_evidence"]
+__all__ = ["Declared", "Trial", "calibrate", "calibration_records", "discover", "judge_evidence"]
 
 Simulator = Callable[[np.random.Generator], Mapping]
 
@@ -60,6 +61,10 @@ class Declared:
     @property
     def alternative(self) -> Simulator | None:
         return self.marker.get("alternative")
+
+    @property
+    def version(self) -> str:
+        return version_of(self.function, self.criterion, self.marker["needs"])
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -104,9 +109,12 @@ class Trial:
     outcome: Outcome | None = None
     reason: str = ""
     concluded: bool = field(default=False, repr=False)
+    #: its evidence is drawn, not measured: no model trained on its passages (``untrained`` asks no Lab run)
+    simulated = True
 
     conclude = Prediction.conclude
     not_run = Prediction.not_run
+    bootstrap = Prediction.bootstrap
 
     @property
     def model_name(self) -> str:
@@ -181,7 +189,7 @@ def calibrate(predictions: list[Declared], *, reps: int = 200, seed: int = 0, re
         chosen = replace(chosen, bootstrap_resamples=resamples)
     results = []
     for declared in predictions:
-        entry = {"id": declared.id, "criterion": str(declared.criterion), "unit": declared.criterion.unit,
+        entry = {"id": declared.id, "version": declared.version, "criterion": str(declared.criterion), "unit": declared.criterion.unit,
                  "scope": declared.criterion.scope, "sesoi": declared.criterion.sesoi, "nulls": [], "power": []}
         for name, simulate in declared.nulls.items():
             counts = _draws(declared, name, simulate, reps, seed, chosen)
@@ -200,3 +208,15 @@ def calibrate(predictions: list[Declared], *, reps: int = 200, seed: int = 0, re
             entry["note"] = "no nulls declared: its false supported rate is unmeasured"
         results.append(entry)
     return results
+
+
+def calibration_records(results: list[dict], *, profile: str, resamples: int, seed: int) -> list[CalibrationRecord]:
+    """The rates of a calibration as store rows, each with its prediction's version (what the report shows
+    beside every verdict of that version)."""
+    rows = []
+    for entry in results:
+        for kind, rates, key in (("null", entry["nulls"], "false_supported"), ("power", entry["power"], "supported")):
+            rows += [CalibrationRecord(prediction=entry["id"], version=entry["version"], kind=kind, name=r["name"],
+                                       rate=r[key], mc_error=r["mc_error"], reps=r["reps"], profile=profile,
+                                       resamples=resamples, seed=seed, outcomes=r["outcomes"]) for r in rates]
+    return rows

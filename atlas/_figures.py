@@ -29,7 +29,8 @@ from dataclasses import dataclass
 __all__ = ["FIGURES", "OUTCOME_COLOURS", "Figure", "Scale", "asinh_scale", "diverging", "figure", "figures_for",
            "forest", "history", "linear_scale", "log_scale", "sequential", "statistic_kind"]
 
-OUTCOME_COLOURS = {"supported": "#2e7d32", "refuted": "#c62828", "inconclusive": "#b7791f", "not_run": "#8a8a8a"}
+OUTCOME_COLOURS = {"supported": "#2e7d32", "refuted": "#c62828", "inconclusive": "#b7791f", "no_effect": "#3b6ea5",
+                   "not_run": "#8a8a8a", "error": "#7b1f1f"}
 _NEG, _MID, _POS = (33, 102, 172), (247, 247, 247), (178, 24, 43)  # RdBu ends and centre
 _NEG_HEX, _POS_HEX = "#2166ac", "#b2182b"
 _LIGHT, _DARK = (242, 240, 247), (84, 39, 143)  # Purples

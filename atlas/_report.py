@@ -124,7 +124,8 @@ def _context(store: Store) -> dict:
         versions = history.setdefault(v.prediction, [])
         if v.version not in [x["version"] for x in versions]:
             versions.append({"version": v.version, "first": v.created_at, "criterion": v.criterion})
-    counts = {o: sum(v.outcome == o for v in verdicts) for o in ("supported", "refuted", "inconclusive", "not_run")}
+    counts = {o: sum(v.outcome == o for v in verdicts)
+              for o in ("supported", "refuted", "inconclusive", "no_effect", "not_run", "error")}
 
     reference = seed_reference()
     run_terms = {rid: _term_links(terms, {r.instrument}) for rid, r in runs.items()}

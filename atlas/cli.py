@@ -249,7 +249,10 @@ def verdicts(db, corpus, profile, as_json):
 @click.option("--predictions", "folder", default="predictions", show_default=True,
               type=click.Path(exists=True), help="folder (or one module) of prediction modules")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `predictions` list")
-def calibrate(ids, reps, resamples, profile, seed, folder, as_json):
+@click.option("--store", "store_url", default=None,
+              help="also store the rates (SQLAlchemy URL of the store; e.g. sqlite:///atlas.db): the report shows "
+                   "them beside each verdict of the same prediction version")
+def calibrate(ids, reps, resamples, profile, seed, folder, as_json, store_url):
     """Measure each prediction's false "supported" rate under its declared nulls, and its power.
 
     IDS: prediction ids or their prefixes (e.g. P5d P12); all predictions when none is given. Each
@@ -258,9 +261,17 @@ def calibrate(ids, reps, resamples, profile, seed, folder, as_json):
     from ._calibrate import calibrate as run_calibration
     from ._calibrate import discover
 
+    from ._calibrate import calibration_records
+    from ._profiles import PROFILES
+    from ._store import Store
+
+    store = Store(store_url) if store_url else None  # a bad URL fails before any simulation
     declared = discover([Path(folder)], tuple(ids))
     say = None if as_json else (lambda line: click.echo(f"  {line}", err=True))
     results = run_calibration(declared, reps=reps, seed=seed, resamples=resamples, profile=profile, progress=say)
+    if store is not None:
+        store.write_all(calibration_records(results, profile=profile, seed=seed,
+                                            resamples=resamples or PROFILES[profile].bootstrap_resamples))
     if as_json:
         click.echo(json.dumps({"reps": reps, "seed": seed, "profile": profile, "predictions": results},
                               default=_clean))
