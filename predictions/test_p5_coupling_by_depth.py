@@ -1,46 +1,43 @@
 """P5 — inter-head coupling rises with depth.
 
-Seed: measurements-gpt2-april-2026, "Inter-Head Coupling by Layer" (GPT-2 small,
-single probe input): "Monotonic increase with depth. Peak at layers 9-10. Layer 4
-anomalous dip unexplained", and layer 11: "Drop — output projection decouples".
-
-The named forms replicate the seed's method, variant ``seed_flattened`` (maps flattened
-over the causal triangle; it couples any two heads through the row profile every causal
-map shares); the general form uses the default, ``row_centred``, which removes it.
-(a) named, gpt2: rho(layer, coupling) >= 0.6; (b) the layer-4 dip, coupling(4) -
-mean(coupling(3), coupling(5)) < 0; (c) the layer-11 drop, coupling(11) - coupling(10) < 0;
-(d) general, selected model: rho(layer, coupling) > 0.
-Every interval resamples passages and recomputes the layer profile (``atlas._evidence``):
-layers are not independent units, and the contrasts' layers share their passages.
+Seed: measurements-gpt2-april-2026, "Inter-Head Coupling by Layer" (GPT-2 small, single probe input): "Monotonic
+increase with depth. Peak at layers 9-10. Layer 4 anomalous dip unexplained", and layer 11: "Drop — output
+projection decouples". Named forms: the seed's variant ``seed_flattened`` (maps flattened over the causal triangle,
+so the row profile every causal map shares couples them); general: the default, ``row_centred``, which removes it.
+(a) named, gpt2: rho(layer, coupling) >= 0.6; (b) the layer-4 dip, coupling(4) - mean(coupling(3), coupling(5)) < 0;
+(c) the layer-11 drop, coupling(11) - coupling(10) < 0; (d) general: rho(layer, coupling) > 0. A rise is about
+layers (a trendless smooth profile correlates with depth by chance): its interval is over layers, at their
+effective number (Bretherton et al. 1999); a contrast of named layers is about this model: over passages.
 """
 
 import pytest
 
 from atlas import Criterion
 from atlas._evidence import fixed_profile, layer_contrast, layer_correlation, mean_profile
+from atlas.simulate.layers import LayerWorld, nulls
 
 SOURCE = "measurements-gpt2-april-2026: Inter-Head Coupling by Layer"
+NAMED = dict(needs=("coupling",), form="named", model="gpt2", source=SOURCE)
 SEED_COUPLING = [0.610, 0.703, 0.724, 0.747, 0.675, 0.903, 0.880, 0.906, 0.911, 0.936, 0.945, 0.789]
-RHO_CI = "95% percentile bootstrap over passages, the layer profile recomputed per resample"
-CONTRAST_CI = "95% BCa bootstrap over passages, the layers recomputed together per resample"
-
+RHO_CI, CONTRAST_CI = ("95% Fisher-z interval at the effective number of independent layers (Bretherton 1999)",
+                       "95% BCa bootstrap over passages, the layers recomputed together per resample")
 RISES_NAMED = Criterion("Spearman rho(layer, coupling), variant seed_flattened", ">=", 0.6, ci=RHO_CI,
-                        sample="GPT-2 small's 12 layers")
+                        sample="GPT-2 small's 12 layers", unit="layers", scope="this model", sesoi=0.3)
 LAYER4_DIP = Criterion("coupling(4) - mean(coupling(3), coupling(5)), variant seed_flattened", "<", 0.0, ci=CONTRAST_CI)
 LAYER11_DROP = Criterion("coupling(11) - coupling(10), variant seed_flattened", "<", 0.0, ci=CONTRAST_CI)
 RISES = Criterion("Spearman rho(layer, coupling), variant row_centred", ">", 0.0, ci=RHO_CI,
-                  sample="every layer of the model")
+                  sample="every layer of the model", unit="layers", scope="across models", sesoi=0.5)
 
 
 def coupling(prediction, variant: str):
-    passages = prediction.evidence["coupling"]["coupling_passages"]
-    return mean_profile(passages[passages["variant"] == variant], "coupling")
+    return mean_profile(prediction.evidence["coupling"]["coupling_passages"].query("variant == @variant"), "coupling")
 
 
 def rise(prediction, variant: str):
     profile = coupling(prediction, variant)
-    result = layer_correlation(fixed_profile(profile.layers), profile, n_resamples=prediction.profile.bootstrap_resamples)
-    prediction.conclude(effect=result.rho, ci=result.ci, n=profile.n, evidence={
+    result = layer_correlation(fixed_profile(profile.layers), profile,
+                               n_resamples=prediction.profile.bootstrap_resamples)
+    prediction.conclude(effect=result.rho, ci=result.ci, n=result.n_layers, evidence={
         **result.evidence(), "coupling": dict(zip(profile.layers.tolist(), profile.profile.round(4).tolist())),
         "seed_coupling_gpt2": SEED_COUPLING})
 
@@ -56,28 +53,28 @@ def contrast(prediction, weights: dict[int, float]):
 
 
 @pytest.mark.prediction(
-    id="P5a-coupling-rises-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
-    claim="In GPT-2 small, inter-head coupling rises with depth.", criterion=RISES_NAMED)
+    id="P5a-coupling-rises-gpt2", **NAMED, claim="In GPT-2 small, inter-head coupling rises with depth.",
+    criterion=RISES_NAMED, nulls=nulls(("coupling",), layers=12),
+    alternative=LayerWorld("rise 0.9", ("coupling",), rise=0.9, layers=12))
 def test_coupling_rises_with_depth_in_gpt2(prediction):
     rise(prediction, "seed_flattened")
 
 
-@pytest.mark.prediction(
-    id="P5b-layer4-dip-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
-    claim="GPT-2 small's layer 4 couples less than its neighbours (the seed's anomalous dip).", criterion=LAYER4_DIP)
+@pytest.mark.prediction(id="P5b-layer4-dip-gpt2", **NAMED, criterion=LAYER4_DIP,
+                        claim="GPT-2 small's layer 4 couples less than its neighbours (the seed's anomalous dip).")
 def test_layer_4_dips_in_gpt2(prediction):
     contrast(prediction, {4: 1.0, 3: -0.5, 5: -0.5})
 
 
-@pytest.mark.prediction(
-    id="P5c-layer11-drop-gpt2", needs=("coupling",), form="named", model="gpt2", source=SOURCE,
-    claim="GPT-2 small's last layer couples less than layer 10 (output projection decouples).", criterion=LAYER11_DROP)
+@pytest.mark.prediction(id="P5c-layer11-drop-gpt2", **NAMED, criterion=LAYER11_DROP,
+                        claim="GPT-2 small's last layer couples less than layer 10 (output projection decouples).")
 def test_layer_11_drops_in_gpt2(prediction):
     contrast(prediction, {11: 1.0, 10: -1.0})
 
 
 @pytest.mark.prediction(
     id="P5d-coupling-rises", needs=("coupling",), form="general", source=SOURCE,
-    claim="In a causal LM, inter-head coupling rises with depth.", criterion=RISES)
+    claim="In a causal LM, inter-head coupling rises with depth.", criterion=RISES,
+    nulls=nulls(("coupling",)), alternative=LayerWorld("rise 0.5", ("coupling",), rise=0.5))
 def test_coupling_rises_with_depth(prediction):
     rise(prediction, "row_centred")

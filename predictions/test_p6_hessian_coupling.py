@@ -12,20 +12,26 @@ heads. Criteria, fixed before the data:
 (a) named, gpt2, and (b) general: Spearman rho(probe coupling, Hessian coupling) > 0 (the
     seed variant's rho is reported beside it);
 (c) general, against curvature: ``test_p6c_coupling_curvature.py``.
-The probe resamples passages; the Hessian coupling draws each layer from its probe error.
+A claim about layers, of which one model's smooth profiles are one draw: the interval is over layers, at
+their effective number (Bretherton et al. 1999; ``atlas._evidence``). Resampling the probe's passages and
+drawing each Hessian layer from its probe error gives the measurement's own precision, reported beside it.
 """
+
+from dataclasses import replace
 
 import pytest
 
 from atlas import Criterion
 from atlas._evidence import ParametricProfile, layer_correlation, mean_profile
+from atlas.simulate.layers import LayerWorld, nulls
 
 SOURCE = ("framework-v12-navigator: Coupling 'H_ij = off-diagonal Hessian', 'causally determines viscosity'; "
           "measurements-gpt2-april-2026: next step")
-RHO_CI = "95% percentile bootstrap: passages of the probe, probe draws of the Hessian estimate"
+RHO_CI = "95% Fisher-z interval at the effective number of independent layers (Bretherton et al. 1999)"
 PROBE_TRACKS_HESSIAN = Criterion(
     statistic="Spearman rho(probe coupling (row_centred; _cross_kv under GQA), Hessian coupling between heads)",
-    direction=">", threshold=0.0, ci=RHO_CI, sample="every layer; the Hessian on one batch spread over the domains")
+    direction=">", threshold=0.0, ci=RHO_CI, sample="every layer; the Hessian on one batch spread over the domains",
+    unit="layers", scope="across models", sesoi=0.5)
 
 
 def probe(prediction, family: str = "row_centred"):
@@ -43,7 +49,7 @@ def against_hessian_coupling(prediction):
     result = layer_correlation(default, hessian, n_resamples=n)
     seed_variant, seed = probe(prediction, "seed_flattened")
     seed_result = layer_correlation(seed, hessian, n_resamples=n)
-    prediction.conclude(effect=result.rho, ci=result.ci, n=default.n, evidence={
+    prediction.conclude(effect=result.rho, ci=result.ci, n=result.n_layers, evidence={
         **result.evidence(), "variant": variant, "hessian_coupling": dict(zip(hessian.layers.tolist(),
                                                                            hessian.profile.round(4).tolist())),
         "seed_variant": {"variant": seed_variant, "rho": seed_result.rho, "ci": list(seed_result.ci)},
@@ -51,12 +57,14 @@ def against_hessian_coupling(prediction):
 
 
 NEEDS = {"coupling": {}, "hessian_coupling": {}}
+LINKED = ("coupling", "hessian_coupling")
 
 
 @pytest.mark.prediction(
     id="P6a-probe-tracks-hessian-gpt2", form="named", model="gpt2", source=SOURCE, needs=NEEDS,
     claim="In GPT-2 small, the layers whose heads attend alike are those whose heads are Hessian-coupled.",
-    criterion=PROBE_TRACKS_HESSIAN)
+    criterion=replace(PROBE_TRACKS_HESSIAN, scope="this model"), nulls=nulls(LINKED, layers=12),
+    alternative=LayerWorld("layer profiles correlated 0.5", LINKED, link=0.5, layers=12))
 def test_probe_tracks_hessian_coupling_in_gpt2(prediction):
     against_hessian_coupling(prediction)
 
@@ -64,6 +72,7 @@ def test_probe_tracks_hessian_coupling_in_gpt2(prediction):
 @pytest.mark.prediction(
     id="P6b-probe-tracks-hessian", form="general", source=SOURCE, needs=NEEDS,
     claim="In a causal LM, the layers whose heads attend alike are those whose heads are Hessian-coupled.",
-    criterion=PROBE_TRACKS_HESSIAN)
+    criterion=PROBE_TRACKS_HESSIAN, nulls=nulls(LINKED),
+    alternative=LayerWorld("layer profiles correlated 0.5", LINKED, link=0.5))
 def test_probe_tracks_hessian_coupling(prediction):
     against_hessian_coupling(prediction)

@@ -10,8 +10,9 @@ radius, so the direction is fixed as positive: Spearman rho(probe coupling, top 
 "Top" is the largest eigenvalue (index 0), not the largest in magnitude: sharpness is the
 curvature along which a descent step overshoots (Keskar et al. 2016), and layer 0's
 largest-magnitude eigenvalue on the offline model is a negative one (a saddle direction).
-Unconverged eigenvalues (Lanczos residual above tol) leave the prediction inconclusive. The
-interval resamples the probe's passages; the eigenvalues are of one batch spread over the domains.
+Unconverged eigenvalues (Lanczos residual above tol) leave the prediction inconclusive. The eigenvalues
+are of one batch spread over the domains. A claim about layers, of which one model's smooth profiles are one
+draw: the interval is over layers, at their effective number (Bretherton et al. 1999; ``atlas._evidence``).
 """
 
 import numpy as np
@@ -19,19 +20,23 @@ import pytest
 
 from atlas import Criterion
 from atlas._evidence import fixed_profile, layer_correlation, mean_profile
+from atlas.simulate.layers import LayerWorld, nulls
 
 SOURCE = "framework-v12-navigator: Coupling 'causally determines viscosity via eigenvalue calculation'"
 COUPLING_SETS_CURVATURE = Criterion(
     statistic="Spearman rho(probe coupling (row_centred), largest Hessian eigenvalue of the attention block)",
-    direction=">", threshold=0.0, ci="95% percentile bootstrap over the probe's passages",
-    sample="every layer the profile's hessian settings cover; one batch spread over the domains")
+    direction=">", threshold=0.0, ci="95% Fisher-z interval at the effective number of independent layers "
+    "(Bretherton et al. 1999)", sample="every layer the profile's hessian settings cover; one batch spread over the "
+    "domains", unit="layers", scope="across models", sesoi=0.5)
+LINKED = ("coupling", "hessian")
 
 
 @pytest.mark.prediction(
     id="P6c-coupling-sets-curvature", form="general", source=SOURCE,
     needs={"coupling": {}, "hessian": {"blocks": "attention"}},
     claim="In a causal LM, layers with higher inter-head coupling are more sharply curved in their attention block.",
-    criterion=COUPLING_SETS_CURVATURE)
+    criterion=COUPLING_SETS_CURVATURE, nulls=nulls(LINKED),
+    alternative=LayerWorld("layer profiles correlated 0.5", LINKED, link=0.5))
 def test_coupled_layers_are_sharply_curved(prediction):
     passages = prediction.evidence["coupling"]["coupling_passages"]
     coupling = mean_profile(passages[passages["variant"] == "row_centred"], "coupling")
@@ -41,7 +46,7 @@ def test_coupled_layers_are_sharply_curved(prediction):
     result = layer_correlation(coupling, fixed_profile(layers, top["value"].to_numpy(float)),
                                n_resamples=prediction.profile.bootstrap_resamples)
     converged = bool(top["converged"].all())
-    prediction.conclude(effect=result.rho, ci=result.ci if converged else (np.nan, np.nan), n=coupling.n,
+    prediction.conclude(effect=result.rho, ci=result.ci if converged else (np.nan, np.nan), n=result.n_layers,
                         reason="" if converged else f"{int((~top['converged']).sum())} of {len(top)} top "
                         "eigenvalues did not converge: the curvature profile is not known well enough to judge",
                         evidence={**result.evidence(), "hessian_converged": converged,

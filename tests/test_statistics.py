@@ -36,7 +36,9 @@ def layer_pair_bootstrap(x, y, rng) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("phi", [0.8, None])
-def test_resampling_passages_keeps_false_support_nominal_where_resampling_layers_does_not(phi):
+def test_the_interval_over_layers_keeps_false_support_nominal_where_resampling_layers_does_not(phi):
+    """Passages with independent smooth noise and no shared profile (the shared profiles of issue 19 are in
+    tests/test_calibration_layers.py): the layer-pair bootstrap calls that noise a trend."""
     rng = np.random.default_rng(0)
     old, new = [], []
     for rep in range(REPS):
@@ -46,17 +48,22 @@ def test_resampling_passages_keeps_false_support_nominal_where_resampling_layers
         old.append(layer_pair_bootstrap(layers.profile, profile.profile, rng)[0] > 0)
         result = layer_correlation(layers, profile, n_resamples=B, seed=rep)
         new.append(result.ci[0] > 0)
-        assert 2 <= result.n_eff <= L
+        assert 2 <= result.n_eff <= L and result.ci.unit == "layers"
     assert np.mean(new) <= 0.05  # nominal: 2.5% (one side of a 95% interval)
     assert np.mean(old) >= 0.10  # the layer bootstrap calls noise "supported" far more often
 
 
-def test_a_real_trend_is_found_by_the_passage_bootstrap():
+def test_a_relation_over_rough_profiles_is_found_and_a_smooth_trend_is_worth_few_layers():
     rng = np.random.default_rng(1)
+    table = null_passages(rng, 0.0)  # white over layers
+    rough = np.random.default_rng(2).normal(size=L)
+    table["coupling"] += 2 * rough[table["layer"]]  # a profile every passage shares, no smoother than noise
+    result = layer_correlation(fixed_profile(np.arange(L), rough), mean_profile(table, "coupling"), n_resamples=B)
+    assert result.rho > 0.9 and result.n_eff > 20 and result.ci[0] > 0.5 and result.n_units == {"y": PASSAGES}
     table = null_passages(rng, 0.8)
-    table["coupling"] += 0.3 * table["layer"]  # a trend well above the passage noise
-    result = layer_correlation(fixed_profile(np.arange(L)), mean_profile(table, "coupling"), n_resamples=B)
-    assert result.rho > 0.9 and result.ci[0] > 0.5 and result.n_units == {"y": PASSAGES}
+    table["coupling"] += 0.3 * table["layer"]  # a clean trend: as smooth as a random walk, one draw of it
+    trend = layer_correlation(fixed_profile(np.arange(L)), mean_profile(table, "coupling"), n_resamples=B)
+    assert trend.rho > 0.95 and trend.within[0] > 0.9 and trend.n_eff < 5
 
 
 def test_bca_covers_better_than_the_percentile_interval_at_twelve_passages():
