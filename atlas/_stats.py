@@ -12,13 +12,14 @@ statistic fell on the wrong side of a threshold (for multiple-comparison adjustm
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "holm", "one_sided_p", "spearman", "t_interval"]
+__all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "hierarchical_ci", "holm", "mean_difference",
+           "one_sided_p", "pooled_hierarchical_ci", "spearman", "t_interval"]
 
 
 class Interval(tuple):
@@ -58,11 +59,13 @@ def one_sided_p(ci, threshold: float, direction: str) -> float | None:
         return bool(low > threshold) if upward else bool(high < threshold)
 
     lo, hi = 1e-6, 1 - 1e-6  # confidence levels: excluded at lo (narrow) ... not excluded at hi (wide)
-    if not excludes(lo):
-        return 0.5
+    if not excludes(lo):  # the estimate is on the other side: p = 1 - the other side's p (0.5 on the threshold)
+        low, high = at_level(lo)
+        against = high < threshold if upward else low > threshold
+        return 1 - one_sided_p(ci, threshold, "<" if upward else ">") if against else 0.5
     if excludes(hi):
         return (1 - hi) / 2
-    for _ in range(40):
+    for _ in range(30):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if excludes(mid) else (lo, mid)
     return float((1 - hi) / 2)
@@ -206,3 +209,102 @@ def domain_bootstrap_ci(
         return statistic(ppl if many else ppl[0])
 
     return bootstrap_ci(groups, of_indices, paired=False, n_resamples=n_resamples, seed=seed)
+
+
+def mean_difference(values: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of the first stratum's unit values minus the second's, over the last axis (a territory contrast):
+    ``combine`` for ``hierarchical_ci``."""
+    return np.mean(values[0], axis=-1) - np.mean(values[1], axis=-1)
+
+
+def hierarchical_ci(
+    strata: Sequence[Sequence[Hashable]],
+    combine: Callable[[list[np.ndarray]], np.ndarray],
+    *,
+    value: Callable[[Hashable, np.ndarray], np.ndarray] | None = None,
+    passages: Mapping[Hashable, int] | None = None,
+    n_resamples: int,
+    seed: int = 0,
+    confidence: float = 0.95,
+    unit: str = "domains",
+) -> Interval:
+    """CI of a statistic of nested data -- passages within domains, domains within strata (territories) --
+    resampling the claim's own unit first: a claim about territories generalises over their domains, and one
+    corpus is one draw of them. A passage bootstrap within fixed domains holds that draw fixed: with a modest
+    spread between domains and no territory effect it called a three-against-three contrast "supported" 28-46%
+    of the time (issue 19; ``tests/test_calibration_domains.py``).
+
+    Two stages (Davison & Hinkley 1997, section 3.8; Field & Welsh 2007): each replicate draws, within each
+    stratum of k units, k - 1 units with replacement, and within each drawn unit its passages with replacement
+    (independently for each draw of a unit). Drawing k - 1 rather than k is the rescaled bootstrap of McCarthy &
+    Snowden (1985) and Rao & Wu (1988): the bootstrap variance of a mean over units is then the unbiased
+    s^2 / k, not (k - 1)/k of it. The passage stage adds the passages' share of the variance a second time
+    (it is already in the spread of the unit values): conservative, by at most that share. The interval is
+    estimate +- t(df) se, se the replicates' standard deviation and df = sum over strata of (k - 1), the
+    degrees of freedom the units' spread is estimated on: with three domains a side, t(4) = 2.78 where a
+    percentile interval reads about 1.96. In 1000 simulated null corpora (three domains a side, 8 passages,
+    domain SD 0.1, passage SD 0.01-0.1) the plain two-stage percentile interval (k drawn) was "supported" 7-10%
+    of the time, with k - 1 drawn 4-6%; this interval 1-2% (nominal 2.5%; ``tests/test_calibration_domains.py``).
+
+    ``strata``: the units (domains) of each stratum, resampled within it. ``value(unit, counts)``: the unit's
+    value from its passages weighted by ``counts`` [..., n] (how often each was drawn; all ones: the sample)
+    -> [...]; ``passages``: {unit: n}. Without ``value`` the units have no nested level: a unit's value is its
+    position in its stratum, and ``combine`` looks it up (e.g. pairs of domains in a Gram matrix).
+    ``combine(values)``: the statistic from the units' values, one array [..., m] per stratum (e.g.
+    ``mean_difference``); a NaN replicate (undefined on that draw) is left out. Under two units in a stratum,
+    or with no finite replicate, the interval is (nan, nan). ``at_level`` gives it at another level.
+    """
+    strata = [list(s) for s in strata]
+    if value is not None and passages is None:
+        raise ValueError("hierarchical_ci: a unit value needs the number of passages of each unit (passages=)")
+    if min(len(s) for s in strata) < 2:
+        return Interval(float("nan"), float("nan"), unit=unit)
+    rng = np.random.default_rng(seed)
+
+    def values(stratum: list, drawn: np.ndarray | None) -> np.ndarray:  # drawn: positions [B, k - 1], None: sample
+        if value is None:
+            return np.arange(len(stratum)) if drawn is None else drawn
+        if drawn is None:
+            return np.array([value(u, np.ones(passages[u])) for u in stratum], float)
+        out = np.full(drawn.shape, np.nan)
+        for j, u in enumerate(stratum):
+            n = passages[u]
+            at = drawn == j
+            out[at] = np.asarray(value(u, rng.multinomial(n, np.full(n, 1.0 / n), size=drawn.shape)), float)[at]
+        return out
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = float(combine([values(s, None) for s in strata]))
+        drawn = [rng.integers(len(s), size=(n_resamples, len(s) - 1)) for s in strata]
+        replicates = np.asarray(combine([values(s, d) for s, d in zip(strata, drawn)]), float)
+    finite = replicates[np.isfinite(replicates)]
+    if len(finite) < 2 or not np.isfinite(estimate):
+        return Interval(float("nan"), float("nan"), replicates, unit=unit)
+    se, df = float(finite.std(ddof=1)), sum(len(s) - 1 for s in strata)
+
+    def at_level(level: float) -> tuple[float, float]:
+        half = stats.t.ppf(0.5 + level / 2, df) * se
+        return estimate - half, estimate + half
+
+    return Interval(*at_level(confidence), replicates, unit=unit, at_level=at_level)
+
+
+def pooled_hierarchical_ci(tables, value: Callable[[np.ndarray], np.ndarray], strata: Sequence[Sequence[str]], *,
+                           n_resamples: int, seed: int = 0, combine: Callable = mean_difference) -> Interval:
+    """``hierarchical_ci`` over tables of passages (columns passage_id, domain, nll_sum, n_tokens: ``perplexity``,
+    or one t of ``interpolation_passages``), several of them for the same passages in the same order (several
+    models, or points of a line: resampled together). A domain's value is ``value(log_ppl)``, log_ppl [tables,
+    ...] its pooled log perplexity (summed NLL / summed tokens of the drawn passages) in each table."""
+    ids = tables[0]["passage_id"].tolist()
+    if any(t["passage_id"].tolist() != ids for t in tables[1:]):
+        raise ValueError("the tables must hold the same passages in the same order")
+    rows = {d: np.flatnonzero(tables[0]["domain"].to_numpy() == d) for s in strata for d in s}
+    nll = np.stack([t["nll_sum"].to_numpy(float) for t in tables])  # [tables, passages]
+    ntok = np.stack([t["n_tokens"].to_numpy(float) for t in tables])
+
+    def of_domain(domain: str, counts: np.ndarray) -> np.ndarray:
+        i = rows[domain]
+        return value(np.moveaxis((counts @ nll[:, i].T) / (counts @ ntok[:, i].T), -1, 0))
+
+    return hierarchical_ci(strata, combine, value=of_domain, passages={d: len(i) for d, i in rows.items()},
+                           n_resamples=n_resamples, seed=seed)
