@@ -72,3 +72,16 @@ def test_matching_needs_a_seed_of_the_same_modular_run(runs, tiny_gpt2, starter)
         measure_symmetry_orbits(lm, starter, other=tiny_gpt2, progress=False)
     with pytest.raises(BadInput, match="tiny-gpt2 is not a checkpoint of an Atlas Lab run"):
         measure_symmetry_orbits(tiny_gpt2, starter, other=lm, progress=False)
+
+
+def test_a_random_permutation_is_the_same_function_as_far_away_as_another_seed(runs, starter):
+    """Once P9a, a positive control: every permutation of every family together keeps the logits (max |Δlogit| <=
+    1e-4) and moves the weights at least half as far as the two seeds lie apart (by geometry: a random permutation
+    of d units moves a weight matrix about as far as an independent draw of it)."""
+    a, b = (load_model(str(r), device="cpu") for r in runs)
+    tables = measure_symmetry_orbits(a, starter, other=b, permutations=8, families="all", points=3, chunks=1,
+                                     progress=False)
+    seeds = tables["symmetry_matching"].query("alignment == 'before'")["parameter_distance"].iloc[0]
+    orbit = tables["symmetry_orbits"]
+    assert len(orbit) == 8 and (orbit["max_abs_dlogit"] <= 1e-4).all()
+    assert (orbit["parameter_distance"] >= 0.5 * seeds).all()
