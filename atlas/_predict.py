@@ -41,12 +41,13 @@ from ._errors import AtlasError, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, ModelUnavailable, load_model
 from ._profiles import PROFILES, Profile
 from ._stats import bootstrap_ci, one_sided_p
-from ._store import Run, Store, VerdictRecord
-from ._verdict import Criterion, Outcome
+from ._store import Adjustment, Run, Store, VerdictRecord
+from ._verdict import Criterion, Outcome, holm_outcomes
 from ._version import code_version, prediction_version
 from .instruments import INSTRUMENTS
 
-__all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict"]
+__all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict",
+           "store_adjustments", "version_of"]
 
 #: a setting value in ``needs`` that stands for the pair's second model: the instrument runs once, on the first
 #: model, towards the second (e.g. ``needs={"interpolation": {"other": SECOND_OF_PAIR}}``, the line from A to B);
@@ -222,8 +223,7 @@ class Prediction:
         self.evidence = Evidence(self)
         self.verdict: dict | None = None  # what conclude() judged, stored by the plugin once the body has ended
         self.concluded = False  # a verdict (or "not run") was stored
-        self.version = prediction_version(node.function, criterion, self.needs,
-                                          {n: INSTRUMENTS[n].version for n in self.needs}, {"prediction": Prediction})
+        self.version = version_of(node.function, criterion, self.needs)
 
     @property
     def corpus(self) -> Corpus:
@@ -311,11 +311,9 @@ class Prediction:
         reason = reason or f"{summary}: {why}"
         evidence = {**(evidence or {}), "n_unit": self.criterion.unit,
                     "scope": self.criterion.scope_of(self.model_names)}
-        p = one_sided_p(ci, self.criterion.threshold, self.criterion.direction)
-        if p is not None:  # for the multiple-comparison adjustment across a session (Holm)
-            evidence["p_value"] = p
         self.verdict = dict(outcome=outcome, effect=_plain(effect), ci=(_plain(ci[0]), _plain(ci[1])), n=n,
                             evidence=evidence, reason=reason)
+        self._interval = ci  # its p-value is read when the verdict is stored (store_verdict)
         if outcome is Outcome.REFUTED:
             raise RefutedVerdict(f"REFUTED {self.id} on {self.model_name}: {reason}\ncriterion: {self.criterion}\n"
                                  f"evidence: {evidence}")
@@ -329,6 +327,9 @@ class Prediction:
         if self.verdict is None or self.concluded:
             return None
         verdict = dict(self.verdict)
+        p = one_sided_p(self._interval, self.criterion.threshold, self.criterion.direction)
+        if p is not None:  # for the multiple-comparison adjustment across a session (Holm)
+            verdict["evidence"] = {**verdict["evidence"], "p_value": p}
         if failure is not None:
             verdict.update(outcome=Outcome.ERROR, reason=f"void: the body failed after concluding ({failure}); "
                                                          f"the verdict it had concluded was {verdict['outcome']}")
@@ -367,6 +368,22 @@ class Prediction:
             return {"path": self.session.corpus_path}
         return {"name": corpus.name, "hash": corpus.hash, "passages": len(corpus.passages)}
 
+
+
+def version_of(function, criterion: Criterion, needs) -> str:
+    """A prediction's version (``atlas._version``): its criterion, its analysis, and the instruments it needs."""
+    needs = dict(needs) if isinstance(needs, dict) else {n: {} for n in needs}
+    return prediction_version(function, criterion, needs, {n: INSTRUMENTS[n].version for n in needs},
+                              {"prediction": Prediction})
+
+
+def store_adjustments(store: Store, session: str) -> int:
+    """Store Holm's adjusted outcome of every general-form verdict a (complete) session judged, in one
+    transaction: ``atlas verdicts``, ``atlas diff`` and the report read the same record. Returns how many."""
+    adjusted = holm_outcomes([v for v in store.verdicts() if v.session == session])
+    store.write_all([Adjustment(verdict_id=i, session=session, family=a["family"], p_adjusted=a["p_adjusted"],
+                                outcome=a["outcome"]) for i, a in adjusted.items()])
+    return len(adjusted)
 
 
 def _num(value) -> str:
