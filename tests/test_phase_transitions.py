@@ -26,6 +26,9 @@ def table(run):
 def test_one_row_per_checkpoint_from_the_trajectory(run, table):
     validate_table("phase_transitions", table)
     assert table["step"].tolist() == [step for step, _ in run.checkpoints]
+    n_heldout = lab_checkpoint(run.checkpoints[0][1]).split["n_heldout"]  # the accuracy moves in steps of 1 / n
+    assert (table["heldout_acc_resolution"] == 1 / n_heldout).all()
+    assert np.allclose(table["heldout_acc"] * n_heldout, np.round(table["heldout_acc"] * n_heldout))
     trajectory = run.trajectory.set_index("step").loc[table["step"]]
     for column in ("train_loss", "heldout_loss", "train_acc", "heldout_acc", "weight_norm"):
         np.testing.assert_array_equal(table[column].to_numpy(), trajectory[column].to_numpy())
@@ -40,19 +43,38 @@ def test_fourier_sparsity_is_that_of_each_checkpoints_embedding(run, table):
     assert table["fourier_sparsity"].nunique() > 1  # the embedding changed during training
 
 
+def _constructed(phi, loss, resolution=np.nan):
+    steps = np.arange(0, 1001, 50)
+    return pd.DataFrame({"step": steps, "train_loss": loss, "heldout_loss": 1 - phi, "train_acc": 1.0,
+                         "heldout_acc": phi, "generalisation_gap": 1 - phi - loss, "weight_norm": 30.0 - phi,
+                         "fourier_sparsity": np.nan, "heldout_acc_resolution": resolution})
+
+
 def test_the_summary_finds_a_jump_while_the_loss_is_flat_and_caps_an_infinite_ratio():
     steps = np.arange(0, 1001, 50)
-    phi = np.where(steps >= 600, 1.0, 0.3)  # flat apart from one jump: an infinite ratio
+    phi = np.where(steps >= 600, 1.0, 0.3)  # flat apart from one jump: an infinite ratio without a resolution
     loss = np.full(len(steps), 0.01)
     loss[0] = 5.0
-    table = pd.DataFrame({"step": steps, "train_loss": loss, "heldout_loss": 1 - phi, "train_acc": 1.0,
-                          "heldout_acc": phi, "generalisation_gap": 1 - phi - loss, "weight_norm": 30.0 - phi,
-                          "fourier_sparsity": np.nan})
+    table = _constructed(phi, loss)
+    validate_table("phase_transitions", table)
     summary = order_transitions(table)
     validate_table("phase_transitions_summary", summary)
     acc = summary.set_index("order_parameter").loc["heldout_acc"]
     assert acc["step"] == 575 and acc["capped"] and acc["jump_ratio"] == 1e6 and acc["loss_change"] == 0
+    assert acc["persistence"] == 1 and acc["local_loss_change"] == 0 and acc["resolution"] == 0
     assert set(summary["order_parameter"]) == {"heldout_acc", "generalisation_gap", "weight_norm"}  # no Fourier
+    floored = order_transitions(_constructed(phi, loss, 1 / 1000)).set_index("order_parameter").loc["heldout_acc"]
+    assert floored["jump_ratio"] == pytest.approx(700) and not floored["capped"]  # 0.7 against 1 / 1000
+
+
+def test_a_glitch_does_not_persist_and_a_falling_loss_is_not_smooth_locally():
+    steps = np.arange(0, 1001, 50)
+    loss = np.where(steps >= 600, 0.003, 0.01)
+    loss[0] = 5.0  # the early drop makes the run's range 5 nats: the 70% fall is 0.14% of it
+    glitch = order_transitions(_constructed(np.where(steps == 600, 0.31, 0.3), loss))
+    acc = glitch.set_index("order_parameter").loc["heldout_acc"]
+    assert acc["step"] == 575 and acc["persistence"] == pytest.approx(0.0, abs=1e-9)
+    assert acc["loss_change"] < 0.002 and acc["local_loss_change"] == pytest.approx(0.7)
 
 
 def test_a_model_that_is_no_lab_run_is_refused_naming_the_fix(tiny_gpt2):
@@ -66,4 +88,5 @@ def test_a_language_model_run_has_no_fourier_sparsity(tmp_path):
                                       progress=False)["phase_transitions"]
     validate_table("phase_transitions", table)
     assert table["fourier_sparsity"].isna().all() and len(table) == len(run.checkpoints)
+    assert table["heldout_acc_resolution"].isna().all()  # its held-out tokens are not counted: no floor
     assert "fourier_sparsity" not in set(order_transitions(table)["order_parameter"])

@@ -31,14 +31,25 @@ at the last checkpoint, so regular checkpoints that end the run lie on it). Then
     rise_j        = Φ(g_{j+1}) − Φ(g_j)                    (per window; ``direction="fall"``: −ΔΦ)
     λ*            = midpoint of the window with the largest rise
     median_rise   = median_j |ΔΦ_j|                         (the typical step-to-step change)
-    jump_ratio    = max rise / median_rise                  (1 for a straight ramp; inf when Φ is
-                                                             flat apart from the jump; 0 if Φ never rises)
+    jump_ratio    = max rise / max(median_rise, resolution) (1 for a straight ramp; inf when Φ is
+                                                             flat apart from the jump and has no
+                                                             resolution; 0 if Φ never rises)
+    persistence   = (median of Φ at the checkpoints after the window − Φ(window start)) / max rise
+                                                            (in the rise's direction: 1 when Φ stays
+                                                             where the jump took it, 0 when it falls
+                                                             back; 0 with no checkpoint after it)
     loss_change   = |L(window end) − L(window start)| / (max L − min L)
+    local_loss_change = |L(window end) − L(window start)| / max(L(window start), L(window end))
 
-so "Φ jumps while L stays smooth" is the statement "jump_ratio is large and loss_change
-small" over the same window. Log-spaced early checkpoints would otherwise dominate a
-per-interval comparison (their intervals are short); on equal windows a smooth ramp stays
-a ramp.
+so "Φ jumps while L stays smooth" is the statement "jump_ratio is large, the jump persists
+and local_loss_change is small" over the same window. ``resolution`` is the smallest change
+Φ can show (1 / n for an accuracy counted over n targets): a quantised Φ that is flat in
+most windows has median_rise 0, and without the floor one target flipping would be an
+infinite ratio. ``loss_change`` scales by L's range over the run, which the early drop of
+training dominates; ``local_loss_change`` by L's own level in the window (a 70% fall is
+0.7 there, whatever the run did earlier). Log-spaced early checkpoints would otherwise
+dominate a per-interval comparison (their intervals are short); on equal windows a smooth
+ramp stays a ramp.
 """
 
 from __future__ import annotations
@@ -97,17 +108,20 @@ class Transition:
     window: float  # w, the width of every window
     rise: float  # the largest rise of Φ over one window
     median_rise: float  # median |ΔΦ| over all windows
-    jump_ratio: float  # rise / median_rise
+    jump_ratio: float  # rise / max(median_rise, resolution)
+    persistence: float  # how much of the rise Φ keeps after the window (median of the later checkpoints)
     loss_change: float  # |ΔL| over the same window, as a share of L's range over the trajectory
+    local_loss_change: float  # |ΔL| over the same window, as a share of L's level there
 
 
-def transition(steps, phi, loss, *, window: float | None = None,
-               direction: Literal["rise", "fall"] = "rise") -> Transition:
-    """λ*, the jump ratio and the loss's change over the same window, for a trajectory of checkpoints.
+def transition(steps, phi, loss, *, window: float | None = None, direction: Literal["rise", "fall"] = "rise",
+               resolution: float = 0.0) -> Transition:
+    """λ*, the jump ratio, its persistence and the loss's change over the same window, for a trajectory.
 
     ``steps`` [m] increasing training steps, ``phi`` [m] the order parameter Φ, ``loss`` [m] the
     training loss; ``direction="fall"`` for an order parameter that drops at the transition
-    (the generalisation gap, the weight norm)."""
+    (the generalisation gap, the weight norm); ``resolution``: the smallest change Φ can show
+    (1 / n for an accuracy over n targets; 0 for a continuous Φ), the floor of the median rise."""
     t, phi, loss = (np.asarray(v, dtype=np.float64) for v in (steps, phi, loss))
     if not (t.ndim == 1 and t.shape == phi.shape == loss.shape and len(t) >= 3):
         raise ValueError(f"steps, phi and loss must be 1-D arrays of one length >= 3, not {t.shape}, "
@@ -118,6 +132,8 @@ def transition(steps, phi, loss, *, window: float | None = None,
         raise ValueError("steps must be strictly increasing (sort the trajectory by step, one row per checkpoint)")
     if direction not in ("rise", "fall"):
         raise ValueError(f"direction must be 'rise' or 'fall', not {direction!r}")
+    if not (np.isfinite(resolution) and resolution >= 0):
+        raise ValueError(f"resolution must be a finite number >= 0 (the smallest change of phi), not {resolution}")
     w = float(np.diff(t).max()) if window is None else float(window)
     n_windows = int(np.floor((t[-1] - t[0]) / w + 1e-9))
     if w <= 0 or n_windows < 2:
@@ -125,12 +141,17 @@ def transition(steps, phi, loss, *, window: float | None = None,
                          "need a positive window and at least 2 windows (more checkpoints or a smaller window)")
     grid = t[-1] - w * np.arange(n_windows, -1, -1)  # [n_windows + 1], ends at the last checkpoint
     change = np.diff(np.interp(grid, t, phi))  # [n_windows]
-    rises = change if direction == "rise" else -change
+    sign = 1.0 if direction == "rise" else -1.0
+    rises = sign * change
     j = int(rises.argmax())
     rise, median = float(rises[j]), float(np.median(np.abs(change)))
-    ratio = 0.0 if rise <= 0 else (rise / median if median > 0 else float("inf"))
+    typical = max(median, float(resolution))
+    ratio = 0.0 if rise <= 0 else (rise / typical if typical > 0 else float("inf"))
+    after = phi[t > grid[j + 1]]
+    kept = sign * (np.median(after) - np.interp(grid[j], t, phi)) / rise if rise > 0 and len(after) else 0.0
     loss_at = np.interp(grid[[j, j + 1]], t, loss)
-    loss_range = float(loss.max() - loss.min())
+    moved, level, loss_range = abs(loss_at[1] - loss_at[0]), float(np.abs(loss_at).max()), float(np.ptp(loss))
     return Transition(step=float(grid[j] + grid[j + 1]) / 2, window_start=float(grid[j]),
                       window_end=float(grid[j + 1]), window=w, rise=rise, median_rise=median, jump_ratio=ratio,
-                      loss_change=float(abs(loss_at[1] - loss_at[0]) / loss_range) if loss_range > 0 else 0.0)
+                      persistence=float(kept), loss_change=float(moved / loss_range) if loss_range > 0 else 0.0,
+                      local_loss_change=float(moved / level) if level > 0 else 0.0)

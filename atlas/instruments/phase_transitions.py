@@ -11,6 +11,8 @@ tabulates, per checkpoint step λ (table ``phase_transitions``):
   own evaluation on the whole training and held-out sets, ``atlas.lab.evaluate_modular``
   is the same computation);
 * the generalisation gap, held-out loss − training loss (nats);
+* the resolution of the held-out accuracy, 1 / the number of held-out targets (modular addition:
+  held-out pairs; unknown, null, for a language-model run): the smallest change it can show;
 * the weight norm ‖θ‖₂ (Omnigrok, Liu et al. 2023: grokking is weight decay shrinking
   the weights to the generalising solution);
 * for modular addition, the Fourier sparsity of the token embedding (Nanda et al. 2023,
@@ -20,12 +22,18 @@ tabulates, per checkpoint step λ (table ``phase_transitions``):
 
 The summary ``phase_transitions_summary`` (``order_transitions``) locates the jump of each
 order parameter with ``_order.transition`` on equal windows of training time (width: the
-largest gap between checkpoints): λ*, the largest rise, the median |ΔΦ| per window, their
-ratio, and the training loss's change over the same window as a share of its range, so
-"Φ jumps while L stays smooth" is a computed statement. Held-out accuracy and Fourier
+largest gap between checkpoints): λ*, the largest rise, the median |ΔΦ| per window, the
+ratio of the rise to that median floored at Φ's resolution (a quantised accuracy that is
+flat in most windows has median 0: one held-out pair flipping would otherwise be an
+infinite ratio), the share of the rise Φ keeps after the window (a glitch that falls back
+keeps none), and the training loss's change over the same window as a share of its level
+there (and, for reference, of its range over the run, which the early drop dominates),
+so "Φ jumps while L stays smooth" is a computed statement. Held-out accuracy and Fourier
 sparsity jump upward; the generalisation gap and the weight norm downward. A ratio is
-infinite when Φ is flat apart from its jump: it is clipped to ``JUMP_RATIO_CAP`` and
-flagged (``capped``), so every column stays finite.
+infinite when a Φ without a resolution is flat apart from its jump: it is clipped to
+``JUMP_RATIO_CAP`` and flagged (``capped``), so every column stays finite. Version 2: the
+resolution floor, persistence and the local loss change (version 1 divided by a median
+that quantised accuracy made 0, and scaled the loss by its range).
 
 Cost: no forward pass; one weights-file read per checkpoint (71 checkpoints of the
 modular-addition recipe: well under a second).
@@ -49,10 +57,11 @@ __all__ = ["JUMP_RATIO_CAP", "measure_phase_transitions", "order_transitions"]
 JUMP_RATIO_CAP = 1e6  # a jump ratio above this (or infinite: Φ flat apart from the jump) is stored as the cap
 ORDER_PARAMETERS = {"heldout_acc": "rise", "fourier_sparsity": "rise", "generalisation_gap": "fall",
                     "weight_norm": "fall"}  # Φ -> the direction of its transition
+RESOLUTIONS = {"heldout_acc": "heldout_acc_resolution"}  # Φ -> the column of its resolution (others: continuous)
 
 
 def order_transitions(table: pd.DataFrame, *, n_resamples: int = 0, seed: int = 0) -> pd.DataFrame:
-    """λ*, jump ratio and loss change per order parameter (schema ``phase_transitions_summary``).
+    """λ*, jump ratio, persistence and loss change per order parameter (schema ``phase_transitions_summary``).
 
     No CI: one run is one trajectory (intervals come from seeds, in the predictions); the bootstrap
     settings are accepted but unused."""
@@ -62,16 +71,20 @@ def order_transitions(table: pd.DataFrame, *, n_resamples: int = 0, seed: int = 
         values = table[phi]
         if values.isna().any():  # Fourier sparsity of a model that is not a modular-addition one
             continue
-        found = transition(table["step"], values, table["train_loss"], direction=direction)
+        resolution = table[RESOLUTIONS[phi]].max() if phi in RESOLUTIONS else 0.0
+        resolution = 0.0 if pd.isna(resolution) else float(resolution)  # unknown: no floor
+        found = transition(table["step"], values, table["train_loss"], direction=direction, resolution=resolution)
         rows.append({"order_parameter": phi, "direction": direction, "step": found.step,
                      "window_start": found.window_start, "window_end": found.window_end, "rise": found.rise,
-                     "median_rise": found.median_rise, "jump_ratio": min(found.jump_ratio, JUMP_RATIO_CAP),
-                     "capped": bool(found.jump_ratio > JUMP_RATIO_CAP), "loss_change": found.loss_change,
+                     "median_rise": found.median_rise, "resolution": resolution,
+                     "jump_ratio": min(found.jump_ratio, JUMP_RATIO_CAP),
+                     "capped": bool(found.jump_ratio > JUMP_RATIO_CAP), "persistence": found.persistence,
+                     "loss_change": found.loss_change, "local_loss_change": found.local_loss_change,
                      "n_checkpoints": len(table)})
     return pd.DataFrame(rows)
 
 
-@instrument("phase_transitions", version="1", measures=("phase_transitions",), terms=("phase_transitions",),
+@instrument("phase_transitions", version="2", measures=("phase_transitions",), terms=("phase_transitions",),
             summaries={"phase_transitions_summary": order_transitions})
 def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: int = 5,
                               progress: bool = True) -> dict[str, pd.DataFrame]:
@@ -96,14 +109,17 @@ def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: int
                        "(train with more checkpoints: the recipe's `checkpoints: {log, every}`)")
     table["generalisation_gap"] = table["heldout_loss"] - table["train_loss"]
     table["fourier_sparsity"] = np.nan
+    table["heldout_acc_resolution"] = np.nan
     if isinstance(checkpoint.recipe.data, ModularData):
+        table["heldout_acc_resolution"] = 1 / checkpoint.split["n_heldout"]
         p = checkpoint.recipe.data.p
         k = min(fourier_k, p // 2)  # a small p has fewer frequencies than the setting
         name = _embedding_name(lm)
         paths = dict(checkpoint.checkpoints)
         table["fourier_sparsity"] = [fourier_sparsity(_read(paths[s], name)[:p], k) for s in table["step"]]
     return {"phase_transitions": table[["step", "train_loss", "heldout_loss", "train_acc", "heldout_acc",
-                                        "generalisation_gap", "weight_norm", "fourier_sparsity"]]}
+                                        "generalisation_gap", "weight_norm", "fourier_sparsity",
+                                        "heldout_acc_resolution"]]}
 
 
 def _embedding_name(lm: LoadedModel) -> str:
