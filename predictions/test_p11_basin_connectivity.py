@@ -14,6 +14,13 @@ vernacular_dialect, tech_forum_discussion): mean barrier
 across 0 (e.g. every domain connected, barriers ~0) leaves it open. Pair: --atlas-pair, by
 default the offline model and its Lab tune on half of every domain (recipe finetune-smollm2:
 tuning that favours no domain), scored on the passages neither model trained on.
+
+Unit: domains. "The archaeological sinks" are a territory, and three domains a side are one draw
+of it: barriers differ between domains for many reasons. The interval resamples domains within
+each territory, then passages within each drawn domain, every t together
+(``atlas._stats.pooled_hierarchical_ci``: a t interval on 4 degrees of freedom). Smallest effect
+of interest: 0.01 nats. Calibration (``atlas calibrate P11``): the null spreads the domains'
+barriers (SD 0.005 nats) with no territory effect (``atlas.simulate.domains.interpolation``).
 """
 
 import numpy as np
@@ -21,27 +28,30 @@ import pytest
 
 from atlas import SECOND_OF_PAIR, Criterion
 from atlas._evidence import pooled_perplexity, untrained
-from atlas._stats import domain_bootstrap_ci
+from atlas._stats import mean_difference, pooled_hierarchical_ci
+from atlas.simulate import domains
 
 ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
 LAB_PAIR = ("smollm2-135m-instruct", "lab:finetune-smollm2")
 ISOLATED = Criterion(
     statistic="mean per-domain barrier (max height above the chord, interior t) of archaeological minus laminar",
-    direction=">", threshold=0.0, ci="95% BCa bootstrap, passages resampled within each domain, every t together",
-    sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; passages neither model trained on")
+    direction=">", threshold=0.0, ci="95% t interval (4 df) of a two-stage bootstrap: domains within each "
+    "territory, then passages within each drawn domain, every t together", unit="domains", scope="across models",
+    sesoi=0.01, sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; passages neither model trained on")
+NULLS = {"domains differ, territories do not": domains.interpolation("domain spread, no territory effect")}
+ALTERNATIVE = domains.interpolation("archaeological barriers higher by 0.01", shift=0.01, shifted=ARCHAEOLOGICAL)
 
 
-def barriers(losses, ts) -> dict[str, float]:
-    """{domain: barrier} from one {domain: exp(L_d(t))} per t."""
-    curve = {d: np.log([at[d] for at in losses]) for d in losses[0]}
-    inside = (ts > 0) & (ts < 1)
-    return {d: float(np.max((L - ((1 - ts) * L[0] + ts * L[-1]))[inside])) for d, L in curve.items()}
+def barrier(curve: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The largest height above the chord over interior t of a domain's L(t), curve [t, ...] -> [...]."""
+    t = ts.reshape(-1, *[1] * (curve.ndim - 1))
+    return np.max((curve - ((1 - t) * curve[:1] + t * curve[-1:]))[(ts > 0) & (ts < 1)], axis=0)
 
 
 @pytest.mark.prediction(
     id="P11-archaeological-basins-isolated", form="general", model="pair", default_pair=LAB_PAIR, criterion=ISOLATED,
-    needs={"interpolation": {"other": SECOND_OF_PAIR}},
+    nulls=NULLS, alternative=ALTERNATIVE, needs={"interpolation": {"other": SECOND_OF_PAIR}},
     source="framework-v13-global-geometry: Basin connectivity, open question",
     claim="The archaeological sinks are isolated basins: between a model and its tuned copy, the straight "
           "path climbs a higher barrier on archaeological domains than on laminar ones.")
@@ -52,13 +62,10 @@ def test_archaeological_domains_sit_behind_higher_barriers(prediction):
     tables = [passages[passages["t"] == t].reset_index(drop=True) for t in ts]  # same passages, same order
     if missing := sorted(set(ARCHAEOLOGICAL + LAMINAR) - set(tables[0]["domain"])):
         prediction.not_run(f"the held-out passages lack the domains {missing}")
-
-    def contrast(losses) -> float:
-        b = barriers(losses, ts)
-        return float(np.mean([b[d] for d in ARCHAEOLOGICAL]) - np.mean([b[d] for d in LAMINAR]))
-
-    ci = domain_bootstrap_ci(tables, contrast, domains=list(ARCHAEOLOGICAL + LAMINAR),
-                             n_resamples=prediction.profile.bootstrap_resamples)
+    ci = pooled_hierarchical_ci(tables, lambda curve: barrier(curve, ts), (ARCHAEOLOGICAL, LAMINAR),
+                                n_resamples=prediction.profile.bootstrap_resamples)
     ppl = [pooled_perplexity(t) for t in tables]
-    prediction.conclude(effect=contrast(ppl), ci=ci, n=len(tables[0]), evidence={
-        "barrier": {d: round(v, 5) for d, v in barriers(ppl, ts).items()}, "t": ts.tolist()})
+    b = {d: float(barrier(np.log([at[d] for at in ppl]), ts)) for d in ppl[0]}
+    prediction.conclude(effect=float(mean_difference([[b[d] for d in ARCHAEOLOGICAL], [b[d] for d in LAMINAR]])),
+                        ci=ci, n=6, evidence={"barrier": {d: round(v, 5) for d, v in b.items()}, "t": ts.tolist(),
+                                              "passages": len(tables[0])})
