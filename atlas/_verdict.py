@@ -105,11 +105,16 @@ class Criterion:
         return f"{self.statistic} {self.direction} {self.threshold:g} ({self.ci}; unit: {self.unit})"
 
     def scope_of(self, models: tuple[str, ...] | list[str]) -> str:
-        """The scope a verdict on ``models`` can claim: a claim across models judged on one model holds "in" it."""
-        named = ", ".join(models) or "no model"
-        if self.scope == "across models" and len(models) < 2:
-            return f"in {named} (one model: one draw of the population the claim is about)"
-        return f"{self.scope}: {named}" if self.scope != "this model" else f"in {named}"
+        """The scope a verdict on ``models`` can claim. A claim across models (or seeds) whose CI does not resample
+        models (seeds) holds "in" what it was judged on -- one model, or one model pair compared: one draw of the
+        population the claim is about; a claim about the model judged holds "in" it."""
+        named = " vs ".join(models) or "no model"
+        population = {"across models": "models", "across seeds": "seeds"}.get(self.scope)
+        if population is None:
+            return f"in {named}"
+        if self.unit != population:
+            return f"in {named} (the claim is {self.scope}; its CI does not resample {population}: one draw)"
+        return f"{self.scope}: {', '.join(models)}"
 
     def judge(self, effect, ci_low, ci_high) -> Outcome:
         return self.judge_with_reason(effect, ci_low, ci_high)[0]

@@ -94,7 +94,10 @@ def test_a_criterion_declares_a_unit_and_scope_it_can_be_held_to():
     with pytest.raises(SettingsError, match="sesoi"):
         Criterion("x", ">", 0.0, sesoi=-1.0)
     general = Criterion("x", ">", 0.0, unit="layers", scope="across models")
-    assert general.scope_of(("smollm2-135m-instruct",)).startswith("in smollm2-135m-instruct (one model")
+    assert general.scope_of(("smollm2-135m-instruct",)).startswith("in smollm2-135m-instruct (the claim is across")
+    assert general.scope_of(("a", "b")).startswith("in a vs b (")  # a pair compared is one draw too
+    assert Criterion("x", ">", 0.0, unit="models", scope="across models").scope_of(("a", "b", "c")) == \
+        "across models: a, b, c"
     assert Criterion("x", ">", 0.0).version != general.version  # the unit and scope are part of the version
 
 
