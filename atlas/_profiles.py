@@ -39,8 +39,8 @@ PROFILES = {
                                "elasticity": {"fisher_passages": 2, "steps": 3, "lr": 0.003, "max_tokens": 128},
                                # 12 passages a domain, about half of them held out from the Lab tune (P11)
                                "interpolation": {"points": 5, "max_tokens": 1536, "tokens_per_passage": 16},
-                               # 4 seeds per curriculum (8 Lab runs of memory-lm: 80 CPU s cold); 20 products each
-                               "memory": {"seeds": 4, "lanczos_steps": 12, "hutchinson_samples": 8},
+                               # 8 seeds a curriculum (16 memory-lm runs: ~160 CPU s cold), 20 products each
+                               "memory": {"seeds": 8, "lanczos_steps": 12, "hutchinson_samples": 8},
                                # the global-geometry instruments on Lab runs: seconds on the modular-addition seeds
                                "phase_transitions": {"fourier_k": 5},
                                "symmetry_orbits": {"families": "all", "probe_pairs": 512, "points": 5, "chunks": 8},
