@@ -46,10 +46,11 @@ Reading. Endpoints of one seed share their initial weights across curricula (the
 initialisation is seeded), endpoints of one curriculum do not: parameter distance and CKA
 compare pairs of unlike kinds; spectra (permutation invariant) do not have that confound.
 
-Cost (``lab:memory-lm``, quick profile: 4 seeds x 2 curricula, 12 Lanczos steps and 8 trace
-probes on the 1658 held-out tokens): cold, the 8 runs train in 73 CPU s on one thread (119 s
-wall on this shared 2-core machine at a load of 4; the instrument's run 111 s wall); warm
-(checkpoints in the Lab cache), 27 s wall, the Hessian-vector products most of it.
+Cost (``lab:memory-lm``, 12 Lanczos steps and 8 trace probes on the 1658 held-out tokens): 4 seeds
+x 2 curricula train cold in 73 CPU s on one thread (119 s wall on this shared 2-core machine at a
+load of 4; the instrument's run 111 s wall); warm (checkpoints in the Lab cache), 27 s wall, the
+Hessian-vector products most of it. The quick profile takes 8 seeds (P12's interval is over
+seeds): twice that, about 150 CPU s cold and 55 s warm (scaled from these, not timed).
 """
 
 from __future__ import annotations
