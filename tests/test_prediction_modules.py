@@ -85,8 +85,9 @@ def test_general_forms_reach_verdicts_and_named_forms_are_not_run(pytester, monk
     for pid in ("P1b-coupled-layers-resist", "P5d-coupling-rises", "P6b-probe-tracks-hessian",
                 "P6c-coupling-sets-curvature"):
         assert general[pid].outcome == "inconclusive" and general[pid].evidence["n_layers"] == 2
-    # built to be supported: the tuned copy learned the archaeological domains
-    assert general["P3d-tuning-archaeological"].outcome == "supported"
+    # the tuned copy learned the archaeological domains, and every domain with them: their drop exceeds the laminar
+    # ones' by about 0.15 nats, within what three domains a side can tell apart (P3d's unit is domains)
+    assert general["P3d-tuning-archaeological"].outcome == "inconclusive"
     # P11 drew one line, from the first model of the pair to the second, and took a barrier per domain
     assert [(e.instrument, e.model) for e in store.events() if e.prediction == "P11-archaeological-basins-isolated"
             and e.action == "measured"] == [("interpolation", pair[0])]
@@ -102,10 +103,11 @@ def test_general_forms_reach_verdicts_and_named_forms_are_not_run(pytester, monk
     assert (pytester.path / "reports" / "index.html").is_file()
 
 
-def test_the_same_pair_in_the_other_order_refutes_the_archaeological_claim(pytester, monkeypatch, pair):
+def test_the_same_pair_in_the_other_order_reverses_the_archaeological_contrast(pytester, monkeypatch, pair):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _, verdicts, _ = run_predictions(pytester, f"--atlas-pair={pair[1]},{pair[0]}", "-k", "test_tuning_reduces_archaeological")
-    assert verdicts["P3d-tuning-archaeological"].outcome == "refuted"
+    assert verdicts["P3d-tuning-archaeological"].outcome == "inconclusive"  # the same contrast, reversed
+    assert verdicts["P3d-tuning-archaeological"].effect < 0
 
 
 # --- P13, P14: territories built from copies and mixtures -------------------------------------------
@@ -132,10 +134,12 @@ def territory_corpus(path: Path, *, smooth: tuple[str, ...]) -> Path:
     return path
 
 
-# laminar near-copies: both claims hold. Archaeological near-copies: their passages agree most (P13 refuted), and
-# the mixture agrees with the laminar kinds more than they do among themselves, within the noise of three domains
-# a side (P14 inconclusive: its interval resamples domains)
-@pytest.mark.parametrize("smooth, expected", [(LAMINAR, ("supported", "supported")),
+# laminar near-copies: P13 holds; P14's cross cosines differ by kind (prose, Spanish, poetry) as much as they fall
+# short of the near-copies' own, which three domains a side cannot tell apart (inconclusive: its interval is over
+# domains, t on 4 df). Archaeological near-copies: their passages agree most (P13 refuted), and the mixture agrees
+# with the laminar kinds more than they do among themselves, within the noise of three domains a side (P14
+# inconclusive)
+@pytest.mark.parametrize("smooth, expected", [(LAMINAR, ("supported", "inconclusive")),
                                               (ARCHAEOLOGICAL, ("refuted", "inconclusive"))])
 def test_rough_and_competing_territories_decide_p13_and_p14(pytester, monkeypatch, smooth, expected):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -147,7 +151,7 @@ def test_rough_and_competing_territories_decide_p13_and_p14(pytester, monkeypatc
     verdicts = {v.prediction: v for v in Store(db).latest_verdicts()}
     assert {k: v.outcome for k, v in verdicts.items()} == {"P13-archaeological-rougher": expected[0],
                                                            "P14-competing-domains": expected[1]}
-    assert verdicts["P13-archaeological-rougher"].n == 24 and verdicts["P14-competing-domains"].n == 6
+    assert verdicts["P13-archaeological-rougher"].n == 6 and verdicts["P14-competing-domains"].n == 6
 
 
 # --- P15: a model built to forget, with and without the anchor ----------------------------------------
@@ -226,12 +230,14 @@ def tiny_memory(tmp_path_factory):
     return recipes, tmp_path_factory.mktemp("lab-cache")
 
 
-# Real tiny runs: at matched loss their spectra vary as much between seeds as between the two orders
-# (inconclusive). The supported case multiplies the second curriculum's measured curvature (lambda_max,
-# trace) by e^2, what a curriculum that left the terrain twice as curved in log terms would show: no recipe
-# that trains in seconds does so reliably, and the verdict logic must see it when one does.
-@pytest.mark.parametrize("curvature, expected", [(1.0, "inconclusive"), (math.e ** 2, "supported")])
+# Real tiny runs: at matched loss their spectra vary as much between seeds as between the two orders (no effect
+# of interest: the interval over 8 seeds, about [-0.43, 0.22], lies within +- log 2). The supported case
+# multiplies the second curriculum's measured curvature (lambda_max, trace) by e^2, what a curriculum that left
+# the terrain twice as curved in log terms would show: no recipe that trains in seconds does so reliably, and
+# the verdict logic must see it when one does.
+@pytest.mark.parametrize("curvature, expected", [(1.0, "no_effect"), (math.e ** 2, "supported")])
 def test_p12_reaches_its_verdict_on_a_tiny_memory_recipe(pytester, monkeypatch, tiny_memory, curvature, expected):
+    from atlas._profiles import PROFILES
     from atlas.instruments import INSTRUMENTS
 
     recipes, cache = tiny_memory
@@ -252,7 +258,8 @@ def test_p12_reaches_its_verdict_on_a_tiny_memory_recipe(pytester, monkeypatch, 
     pytester.runpytest(str(PREDICTIONS / P12), f"--atlas-db={db}", "-p", "no:cacheprovider")
     verdict = Store(db).latest_verdicts()[0]
     assert verdict.outcome == expected, verdict.reason
-    assert verdict.n == 4 and verdict.evidence["seeds"] == [0, 1, 2, 3]
+    seeds = list(range(PROFILES["quick"].settings["memory"]["seeds"]))
+    assert verdict.n == len(seeds) and verdict.evidence["seeds"] == seeds
     assert set(verdict.evidence["steps"]) == {f"{c}@{s}" for c in ("technical_documentation>poetry",
-                                                                  "poetry>technical_documentation") for s in range(4)}
+                                                                  "poetry>technical_documentation") for s in seeds}
     assert 0 < verdict.evidence["permutation_p"] <= 1
