@@ -24,10 +24,9 @@ recovery from an Adam loss spike, a jump while the loss falls 70%; the alternati
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from atlas import Criterion
-from atlas._stats import Interval
+from atlas._stats import t_interval
 from atlas.simulate.trajectories import Seeds, flip, glitch, grokking, ramp, spike
 
 RECIPE = "modular-addition"
@@ -50,16 +49,6 @@ def margin(row) -> float:
     return float(min(np.clip(np.log10(max(a, FLOOR) / max(b, FLOOR)), -1, 1) for a, b in pairs))
 
 
-def t_interval(values) -> Interval:
-    """The Student-t interval of the mean over seeds, at 95% and (for the p-value) at any level."""
-    values = np.asarray(values, dtype=float)
-
-    def at_level(confidence: float) -> tuple[float, float]:
-        half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-        return float(values.mean() - half), float(values.mean() + half)
-    return Interval(*at_level(0.95), unit="seeds", at_level=at_level)
-
-
 @pytest.mark.prediction(
     id="P8-grokking-phase-transition", form="named", model=SEEDS, source=SOURCE, needs=("phase_transitions",),
     claim="Trained on modular addition, a transformer's held-out accuracy jumps (by >= 0.05 in 50 steps, >= 10x "
@@ -75,6 +64,6 @@ def test_grokking_is_a_phase_transition(prediction):
             "step", "rise", "jump_ratio", "persistence", "local_loss_change")}}
     margins = [s["margin"] for s in per_seed.values()]
     steps = [s["step"] for s in per_seed.values()]
-    prediction.conclude(effect=float(np.mean(margins)), ci=t_interval(margins), n=len(margins), evidence={
-        "seeds": per_seed, "lambda_star": float(np.mean(steps)), "lambda_star_ci": list(t_interval(steps)),
+    prediction.conclude(effect=float(np.mean(margins)), ci=t_interval(margins, unit="seeds"), n=len(margins), evidence={
+        "seeds": per_seed, "lambda_star": float(np.mean(steps)), "lambda_star_ci": list(t_interval(steps, unit="seeds")),
         "seeds_satisfying": int(sum(m > 0 for m in margins))})
