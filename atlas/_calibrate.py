@@ -189,8 +189,9 @@ def calibrate(predictions: list[Declared], *, reps: int = 200, seed: int = 0, re
         chosen = replace(chosen, bootstrap_resamples=resamples)
     results = []
     for declared in predictions:
-        entry = {"id": declared.id, "version": declared.version, "criterion": str(declared.criterion), "unit": declared.criterion.unit,
-                 "scope": declared.criterion.scope, "sesoi": declared.criterion.sesoi, "nulls": [], "power": []}
+        entry = {"id": declared.id, "version": declared.version, "criterion": str(declared.criterion),
+                 "unit": declared.criterion.unit, "scope": declared.criterion.scope,
+                 "sesoi": declared.criterion.sesoi, "nulls": [], "power": []}
         for name, simulate in declared.nulls.items():
             counts = _draws(declared, name, simulate, reps, seed, chosen)
             rate = _rate(counts.get("supported", 0), reps)

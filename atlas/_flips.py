@@ -94,8 +94,8 @@ def _outcome(r: dict) -> str:
 
 
 def _state(r: dict) -> dict:
-    return {f: r.get(f) for f in ("outcome", "adjusted_outcome", "version", "effect", "ci_low", "ci_high", "n", "created_at",
-                                  "code_version")}
+    return {f: r.get(f) for f in ("outcome", "adjusted_outcome", "version", "effect", "ci_low", "ci_high", "n",
+                                  "created_at", "code_version")}
 
 
 @dataclass

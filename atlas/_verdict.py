@@ -127,7 +127,8 @@ class Criterion:
             return Outcome.INCONCLUSIVE, f"the {', '.join(missing)} is missing or not finite: no verdict on it"
         lo, hi = float(ci_low), float(ci_high)
         if lo > hi:
-            return Outcome.INCONCLUSIVE, f"the CI [{lo:g}, {hi:g}] is inverted (low end above high end): no verdict on it"
+            return Outcome.INCONCLUSIVE, (f"the CI [{lo:g}, {hi:g}] is inverted (low end above high end): "
+                                          "no verdict on it")
         supported, refuted = _SIDES[self.direction]
         if supported(lo, hi, self.threshold):
             return Outcome.SUPPORTED, f"the CI lies on the claimed side of {self.threshold:g}"
