@@ -1,20 +1,19 @@
 """P5 — inter-head coupling rises with depth.
 
 Seed: measurements-gpt2-april-2026, "Inter-Head Coupling by Layer" (GPT-2 small, single probe input): "Monotonic
-increase with depth. Peak at layers 9-10. Layer 4 anomalous dip unexplained", and layer 11: "Drop — output
-projection decouples". Named forms: the seed's variant ``seed_flattened`` (maps flattened over the causal triangle,
-so the row profile every causal map shares couples them); general: the default, ``row_centred``, which removes it.
-(a) named, gpt2: rho(layer, coupling) >= 0.6; (b) the layer-4 dip, coupling(4) - mean(coupling(3), coupling(5)) < 0;
-(c) the layer-11 drop, coupling(11) - coupling(10) < 0; (d) general: rho(layer, coupling) > 0. A rise is about
-layers (a trendless smooth profile correlates with depth by chance): its interval is over layers, at their
-effective number (Bretherton et al. 1999); a contrast of named layers is about this model: over passages.
+increase with depth. Peak at layers 9-10. Layer 4 anomalous dip unexplained", layer 11: "Drop — output projection
+decouples". Named forms: the seed's ``seed_flattened`` (maps flattened over the causal triangle, which the shared
+causal row profile couples); general: ``row_centred``, which removes it. (a) gpt2: rho(layer, coupling) >= 0.6;
+(b) coupling(4) - mean(coupling(3), coupling(5)) < 0; (c) coupling(11) - coupling(10) < 0; (d) general: rho > 0.
+A rise is about layers (a smooth trendless profile correlates with depth by chance): over layers, at their effective
+number (Bretherton et al. 1999); a contrast of named layers is about this model: over passages, against FLAT.
 """
 
 import pytest
 
 from atlas import Criterion
 from atlas._evidence import fixed_profile, layer_contrast, layer_correlation, mean_profile
-from atlas.simulate.layers import LayerWorld, nulls
+from atlas.simulate.layers import LayerWorld, nulls, within_model_nulls
 
 SOURCE = "measurements-gpt2-april-2026: Inter-Head Coupling by Layer"
 NAMED = dict(needs=("coupling",), form="named", model="gpt2", source=SOURCE)
@@ -23,8 +22,9 @@ RHO_CI, CONTRAST_CI = ("95% Fisher-z interval at the effective number of indepen
                        "95% BCa bootstrap over passages, the layers recomputed together per resample")
 RISES_NAMED = Criterion("Spearman rho(layer, coupling), variant seed_flattened", ">=", 0.6, ci=RHO_CI,
                         sample="GPT-2 small's 12 layers", unit="layers", scope="this model", sesoi=0.3)
-LAYER4_DIP = Criterion("coupling(4) - mean(coupling(3), coupling(5)), variant seed_flattened", "<", 0.0, ci=CONTRAST_CI)
-LAYER11_DROP = Criterion("coupling(11) - coupling(10), variant seed_flattened", "<", 0.0, ci=CONTRAST_CI)
+LAYER4_DIP, LAYER11_DROP = (Criterion(f"{c}, variant seed_flattened", "<", 0.0, ci=CONTRAST_CI) for c in (
+    "coupling(4) - mean(coupling(3), coupling(5))", "coupling(11) - coupling(10)"))
+FLAT, FALLS = within_model_nulls(("coupling",), 12), LayerWorld("falls", ("coupling",), "none", rise=-1, layers=12)
 RISES = Criterion("Spearman rho(layer, coupling), variant row_centred", ">", 0.0, ci=RHO_CI,
                   sample="every layer of the model", unit="layers", scope="across models", sesoi=0.5)
 
@@ -60,13 +60,13 @@ def test_coupling_rises_with_depth_in_gpt2(prediction):
     rise(prediction, "seed_flattened")
 
 
-@pytest.mark.prediction(id="P5b-layer4-dip-gpt2", **NAMED, criterion=LAYER4_DIP,
+@pytest.mark.prediction(id="P5b-layer4-dip-gpt2", **NAMED, criterion=LAYER4_DIP, nulls=FLAT,
                         claim="GPT-2 small's layer 4 couples less than its neighbours (the seed's anomalous dip).")
 def test_layer_4_dips_in_gpt2(prediction):
     contrast(prediction, {4: 1.0, 3: -0.5, 5: -0.5})
 
 
-@pytest.mark.prediction(id="P5c-layer11-drop-gpt2", **NAMED, criterion=LAYER11_DROP,
+@pytest.mark.prediction(id="P5c-layer11-drop-gpt2", **NAMED, criterion=LAYER11_DROP, nulls=FLAT, alternative=FALLS,
                         claim="GPT-2 small's last layer couples less than layer 10 (output projection decouples).")
 def test_layer_11_drops_in_gpt2(prediction):
     contrast(prediction, {11: 1.0, 10: -1.0})

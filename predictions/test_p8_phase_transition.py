@@ -64,6 +64,7 @@ def test_grokking_is_a_phase_transition(prediction):
             "step", "rise", "jump_ratio", "persistence", "local_loss_change")}}
     margins = [s["margin"] for s in per_seed.values()]
     steps = [s["step"] for s in per_seed.values()]
-    prediction.conclude(effect=float(np.mean(margins)), ci=t_interval(margins, unit="seeds"), n=len(margins), evidence={
-        "seeds": per_seed, "lambda_star": float(np.mean(steps)), "lambda_star_ci": list(t_interval(steps, unit="seeds")),
+    ci, steps_ci = t_interval(margins, unit="seeds"), t_interval(steps, unit="seeds")
+    prediction.conclude(effect=float(np.mean(margins)), ci=ci, n=len(margins), evidence={
+        "seeds": per_seed, "lambda_star": float(np.mean(steps)), "lambda_star_ci": list(steps_ci),
         "seeds_satisfying": int(sum(m > 0 for m in margins))})
