@@ -252,7 +252,10 @@ def verdicts(db, corpus, profile, as_json):
 @click.option("--store", "store_url", default=None,
               help="also store the rates (SQLAlchemy URL of the store; e.g. sqlite:///atlas.db): the report shows "
                    "them beside each verdict of the same prediction version")
-def calibrate(ids, reps, resamples, profile, seed, folder, as_json, store_url):
+@click.option("--check", is_flag=True,
+              help="exit 1 when a prediction declares no null, or a null's false supported rate is above 5% by more "
+                   "than two Monte-Carlo errors (the CI's gate)")
+def calibrate(ids, reps, resamples, profile, seed, folder, as_json, store_url, check):
     """Measure each prediction's false "supported" rate under its declared nulls, and its power.
 
     IDS: prediction ids or their prefixes (e.g. P5d P12); all predictions when none is given. Each
@@ -275,7 +278,17 @@ def calibrate(ids, reps, resamples, profile, seed, folder, as_json, store_url):
     if as_json:
         click.echo(json.dumps({"reps": reps, "seed": seed, "profile": profile, "predictions": results},
                               default=_clean))
-        return
+    else:
+        _print_calibration(results)
+    failing = [f"{e['id']}: {n['name']} {n['false_supported']:.3f}" for e in results for n in e["nulls"]
+               if n["false_supported"] - 2 * n["mc_error"] > 0.05] + [e["id"] + ": no nulls" for e in results
+                                                                       if not e["nulls"]]
+    if check and failing:
+        click.echo(f"Error: false supported above 5% or unmeasured: {'; '.join(failing)}", err=True)
+        raise SystemExit(1)
+
+
+def _print_calibration(results: list[dict]) -> None:
     rows = []
     for entry in results:
         for null in entry["nulls"]:

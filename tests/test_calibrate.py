@@ -90,3 +90,9 @@ def test_the_harness_reaches_every_outcome_from_constructed_evidence(tmp_path):
     assert judge_evidence(declared, table([1.0, 1.1, 0.9, 1.2, 1.05])).outcome == "supported"
     assert judge_evidence(declared, table([-1.0, -1.1, -0.9, -1.2, -1.05])).outcome == "refuted"
     assert judge_evidence(declared, table([-1.0, 1.1, -0.9, 1.2, 0.05])).outcome == "inconclusive"
+
+
+def test_check_fails_on_a_prediction_with_no_nulls(tmp_path):
+    result = calibrate(tmp_path, "--check")
+    assert result.exit_code == 1 and "T-undeclared: no nulls" in result.output
+    assert calibrate(tmp_path, "T-mean", "--check").exit_code == 0
