@@ -157,3 +157,19 @@ def test_trend_predictions_declare_layers_their_scope_and_the_shared_nulls():
         assert set(found.nulls) == set(nulls(("coupling",))) and found.alternative is not None
     p1a = declared("P1a")
     assert (p1a.criterion.unit, p1a.criterion.scope) == ("passages", "this model") and len(p1a.nulls) == 3
+
+
+@pytest.mark.parametrize("prediction_id, layer", [("P5b", 4), ("P5c", 11)])
+def test_the_named_layer_contrasts_of_p5_reach_every_outcome(prediction_id, layer):
+    """A flat profile with its named layer lowered (the dip, the drop) or raised, or left flat (the CI straddles 0),
+    passages deviating from it as white noise."""
+    def shift(by):
+        def edit(evidence):
+            table = evidence["coupling"]["coupling_passages"]
+            table.loc[table["layer"] == layer, "coupling"] += by
+        return edit
+
+    flat = LayerWorld("flat", ("coupling",), shared="none", noise="white", layers=12)
+    assert outcome(prediction_id, flat, edit=shift(-0.3)) is Outcome.SUPPORTED
+    assert outcome(prediction_id, flat, edit=shift(0.3)) is Outcome.REFUTED
+    assert outcome(prediction_id, flat, seed=1) is Outcome.INCONCLUSIVE  # (seed 0 falls in P5c's 5%: refuted)
