@@ -35,14 +35,14 @@ ELASTIC = Criterion(
 
 def share_interval(none: np.ndarray, ewc: np.ndarray, confidence: float = 0.95) -> Interval:
     """Fieller's (1954) interval for 1 - mean(ewc) / mean(none) over k paired units, t(k - 1): exact for normal
-    units where a bootstrap of a ratio over 7 domains under-covers. NaN where mean(none) is not distinguishable
-    from 0 at that level: nothing shown forgotten, no share."""
+    units where a bootstrap of a ratio over 7 domains under-covers. NaN where mean(none) is not shown above 0 at
+    that level: nothing shown forgotten, no share."""
     cov, e, n = np.cov(ewc, none) / len(none), ewc.mean(), none.mean()
 
     def at_level(level: float) -> tuple[float, float]:
         t2 = stats.t.ppf(0.5 + level / 2, len(none) - 1) ** 2
         a, b, c = n * n - t2 * cov[1, 1], e * n - t2 * cov[0, 1], e * e - t2 * cov[0, 0]
-        if a <= 0 or b * b < a * c:
+        if n <= 0 or a <= 0 or b * b < a * c:  # no forgetting to share (tuning helped the others), or not shown
             return float("nan"), float("nan")
         return 1 - (b + np.sqrt(b * b - a * c)) / a, 1 - (b - np.sqrt(b * b - a * c)) / a
 

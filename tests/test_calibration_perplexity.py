@@ -66,3 +66,13 @@ def test_a_small_seeded_calibration_keeps_false_supported_low(prediction):
     result, = calibrate(discover([PREDICTIONS], (f"{prediction}-",)), reps=20, resamples=300)
     assert result["nulls"] and all(null["false_supported"] <= 0.1 for null in result["nulls"]), result
     assert result["power"][0]["supported"] > 0, result
+
+
+def test_p15_has_no_interval_where_tuning_forgot_nothing():
+    """Tuning that improved the other domains (forgetting below 0) has no share to restore: the main job's run on
+    the offline model had a Fieller interval [0.67, 1.51] beside an undefined share."""
+    share_interval = discover([PREDICTIONS], ("P15-",))[0].function.__globals__["share_interval"]
+    helped = -np.array([0.0376, 0.0398, 0.0632, 0.0517, 0.0396, 0.0117, -0.0273])  # per domain, no anchor
+    anchored = helped / 5
+    assert np.isnan(share_interval(helped, anchored)).all()
+    assert np.isfinite(share_interval(-helped, -anchored)).all()  # the same amounts forgotten: an interval
