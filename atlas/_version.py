@@ -90,6 +90,12 @@ def _attributes(tree: ast.Module, bound: dict[str, type]) -> list:
     return found
 
 
+def _label(module: str, home: str) -> str:
+    """A module as the version names it: the prediction's own module by role, not by the name it was imported
+    under (pytest's rootdir-relative name, or ``atlas calibrate``'s), so that both give one version."""
+    return "<prediction module>" if module == home else module
+
+
 def analysis_sources(fn, bound: dict[str, type] | None = None, extra: tuple = ()) -> dict[str, object]:
     """Qualified name -> normalised source (or value) of ``fn`` and everything it reaches (see the module doc).
 
@@ -101,7 +107,7 @@ def analysis_sources(fn, bound: dict[str, type] | None = None, extra: tuple = ()
     todo = [*extra, fn]
     while todo:
         obj = todo.pop()
-        name = f"{obj.__module__}.{obj.__qualname__}"
+        name = f"{_label(obj.__module__, home)}.{obj.__qualname__}"
         if name in found:
             continue
         tree = _tree(obj, root=obj is fn)
@@ -117,7 +123,7 @@ def analysis_sources(fn, bound: dict[str, type] | None = None, extra: tuple = ()
             if isinstance(value, (types.FunctionType, type)) and _ours(value, home):
                 todo.append(inspect.unwrap(value))
             elif not callable(value) or hasattr(value, "as_dict"):
-                found[f"{obj.__module__}.{ref}"] = _value(value)
+                found[f"{_label(obj.__module__, home)}.{ref}"] = _value(value)
     return dict(sorted(found.items()))
 
 

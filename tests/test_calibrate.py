@@ -96,3 +96,15 @@ def test_check_fails_on_a_prediction_with_no_nulls(tmp_path):
     result = calibrate(tmp_path, "--check")
     assert result.exit_code == 1 and "T-undeclared: no nulls" in result.output
     assert calibrate(tmp_path, "T-mean", "--check").exit_code == 0
+
+
+def test_calibration_and_a_pytest_run_give_a_prediction_one_version(prediction_project):
+    """The report pairs rates with verdicts by version: the module's import name (pytest's, calibrate's) must not
+    change it."""
+    from atlas._calibrate import discover
+
+    pytester, db, args = prediction_project(MODULE, 2, "--atlas-model=tiny-gpt2")
+    pytester.runpytest(*args, "-k", "test_mean")
+    [stored] = [v for v in Store(db).latest_verdicts() if v.prediction == "T-mean"]
+    [declared] = discover([pytester.path / "test_predictions.py"], ("T-mean",))
+    assert stored.version == declared.version
