@@ -164,13 +164,18 @@ def t_interval(values: Sequence[float], *, unit: str, confidence: float = 0.95) 
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return Interval(float("nan"), float("nan"), unit=unit)
-    mean, error = values.mean(), values.std(ddof=1) / np.sqrt(len(values))
+    return _t_about(float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))), len(values) - 1,
+                    unit=unit, confidence=confidence)
 
+
+def _t_about(estimate: float, se: float, df: int, *, unit: str, confidence: float,
+             replicates: np.ndarray | None = None) -> Interval:
+    """estimate +- t(df) se, at ``confidence`` and (``at_level``) at any other level."""
     def at_level(level: float) -> tuple[float, float]:
-        half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * error
-        return float(mean - half), float(mean + half)
+        half = stats.t.ppf(0.5 + level / 2, df) * se
+        return float(estimate - half), float(estimate + half)
 
-    return Interval(*at_level(confidence), unit=unit, at_level=at_level)
+    return Interval(*at_level(confidence), replicates, unit=unit, at_level=at_level)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -281,13 +286,8 @@ def hierarchical_ci(
     finite = replicates[np.isfinite(replicates)]
     if len(finite) < 2 or not np.isfinite(estimate):
         return Interval(float("nan"), float("nan"), replicates, unit=unit)
-    se, df = float(finite.std(ddof=1)), sum(len(s) - 1 for s in strata)
-
-    def at_level(level: float) -> tuple[float, float]:
-        half = stats.t.ppf(0.5 + level / 2, df) * se
-        return estimate - half, estimate + half
-
-    return Interval(*at_level(confidence), replicates, unit=unit, at_level=at_level)
+    return _t_about(estimate, float(finite.std(ddof=1)), sum(len(s) - 1 for s in strata), unit=unit,
+                    confidence=confidence, replicates=replicates)
 
 
 def pooled_hierarchical_ci(tables, value: Callable[[np.ndarray], np.ndarray], strata: Sequence[Sequence[str]], *,
