@@ -211,7 +211,7 @@ class Prediction:
                                 f"({', '.join(INSTRUMENTS)}); unknown: {unknown or 'none given'}")
         self.session, self.node = session, node
         self.id, self.claim, self.criterion, self.source, self.form = id, claim, criterion, source, form
-        self.needs: dict[str, dict] = dict(needs) if isinstance(needs, dict) else {n: {} for n in needs}
+        self.needs = _needs(needs)
         if model == "pair":
             built_in = default_pair if default_pair and default_pair[0] == session.model_name else None
             self.model_names = session.pair or built_in or ()
@@ -372,15 +372,20 @@ class Prediction:
 
 def version_of(function, criterion: Criterion, needs) -> str:
     """A prediction's version (``atlas._version``): its criterion, its analysis, and the instruments it needs."""
-    needs = dict(needs) if isinstance(needs, dict) else {n: {} for n in needs}
+    needs = _needs(needs)
     return prediction_version(function, criterion, needs, {n: INSTRUMENTS[n].version for n in needs},
                               {"prediction": Prediction})
+
+
+def _needs(needs) -> dict[str, dict]:
+    """A marker's ``needs=`` as {instrument: settings}: names alone ask for the profile's settings."""
+    return dict(needs) if isinstance(needs, dict) else {n: {} for n in needs}
 
 
 def store_adjustments(store: Store, session: str) -> int:
     """Store Holm's adjusted outcome of every general-form verdict a (complete) session judged, in one
     transaction: ``atlas verdicts``, ``atlas diff`` and the report read the same record. Returns how many."""
-    adjusted = holm_outcomes([v for v in store.verdicts() if v.session == session])
+    adjusted = holm_outcomes(store.verdicts(session=session))
     store.write_all([Adjustment(verdict_id=i, session=session, family=a["family"], p_adjusted=a["p_adjusted"],
                                 outcome=a["outcome"]) for i, a in adjusted.items()])
     return len(adjusted)

@@ -559,8 +559,8 @@ class Store:
                 grouped.setdefault(m.table_name, []).append(m.values)
         return {name: coerce(name, pd.DataFrame(records)) for name, records in grouped.items()}
 
-    def verdicts(self, prediction: str | None = None) -> list[VerdictRecord]:
-        where = {} if prediction is None else {"prediction": prediction}
+    def verdicts(self, prediction: str | None = None, session: str | None = None) -> list[VerdictRecord]:
+        where = {k: v for k, v in (("prediction", prediction), ("session", session)) if v is not None}
         return self._select(VerdictRecord, (VerdictRecord.created_at, VerdictRecord.id), **where)
 
     def latest_verdicts(self) -> list[VerdictRecord]:
