@@ -37,7 +37,7 @@ from ..instruments.perplexity import domain_perplexity
 from ..instruments.smoothness import domain_smoothness
 from ..instruments.tightness import block_mgda, block_tightness
 
-__all__ = ["DOMAINS", "interpolation", "perplexity_pair", "smoothness", "tightness"]
+__all__ = ["DOMAINS", "interpolation", "named", "perplexity_pair", "smoothness", "tightness"]
 
 DOMAINS = tuple(SEED_DOMAINS)  # the starter corpus's eight domains, in corpus order
 #: the seed sheet's GPT-2 perplexities (schema/reference), as each domain's common log PPL
@@ -51,7 +51,8 @@ def _levels(rng: np.random.Generator, common: float, domain_sd: float, shift: fl
     return common + rng.normal(0.0, domain_sd, len(DOMAINS)) + shift * np.isin(DOMAINS, shifted)
 
 
-def _named(name: str, simulate: Callable) -> Callable:
+def named(simulate: Callable, name: str) -> Callable:
+    """``simulate`` with the ``name`` calibrate reports it by (a null's is its key in the marker's ``nulls``)."""
     simulate.name = name
     return simulate
 
@@ -81,7 +82,7 @@ def perplexity_pair(name: str, models: tuple[str, str], *, shift: float = 0.0, s
                 table, n_resamples=SUMMARY_RESAMPLES)}
         return evidence
 
-    return _named(name, simulate)
+    return named(simulate, name)
 
 
 def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -111,7 +112,7 @@ def smoothness(name: str, *, shift: float = 0.0, shifted: Sequence[str] = (), le
         return {"smoothness": {"smoothness_gram": gram,
                                "smoothness": domain_smoothness(gram, n_resamples=SUMMARY_RESAMPLES)}}
 
-    return _named(name, simulate)
+    return named(simulate, name)
 
 
 def tightness(name: str, *, shift: float = 0.0, toward: Sequence[str] = (), against: Sequence[str] = (),
@@ -141,7 +142,7 @@ def tightness(name: str, *, shift: float = 0.0, toward: Sequence[str] = (), agai
         return {"tightness": {"tightness_pairs": pairs, "tightness": block_tightness(pairs),
                               "tightness_mgda": block_mgda(pairs)}}
 
-    return _named(name, simulate)
+    return named(simulate, name)
 
 
 def interpolation(name: str, *, shift: float = 0.0, shifted: Sequence[str] = (), barrier: float = -0.005,
@@ -175,4 +176,4 @@ def interpolation(name: str, *, shift: float = 0.0, shifted: Sequence[str] = (),
                                   "interpolation_passages": rows,
                                   "interpolation_barrier": interpolation_barrier(line)}}
 
-    return _named(name, simulate)
+    return named(simulate, name)

@@ -21,9 +21,9 @@ import pandas as pd
 
 from .._corpus import SEED_DOMAINS
 from ..instruments.perplexity import domain_perplexity
-from .domains import SUMMARY_RESAMPLES
+from .domains import SUMMARY_RESAMPLES, named
 
-__all__ = ["BASE_LOG_PPL", "DOMAINS", "coupling_by_scale", "domain_pair", "elasticity", "named", "on_domains",
+__all__ = ["BASE_LOG_PPL", "DOMAINS", "coupling_by_scale", "domain_pair", "elasticity", "on_domains",
            "one_model", "tuned_pair", "tuned_worlds"]
 
 DOMAINS = tuple(SEED_DOMAINS)  # the starter corpus's eight domains
@@ -32,12 +32,6 @@ PASSAGES = 12  # per domain in the starter corpus
 PASSAGE_SD, OWN_SD = 0.35, 0.1  # a passage's NLL per token: shared by both models of a pair; its own per model
 BYTES_PER_TOKEN = 4.0
 LogPPL = np.ndarray | Callable[[np.random.Generator], np.ndarray]  # per domain (in DOMAINS order), or drawn
-
-
-def named(simulate: Callable, name: str) -> Callable:
-    """``simulate`` with the ``name`` calibrate reports it by (a null's is its key in the marker's ``nulls``)."""
-    simulate.name = name
-    return simulate
 
 
 def on_domains(values: dict[str, float]) -> np.ndarray:
