@@ -38,14 +38,9 @@ It enforces what the Framework asks of a run:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,25 +48,21 @@ import torch
 
 from ._corpus import Corpus
 from ._errors import BadInput, NotFinite, Refused, SettingsError
+from ._provenance import git_commit_of_atlas, package_versions, settings_hash
 from ._models import LoadedModel, load_model, model_checksum, nonfinite_parameters
 from ._schema import SchemaViolation, coerce, validate_table
-from ._store import Derivation, ProtocolEvent, Run, Store, utcnow
+from ._store import Derivation, ProtocolLog, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
 
-__all__ = ["IsolationBreach", "ProtocolLog", "RunResult", "RunSpec", "SummarySpec", "git_commit_of_atlas",
-           "model_checksum", "package_versions", "resolve", "run_instrument", "run_spec", "settings_hash"]
+__all__ = ["IsolationBreach", "RunResult", "RunSpec", "SummarySpec", "model_checksum", "resolve", "run_instrument",
+           "run_spec"]
 
 #: settings every instrument takes: the seed of the measurement and of its summaries, and the summaries' resamples
 STATISTICS_DEFAULTS = {"bootstrap_resamples": 2000, "seed": 0}
-_PACKAGES = ("atlas-landscape", "torch", "transformers", "great-expectations", "pandas", "numpy", "scipy", "sqlmodel")
 
 
 class IsolationBreach(Refused):
     """An instrument left the model different from how it found it, or was given a model changed since loading."""
-
-
-def settings_hash(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -125,24 +116,6 @@ class RunResult:
     reused: bool  # the measurement was a stored run
     spec: RunSpec | None = None
     summary: SummarySpec | None = None
-
-
-@dataclass
-class ProtocolLog:
-    """The one writer of the protocol log: each step of one session (a pytest run, a CLI call), in order."""
-
-    store: Store
-    session: str
-
-    def event(self, action: str, *, instrument: str, model: str, corpus_hash: str, prediction: str | None = None,
-              run_id: str | None = None, spec_key: str = "", reason: str = "") -> ProtocolEvent:
-        """One step of this session, not yet written (``Store.write_run`` writes it with its run)."""
-        return ProtocolEvent(session=self.session, prediction=prediction, instrument=instrument, model=model,
-                             corpus_hash=corpus_hash, action=action, run_id=run_id, spec_key=spec_key, reason=reason)
-
-    def write(self, action: str, **fields) -> None:
-        """Write one step of this session now (see ``event`` for the fields)."""
-        self.store.write_event(self.event(action, **fields))
 
 
 def instrument_named(name: str) -> Instrument:
@@ -334,23 +307,3 @@ def _staleness(stored: list[Run], version: str, revision: str) -> str:
     what = (f"instrument v{r.instrument_version}, now v{version}" if r.instrument_version != version
             else f"model revision {r.model_revision[:24]}, now {revision[:24]}")
     return f"stale: {len(older)} stored run(s) not reused (newest {r.id[:8]}: {what})"
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def git_commit_of_atlas() -> str | None:
-    """The commit of the Atlas checkout in use (None when installed from a wheel)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None

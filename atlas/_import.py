@@ -52,7 +52,7 @@ import pandas as pd
 import yaml
 from sqlalchemy.exc import IntegrityError
 
-from ._cisp import settings_hash
+from ._provenance import settings_hash
 from ._errors import BadInput
 from ._judgment import JudgmentError, _key, allowed_value
 from ._schema import SchemaViolation, TableSchema, schema_for, table_names, validate_table

@@ -35,13 +35,13 @@ from types import MappingProxyType
 import pandas as pd
 import pytest
 
-from ._cisp import ProtocolLog, RunResult, resolve, run_spec
+from ._cisp import RunResult, resolve, run_spec
 from ._corpus import Corpus, load_corpus
 from ._errors import AtlasError, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, ModelUnavailable, load_model
 from ._profiles import PROFILES, Profile
 from ._stats import bootstrap_ci, one_sided_p
-from ._store import Adjustment, Run, Store, VerdictRecord
+from ._store import Adjustment, ProtocolLog, Run, Store, VerdictRecord
 from ._verdict import Criterion, Outcome, holm_outcomes
 from ._version import code_version, prediction_version
 from .instruments import INSTRUMENTS

@@ -40,6 +40,7 @@ import math
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,7 +60,7 @@ from sqlmodel import Field, Session, SQLModel, create_engine, select
 from ._errors import StoreUrlError
 from ._schema import coerce
 
-__all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "Run",
+__all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
            "SESSION_COMPLETE", "Store", "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
 
 #: every Atlas table and its primary key: the append-only rule covers each
@@ -593,3 +594,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+@dataclass
+class ProtocolLog:
+    """The one writer of the protocol log: each step of one session (a pytest run, a CLI call), in order."""
+
+    store: Store
+    session: str
+
+    def event(self, action: str, *, instrument: str, model: str, corpus_hash: str, prediction: str | None = None,
+              run_id: str | None = None, spec_key: str = "", reason: str = "") -> ProtocolEvent:
+        """One step of this session, not yet written (``Store.write_run`` writes it with its run)."""
+        return ProtocolEvent(session=self.session, prediction=prediction, instrument=instrument, model=model,
+                             corpus_hash=corpus_hash, action=action, run_id=run_id, spec_key=spec_key, reason=reason)
+
+    def write(self, action: str, **fields) -> None:
+        """Write one step of this session now (see ``event`` for the fields)."""
+        self.store.write_event(self.event(action, **fields))

@@ -491,7 +491,7 @@ def train_cmd(recipe, seed, out, steps, as_json, db):
 
     A finished run of the same recipe and seed under OUT is reused, not retrained; the trajectory is
     stored in the store as a run (instrument ``lab``), reused in the same way."""
-    from ._cisp import ProtocolLog
+    from ._store import ProtocolLog
     from ._store import Store
     from .lab._runs import trained_run
 

@@ -234,7 +234,7 @@ class _ReportWriter:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput") or not self.ran:
             return
-        from ._cisp import ProtocolLog
+        from ._store import ProtocolLog
         from ._report import render_report
         from ._store import SESSION_COMPLETE, Store
 

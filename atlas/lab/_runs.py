@@ -20,10 +20,10 @@ import math
 import re
 from pathlib import Path
 
-from .._cisp import ProtocolLog, git_commit_of_atlas, package_versions, settings_hash
+from .._provenance import git_commit_of_atlas, package_versions, settings_hash
 from .._corpus import load_corpus
 from .._schema import coerce, validate_table
-from .._store import Run, Store, utcnow
+from .._store import ProtocolLog, Run, Store, utcnow
 from ._recipe import LabError, Recipe, load_recipe
 from ._train import TrainResult, train
 
