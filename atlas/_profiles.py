@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PROFILES", "Profile"]
+__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,7 @@ PROFILES = {
                     # smoothness holds a domain's per-passage gradients: 16 x 2 bytes per parameter
                     per_domain={"smoothness": 16}),
 }
+
+#: the profile a run gets when none is chosen (``--atlas-profile``, ``atlas calibrate --profile``: atlas._options);
+#: its bootstrap resamples are the default of every interval and summary
+DEFAULT_PROFILE = "quick"
