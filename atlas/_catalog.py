@@ -9,6 +9,10 @@ annotation is a setting's set of values, and the docstring's first line and its
 from each ``atlas/instruments/*.py`` with ``ast`` (it lives outside that package, whose
 ``__init__`` imports them all); ``tests/test_cli.py`` checks that it agrees with the
 registry the modules build when imported.
+
+``instrument_table`` is the other direction: the registry itself (imported, so torch with it) and each
+table's schema, rendered as the Markdown table the documentation shows (``docs/hooks.py`` fills
+``docs/instruments.md`` with it at build time).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CatalogEntry", "Setting", "catalog", "settings_help"]
+__all__ = ["CatalogEntry", "Setting", "catalog", "instrument_table", "settings_help"]
 
 _HERE = Path(__file__).parent / "instruments"
 
@@ -102,3 +106,34 @@ def catalog() -> dict[str, CatalogEntry]:
             if isinstance(node, ast.FunctionDef) and (entry := _entry(alias.name, node)):
                 found[entry.name] = entry
     return found
+
+
+def instrument_table() -> str:
+    """Every registered instrument as one Markdown table: name and version, its tables with their schema
+    columns (summaries marked), the Framework terms it measures, and its settings with their defaults.
+
+    Read from ``atlas.instruments.INSTRUMENTS`` and ``schema/<table>.yaml``, never restated: a table without
+    a schema, or whose schema names another instrument, raises ``BadInput`` (the documentation build fails).
+    """
+    from ._errors import BadInput
+    from ._schema import schema_for
+    from .instruments import INSTRUMENTS
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = ["| instrument | tables (schema columns) | Framework terms | settings (defaults) |", "|---|---|---|---|"]
+    for name, entry in INSTRUMENTS.items():
+        tables = []
+        for table in entry.tables:
+            schema = schema_for(table)
+            if schema.instrument != name:
+                raise BadInput(f"schema/{table}.yaml names instrument {schema.instrument!r}, not {name!r}, "
+                               f"which registers the table")
+            kind = " (summary)" if table in entry.summaries else ""
+            tables.append(f"`{table}`{kind}: {', '.join(schema.columns)}")
+        settings = [f"`{k}={v!r}`" + (f" ({' or '.join(map(str, entry.choices[k]))})" if k in entry.choices else "")
+                    for k, v in entry.defaults.items()]
+        rows.append(f"| `{name}` v{entry.version}<br>{cell(entry.summary)} | {cell('<br>'.join(tables))} | "
+                    f"{', '.join(entry.terms) or '—'} | {cell(', '.join(settings)) or '—'} |")
+    return "\n".join(rows) + "\n"
