@@ -94,13 +94,16 @@ def _entry(module: str, fn: ast.FunctionDef) -> CatalogEntry | None:
                         doc.strip().splitlines()[0] if doc.strip() else "", settings)
 
 
+def registration(init: ast.Module) -> ast.ImportFrom:
+    """The registration line of ``atlas/instruments/__init__.py``: its first ``from . import ...``."""
+    return next(n for n in init.body if isinstance(n, ast.ImportFrom) and n.level == 1 and not n.module)
+
+
 @functools.cache
 def catalog() -> dict[str, CatalogEntry]:
     """Every instrument, by name, in the order the package registers them (its ``__init__`` imports)."""
-    init = ast.parse((_HERE / "__init__.py").read_text(encoding="utf-8"))
-    order = next(n for n in init.body if isinstance(n, ast.ImportFrom) and n.level == 1 and not n.module)
     found = {}
-    for alias in order.names:
+    for alias in registration(ast.parse((_HERE / "__init__.py").read_text(encoding="utf-8"))).names:
         tree = ast.parse((_HERE / f"{alias.name}.py").read_text(encoding="utf-8"))
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and (entry := _entry(alias.name, node)):

@@ -509,3 +509,33 @@ def train_cmd(recipe, seed, out, steps, as_json, db):
     click.echo(f"{result.recipe.name} seed {result.seed}{' (reused)' if result.reused else ''}: "
                f"{len(checkpoints)} checkpoints in {result.run_dir} ({result.wall_s:.1f} s of training)\n")
     click.echo(result.trajectory.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+@main.group()
+def new():
+    """Write a first prediction or instrument from templates that run as they are (atlas._scaffold)."""
+
+
+@new.command("prediction")
+@click.argument("name")
+@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="the project folder: the module goes in its predictions/, the outcome tests in its tests/")
+def new_prediction(name, folder):
+    """Write predictions/test_NAME.py, a pre-registered claim that runs at once, and its outcome tests."""
+    from ._scaffold import new_prediction
+
+    module, outcomes = new_prediction(name, folder)
+    click.echo(f"wrote {module}\nwrote {outcomes}\n\nnext:\n  pytest {module} --atlas-model tiny-gpt2\n"
+               f"  pytest {outcomes}\n  atlas calibrate {name} --predictions {module.parent}")
+
+
+@new.command("instrument")
+@click.argument("name")
+def new_instrument(name):
+    """Write atlas/instruments/NAME.py, schema/NAME.yaml and tests/test_NAME.py in this checkout of Atlas,
+    and register the instrument on the registration line of atlas/instruments/__init__.py."""
+    from ._scaffold import new_instrument
+
+    for path in new_instrument(name):
+        click.echo(f"wrote {path}")
+    click.echo(f"\nnext:\n  atlas measure {name} --model tiny-gpt2 --per-domain 2\n  pytest tests/test_{name}.py")
