@@ -15,17 +15,33 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import uuid
 from pathlib import Path
 
 import click
 
 from ._errors import AtlasError, BadInput
+from ._options import SETTINGS
 
-DEFAULT_DB = "sqlite:///atlas.db"
-_DB_OPTION = click.option("--db", default=lambda: os.environ.get("ATLAS_DB", DEFAULT_DB),
-                          show_default="ATLAS_DB or " + DEFAULT_DB, help="SQLAlchemy URL of the store")
+
+def _setting(name: str, *declarations: str):
+    """The option of a setting the pytest plugin shares (``atlas._options``): ``--NAME`` unless ``declarations``
+    (flag and parameter name) say otherwise, with the setting's default, environment variable, help and check.
+    A value the check refuses is a usage error (exit 2) naming the option, as ``--atlas-NAME`` is in pytest."""
+    setting = SETTINGS[name]
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        try:
+            return setting.check(value)
+        except AtlasError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return click.option(*(declarations or ("--" + name,)), default=setting.default, envvar=setting.env,
+                        show_default=True, show_envvar=True, metavar=setting.shown, help=setting.help,
+                        callback=check)
+
+
+_DB_OPTION = _setting("db")
 
 
 def _clean(value):
@@ -42,14 +58,11 @@ def _records(df) -> list[dict]:
 def measurement_options(fn):
     """Options every ``atlas measure`` instrument takes."""
     options = [
-        click.option("--model", "model_name", default="smollm2-135m-instruct", show_default=True,
-                     help="registry name, local checkpoint directory, or Hugging Face id"),
-        click.option("--corpus", "corpus_path", default="starter", show_default=True,
-                     help="JSONL corpus file ('starter': the bundled starter corpus)"),
+        _setting("model", "--model", "model_name"),
+        _setting("corpus", "--corpus", "corpus_path"),
         _DB_OPTION,
-        click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])),
-        click.option("--dtype", default="auto", show_default=True,
-                     type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
+        _setting("device"),
+        _setting("dtype"),
         click.option("--per-domain", type=click.IntRange(min=1), default=None,
                      help="use only the first N passages of each domain (N >= 1)"),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -173,7 +186,7 @@ _DOMAIN_FIELDS = ("domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte")
 
 @main.command()
 @_DB_OPTION
-@click.option("--out", default="reports", show_default=True, help="directory for index.html")
+@_setting("reports", "--out")
 def report(db, out):
     """Re-render the HTML verdict report from the store."""
     from ._report import render_report
@@ -244,7 +257,7 @@ def verdicts(db, corpus, profile, as_json):
               help="simulated draws per null and per alternative")
 @click.option("--resamples", type=click.IntRange(min=100), default=None,
               help="bootstrap resamples per draw (default: the profile's)")
-@click.option("--profile", type=click.Choice(["quick", "full"]), default="quick", show_default=True)
+@_setting("profile")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--predictions", "folder", default="predictions", show_default=True,
               type=click.Path(exists=True), help="folder (or one module) of prediction modules")

@@ -1,15 +1,8 @@
 """The pytest plugin (registered through the ``pytest11`` entry point): ``pytest predictions/`` just works.
 
-Options (each also read from an environment variable):
-
-    --atlas-model    ATLAS_MODEL    model for general-form predictions (smollm2-135m-instruct)
-    --atlas-corpus   ATLAS_CORPUS   JSONL corpus ("starter": the bundled one)
-    --atlas-db       ATLAS_DB       SQLAlchemy URL of the store (sqlite:///atlas.db)
-    --atlas-reports  ATLAS_REPORTS  where the HTML report goes (reports/)
-    --atlas-device   ATLAS_DEVICE   auto | cpu | cuda
-    --atlas-dtype    ATLAS_DTYPE    auto | float32 | bfloat16 | float16
-    --atlas-profile  ATLAS_PROFILE  quick | full
-    --atlas-pair     ATLAS_PAIR     BASE,OTHER model pair for the pairwise general forms
+Options: every setting of ``atlas._options`` as ``--atlas-NAME`` (model, corpus, db, reports,
+device, dtype, profile, pair), each also read from the environment variable ``ATLAS_NAME``;
+``pytest --help`` lists them with the values they take and their defaults.
 
 Outcomes: supported passes; refuted fails with its own status (``R``, "refuted");
 inconclusive has its own status (``I``, counted as "inconclusive"); not run skips.
@@ -27,7 +20,6 @@ password masked.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -37,32 +29,22 @@ from ._errors import AtlasError
 from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict, store_adjustments
 from ._verdict import Outcome
 from ._profiles import PROFILES
-from ._store import check_store_url, shown_url
+from ._options import SETTINGS, model_pair
+from ._store import shown_url
 
 _SESSION = pytest.StashKey[str]()
 
-_OPTIONS = {
-    "model": ("ATLAS_MODEL", "smollm2-135m-instruct", "model for general-form predictions"),
-    "corpus": ("ATLAS_CORPUS", "starter", "JSONL corpus; 'starter' is the bundled starter corpus"),
-    "db": ("ATLAS_DB", "sqlite:///atlas.db", "SQLAlchemy URL of the Atlas store"),
-    "reports": ("ATLAS_REPORTS", "reports", "directory for the HTML verdict report"),
-    "device": ("ATLAS_DEVICE", "auto", "auto | cpu | cuda"),
-    "dtype": ("ATLAS_DTYPE", "auto", "auto | float32 | bfloat16 | float16"),
-    "profile": ("ATLAS_PROFILE", "quick", "quick | full: sample sizes and resamples"),
-    "pair": ("ATLAS_PAIR", "", "BASE,OTHER: the model pair for pairwise general forms (P2, P3)"),
-}
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--atlas-NAME`` for every setting of ``atlas._options``. The parser's default is None: an option not
+    given falls back to the environment variable, then to the setting's default (``_option``)."""
     group = parser.getgroup("atlas", "Atlas predictions")
-    for name, (env, default, text) in _OPTIONS.items():
-        group.addoption(f"--atlas-{name}", dest=f"atlas_{name}", default=None,
-                        help=f"{text} (env {env}; default {default})")
+    for name, setting in SETTINGS.items():
+        group.addoption(f"--atlas-{name}", dest=f"atlas_{name}", default=None, metavar=setting.shown,
+                        help=f"{setting.help} (env {setting.env}; default {setting.default or 'none'})")
 
 
 def _option(config: pytest.Config, name: str) -> str:
-    env, default, _ = _OPTIONS[name]
-    return config.getoption(f"atlas_{name}") or os.environ.get(env) or default
+    return SETTINGS[name].value(config.getoption(f"atlas_{name}"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,27 +64,13 @@ def pytest_configure_node(node) -> None:
 
 
 def _check_options(config: pytest.Config) -> None:
-    """Every --atlas-* value checked once, before any model loads: one usage error naming the option and the fix."""
-    from ._corpus import load_corpus
-
-    profile = _option(config, "profile")
-    if profile not in PROFILES:
-        raise pytest.UsageError(f"--atlas-profile must be one of {', '.join(PROFILES)}, not {profile!r}")
-    _pair(_option(config, "pair"))
-    for name, choices in (("device", ("auto", "cpu", "cuda")), ("dtype", ("auto", "float32", "bfloat16", "float16"))):
-        value = _option(config, name)
-        if value not in choices and not (name == "device" and value.startswith("cuda:")):
-            raise pytest.UsageError(f"--atlas-{name} must be one of {', '.join(choices)}, not {value!r}")
-    try:
-        check_store_url(_option(config, "db"))
-    except AtlasError as exc:
-        raise pytest.UsageError(f"--atlas-db: {exc}") from None
-    corpus = _option(config, "corpus")
-    if corpus != "starter":
+    """Every --atlas-* value checked once by its setting (``atlas._options.Setting.check``, as the command checks
+    it), before any model loads: one usage error naming the option and the fix."""
+    for name, setting in SETTINGS.items():
         try:
-            load_corpus(corpus)
+            setting.check(_option(config, name))
         except AtlasError as exc:
-            raise pytest.UsageError(f"--atlas-corpus: {exc}") from None
+            raise pytest.UsageError(f"--atlas-{name}: {exc}") from None
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +81,7 @@ def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
                            db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
                            device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
                            profile=PROFILES[_option(pytestconfig, "profile")],
-                           pair=_pair(_option(pytestconfig, "pair")), session_id=pytestconfig.stash[_SESSION])
+                           pair=model_pair(_option(pytestconfig, "pair")), session_id=pytestconfig.stash[_SESSION])
     try:
         session.store
     except AtlasError as exc:
@@ -133,15 +101,6 @@ def _show_progress(config: pytest.Config, session: AtlasSession) -> None:
     session.terminal = capture.global_and_fixture_disabled
     session.live = bool(terminal.isatty)
     session.say = lambda line: terminal.write_line(f"  atlas: {line}")
-
-
-def _pair(value: str) -> tuple[str, str] | None:
-    if not value:
-        return None
-    names = [v.strip() for v in value.split(",")]
-    if len(names) != 2 or not all(names):
-        raise pytest.UsageError(f"--atlas-pair takes two model names separated by a comma, not {value!r}")
-    return names[0], names[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
