@@ -32,7 +32,7 @@ import pytest
 
 from ._errors import BadInput
 from ._predict import Inconclusive, Prediction, RefutedVerdict, version_of
-from ._profiles import PROFILES, Profile
+from ._profiles import PROFILES, Profile, using_profile
 from ._store import CalibrationRecord
 from ._verdict import Criterion, Outcome
 
@@ -126,12 +126,13 @@ class Trial:
 
 def judge_evidence(declared: Declared, evidence: Mapping, profile: Profile | None = None) -> Trial:
     """Run ``declared``'s test function on ``evidence`` ({instrument: {table: DataFrame}}): the Trial holds the
-    outcome it came to (``outcome``; ``verdict`` as conclude judged it). A body that returns without a verdict
-    leaves ``outcome`` None."""
+    outcome it came to (``outcome``; ``verdict`` as conclude judged it), with ``profile`` (default ``quick``) the
+    active one: its resamples are the body's. A body that returns without a verdict leaves ``outcome`` None."""
     trial = Trial(declared.id, declared.criterion, declared.model_names, profile or PROFILES["quick"],
                   _SimulatedEvidence(evidence, declared.model_names[0]))
     try:
-        declared.function(trial)
+        with using_profile(trial.profile):
+            declared.function(trial)
     except (Inconclusive, RefutedVerdict, pytest.skip.Exception):
         pass
     if trial.verdict is not None:

@@ -48,7 +48,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from ._stats import Interval
+from ._profiles import resamples
+from ._public import public
+from ._stats import Interval, domain_bootstrap_ci, pooled_hierarchical_ci
 
 MIN_LAYERS = 5  # fewer layers give a rank correlation of a handful of values (two give +-1 always): no interval
 
@@ -242,12 +244,14 @@ class LayerCorrelation:
                 "resampled_units": self.n_units, "rho_ci_resampling_units": [float(v) for v in self.within]}
 
 
-def layer_correlation(x: LayerSample, y: LayerSample, *, n_resamples: int, seed: int = 0, paired: bool = False,
-                      confidence: float = 0.95) -> LayerCorrelation:
+def layer_correlation(x: LayerSample, y: LayerSample, *, n_resamples: int | None = None, seed: int = 0,
+                      paired: bool = False, confidence: float = 0.95) -> LayerCorrelation:
     """Spearman's rho between two layer profiles over their shared layers; its interval over layers (Fisher's z at
     the effective number of layers: ``rho_over_layers``), and, as evidence of the measurement's precision, a
     percentile interval resampling the units each profile was estimated from (``paired``: the same units,
-    resampled together). Over fewer than ``MIN_LAYERS`` layers there is no interval (NaN: inconclusive)."""
+    resampled together). Over fewer than ``MIN_LAYERS`` layers there is no interval (NaN: inconclusive).
+    ``n_resamples``: None is the active profile's (``atlas.stats``)."""
+    n_resamples = resamples(n_resamples)
     layers = [layer for layer in x.layers if layer in set(y.layers)]
     x, y = x.at(layers), y.at(layers)
     rho = float(_spearman_rows(x.profile[None], y.profile[None])[0])
@@ -270,7 +274,7 @@ def layer_correlation(x: LayerSample, y: LayerSample, *, n_resamples: int, seed:
     return LayerCorrelation(rho, ci, len(layers), n_eff, {k: s.n for k, s in (("x", x), ("y", y)) if s.n}, within)
 
 
-def layer_contrast(sample: LayerSample, weights: dict[int, float], *, n_resamples: int, seed: int = 0,
+def layer_contrast(sample: LayerSample, weights: dict[int, float], *, n_resamples: int | None = None, seed: int = 0,
                    confidence: float = 0.95) -> tuple[float, Interval]:
     """A weighted sum of layers of a profile (e.g. coupling(4) - mean(coupling(3), coupling(5))) with a BCa CI
     resampling its units (tagged with their unit): the layers' errors are correlated through the shared
@@ -278,7 +282,7 @@ def layer_contrast(sample: LayerSample, weights: dict[int, float], *, n_resample
     part = sample.at(list(weights))
     w = np.array(list(weights.values()), float)
     effect = float(part.profile @ w)
-    replicates = part.resampled(n_resamples, np.random.default_rng(seed)) @ w
+    replicates = part.resampled(resamples(n_resamples), np.random.default_rng(seed)) @ w
     return effect, _bca(effect, replicates, [part.jackknife() @ w], confidence).of_unit(part.unit)
 
 
@@ -325,17 +329,19 @@ def judge_domain_pair(prediction, statistic, needed=(), *, territories=None, val
     ``territories`` (two tuples of domains) the claim generalises over domains: the CI is
     ``pooled_hierarchical_ci`` of the territories' mean ``value(log_ppl)`` (log_ppl [2, ...]: a domain's
     log PPL under each model) and n counts domains."""
-    from ._stats import domain_bootstrap_ci, pooled_hierarchical_ci
-
     tables, ppl, left_out = paired_perplexity(prediction)
     missing = sorted(set(needed) - set(ppl[0]))
     if missing or len(ppl[0]) < 2:
         prediction.not_run(f"the passages neither model trained on lack the domains {missing or 'to compare'}")
-    n_resamples = prediction.profile.bootstrap_resamples
     if territories:
-        ci, n = pooled_hierarchical_ci(tables, value, territories, n_resamples=n_resamples), sum(map(len, territories))
+        ci, n = pooled_hierarchical_ci(tables, value, territories), sum(map(len, territories))
     else:
-        ci, n = domain_bootstrap_ci(tables, statistic, domains=list(ppl[0]), n_resamples=n_resamples), len(tables[0])
+        ci, n = domain_bootstrap_ci(tables, statistic, domains=list(ppl[0])), len(tables[0])
     prediction.conclude(effect=statistic(ppl), ci=ci, n=n, evidence={
         "passages": len(tables[0]), "passages_left_out_as_trained_on": left_out,
         "log_ppl_b_over_a": {d: float(np.log(ppl[1][d] / ppl[0][d])) for d in ppl[0]}})
+
+
+public("atlas.evidence", LayerCorrelation, LayerSample, ParametricProfile, ablation_profile, effective_layers,
+       fixed_profile, judge_domain_pair, layer_contrast, layer_correlation, mean_profile, paired_perplexity,
+       pooled_perplexity, rho_over_layers, split_halves, untrained)

@@ -3,13 +3,31 @@
 ``quick`` (the default) keeps ``pytest predictions/`` on the offline model under
 ten minutes on a 2-core CPU; ``full`` is for GPUs and the nightly replication.
 Every verdict records the sample sizes it actually used.
+
+The **active** profile is the one whose numbers a prediction body's statistics use when it names none:
+``atlas.stats`` and ``atlas.evidence`` take ``n_resamples=None`` as its ``bootstrap_resamples``. The
+``prediction`` fixture makes the run's profile active for the body, ``atlas calibrate`` the calibration's
+(with its ``--resamples``); outside both it is the default profile::
+
+    >>> from atlas import PROFILES
+    >>> from atlas import active_profile, using_profile
+    >>> active_profile().name
+    'quick'
+    >>> with using_profile(PROFILES["full"]):
+    ...     active_profile().bootstrap_resamples
+    10000
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile"]
+from ._public import public
+
+__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "active_profile", "resamples", "using_profile"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +81,28 @@ PROFILES = {
 #: the profile a run gets when none is chosen (``--atlas-profile``, ``atlas calibrate --profile``: atlas._options);
 #: its bootstrap resamples are the default of every interval and summary
 DEFAULT_PROFILE = "quick"
+
+_ACTIVE: ContextVar[Profile] = ContextVar("atlas_active_profile", default=PROFILES[DEFAULT_PROFILE])
+
+
+def active_profile() -> Profile:
+    """The profile of the prediction (or calibration) being judged; outside one, ``DEFAULT_PROFILE``."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def using_profile(profile: Profile) -> Iterator[Profile]:
+    """Make ``profile`` the active one inside the block."""
+    token = _ACTIVE.set(profile)
+    try:
+        yield profile
+    finally:
+        _ACTIVE.reset(token)
+
+
+def resamples(n_resamples: int | None) -> int:
+    """``n_resamples`` as given, or the active profile's ``bootstrap_resamples`` for None."""
+    return active_profile().bootstrap_resamples if n_resamples is None else n_resamples
+
+
+public("atlas", Profile, active_profile, using_profile)

@@ -7,6 +7,9 @@ under-covers -- 91% for a domain's mean NLL at n = 12 in a seeded simulation
 (``tests/test_statistics.py``). An interval is an ``Interval``: a (low, high) tuple that
 also carries its bootstrap replicates, from which ``one_sided_p`` reads how often the
 statistic fell on the wrong side of a threshold (for multiple-comparison adjustment).
+
+Every resampling interval takes ``n_resamples``; None (the default) is the active profile's
+``bootstrap_resamples`` (``atlas.active_profile``): inside a prediction body, the run's profile.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from contextlib import contextmanager
 
 import numpy as np
 from scipy import stats
+
+from ._profiles import resamples
+from ._public import public
 
 __all__ = ["Interval", "bootstrap_ci", "domain_bootstrap_ci", "hierarchical_ci", "holm", "mean_difference",
            "one_sided_p", "pooled_hierarchical_ci", "spearman", "t_interval"]
@@ -96,7 +102,7 @@ def bootstrap_ci(
     statistic: Callable[..., float],
     *,
     paired: bool,
-    n_resamples: int,
+    n_resamples: int | None = None,
     seed: int = 0,
     confidence: float = 0.95,
     method: str = "BCa",
@@ -125,7 +131,7 @@ def bootstrap_ci(
             statistic,
             paired=paired,
             vectorized=vectorized,
-            n_resamples=n_resamples,
+            n_resamples=resamples(n_resamples),
             confidence_level=confidence,
             method=method,
             rng=np.random.default_rng(seed),
@@ -188,7 +194,7 @@ def domain_bootstrap_ci(
     statistic: Callable,
     *,
     domains: Sequence[str],
-    n_resamples: int,
+    n_resamples: int | None = None,
     seed: int = 0,
 ) -> Interval:
     """CI of a statistic of per-domain perplexities, resampling passages within each domain.
@@ -228,7 +234,7 @@ def hierarchical_ci(
     *,
     value: Callable[[Hashable, np.ndarray], np.ndarray] | None = None,
     passages: Mapping[Hashable, int] | None = None,
-    n_resamples: int,
+    n_resamples: int | None = None,
     seed: int = 0,
     confidence: float = 0.95,
     unit: str = "domains",
@@ -281,7 +287,7 @@ def hierarchical_ci(
 
     with np.errstate(invalid="ignore", divide="ignore"):
         estimate = float(combine([values(s, None) for s in strata]))
-        drawn = [rng.integers(len(s), size=(n_resamples, len(s) - 1)) for s in strata]
+        drawn = [rng.integers(len(s), size=(resamples(n_resamples), len(s) - 1)) for s in strata]
         replicates = np.asarray(combine([values(s, d) for s, d in zip(strata, drawn)]), float)
     finite = replicates[np.isfinite(replicates)]
     if len(finite) < 2 or not np.isfinite(estimate):
@@ -291,7 +297,8 @@ def hierarchical_ci(
 
 
 def pooled_hierarchical_ci(tables, value: Callable[[np.ndarray], np.ndarray], strata: Sequence[Sequence[str]], *,
-                           n_resamples: int, seed: int = 0, combine: Callable = mean_difference) -> Interval:
+                           n_resamples: int | None = None, seed: int = 0,
+                           combine: Callable = mean_difference) -> Interval:
     """``hierarchical_ci`` over tables of passages (columns passage_id, domain, nll_sum, n_tokens: ``perplexity``,
     or one t of ``interpolation_passages``), several of them for the same passages in the same order (several
     models, or points of a line: resampled together). A domain's value is ``value(log_ppl)``, log_ppl [tables,
@@ -309,3 +316,7 @@ def pooled_hierarchical_ci(tables, value: Callable[[np.ndarray], np.ndarray], st
 
     return hierarchical_ci(strata, combine, value=of_domain, passages={d: len(i) for d, i in rows.items()},
                            n_resamples=n_resamples, seed=seed)
+
+
+public("atlas.stats", Interval, bootstrap_ci, domain_bootstrap_ci, hierarchical_ci, mean_difference, one_sided_p,
+       pooled_hierarchical_ci, spearman, t_interval)

@@ -21,6 +21,7 @@ password masked.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ import pytest
 from ._errors import AtlasError
 from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict, store_adjustments
 from ._verdict import Outcome
-from ._profiles import PROFILES
+from ._profiles import PROFILES, using_profile
 from ._options import SETTINGS, model_pair
 from ._store import shown_url
 
@@ -121,8 +122,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def prediction(request: pytest.FixtureRequest, atlas_session: AtlasSession) -> Prediction:
-    """The marked prediction this test declares; see ``atlas._predict.Prediction``."""
+def prediction(request: pytest.FixtureRequest, atlas_session: AtlasSession) -> Iterator[Prediction]:
+    """The marked prediction this test declares (``atlas._predict.Prediction``), with the run's profile active for
+    the body (``atlas.stats`` resamples as many times as it says)."""
     marker = request.node.get_closest_marker("prediction")
     if marker is None:
         raise pytest.UsageError(f"{request.node.nodeid} uses the prediction fixture without "
@@ -130,7 +132,8 @@ def prediction(request: pytest.FixtureRequest, atlas_session: AtlasSession) -> P
     request.node.user_properties.append(("atlas_prediction", marker.kwargs.get("id")))
     prediction = Prediction(atlas_session, request.node, **marker.kwargs)
     prediction.gather()
-    return prediction
+    with using_profile(atlas_session.profile):
+        yield prediction
 
 
 @pytest.hookimpl(hookwrapper=True)

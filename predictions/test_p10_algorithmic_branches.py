@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from atlas import SECOND_OF_PAIR, Criterion
-from atlas._stats import t_interval
 from atlas.simulate.seeds import SeedPairs, normal_effects, opposite_signs
+from atlas.stats import t_interval
 
 RECIPE = "modular-addition"
 SEEDS = tuple(f"lab:{RECIPE}@{seed}" for seed in range(10))  # pairs (0, 1), (2, 3), ...: (A1, B1, A2, B2, ...)

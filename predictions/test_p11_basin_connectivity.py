@@ -18,7 +18,7 @@ tuning that favours no domain), scored on the passages neither model trained on.
 Unit: domains. "The archaeological sinks" are a territory, and three domains a side are one draw
 of it: barriers differ between domains for many reasons. The interval resamples domains within
 each territory, then passages within each drawn domain, every t together
-(``atlas._stats.pooled_hierarchical_ci``: a t interval on 4 degrees of freedom). Smallest effect
+(``atlas.stats.pooled_hierarchical_ci``: a t interval on 4 degrees of freedom). Smallest effect
 of interest: 0.01 nats. Calibration (``atlas calibrate P11``): the null spreads the domains'
 barriers (SD 0.005 nats) with no territory effect (``atlas.simulate.domains.interpolation``).
 """
@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from atlas import SECOND_OF_PAIR, Criterion
-from atlas._evidence import pooled_perplexity, untrained
-from atlas._stats import mean_difference, pooled_hierarchical_ci
+from atlas.evidence import pooled_perplexity, untrained
 from atlas.simulate import domains
+from atlas.stats import mean_difference, pooled_hierarchical_ci
 
 ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
@@ -62,8 +62,7 @@ def test_archaeological_domains_sit_behind_higher_barriers(prediction):
     tables = [passages[passages["t"] == t].reset_index(drop=True) for t in ts]  # same passages, same order
     if missing := sorted(set(ARCHAEOLOGICAL + LAMINAR) - set(tables[0]["domain"])):
         prediction.not_run(f"the held-out passages lack the domains {missing}")
-    ci = pooled_hierarchical_ci(tables, lambda curve: barrier(curve, ts), (ARCHAEOLOGICAL, LAMINAR),
-                                n_resamples=prediction.profile.bootstrap_resamples)
+    ci = pooled_hierarchical_ci(tables, lambda curve: barrier(curve, ts), (ARCHAEOLOGICAL, LAMINAR))
     ppl = [pooled_perplexity(t) for t in tables]
     b = {d: float(barrier(np.log([at[d] for at in ppl]), ts)) for d in ppl[0]}
     prediction.conclude(effect=float(mean_difference([[b[d] for d in ARCHAEOLOGICAL], [b[d] for d in LAMINAR]])),

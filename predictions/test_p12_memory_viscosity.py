@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from atlas import Criterion
-from atlas._stats import t_interval
 from atlas.simulate.memory import endpoints
+from atlas.stats import t_interval
 
 SOURCE = "framework-v12-navigator: Memory, 'Memory/viscosity distinguishability test unperformed'"
 DISTINGUISHABLE = Criterion(

@@ -12,7 +12,7 @@ archaeological passages' gradients agree less). The cosine is always defined; B_
 
 Unit: domains. The claim is about territories, and three domains a side are one draw of them: domains differ
 for many reasons besides their territory. The interval resamples domains within each territory, then passages
-within each drawn domain (``atlas._stats.hierarchical_ci``: a t interval on 4 degrees of freedom). The old
+within each drawn domain (``atlas.stats.hierarchical_ci``: a t interval on 4 degrees of freedom). The old
 interval held the six domains fixed and was "supported" 28-46% of the time under a modest spread between
 domains and no territory effect. Smallest effect of interest: 0.05 of cosine. Calibration (``atlas calibrate
 P13``): the null draws domains apart (SD 0.025) with no territory effect (``atlas.simulate.domains``).
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from atlas import Criterion
-from atlas._stats import hierarchical_ci, mean_difference
 from atlas.instruments.smoothness import pair_statistics
 from atlas.simulate import domains
+from atlas.stats import hierarchical_ci, mean_difference
 
 ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
@@ -65,8 +65,7 @@ def test_archaeological_domains_have_rougher_gradients(prediction):
 
     passages = {d: len(k[d]) for d in order}
     effect = float(mean_difference([[cosine(d, np.ones(passages[d])) for d in t] for t in (LAMINAR, ARCHAEOLOGICAL)]))
-    ci = hierarchical_ci((LAMINAR, ARCHAEOLOGICAL), mean_difference, value=cosine, passages=passages,
-                         n_resamples=prediction.profile.bootstrap_resamples)
+    ci = hierarchical_ci((LAMINAR, ARCHAEOLOGICAL), mean_difference, value=cosine, passages=passages)
     summary = prediction.evidence["smoothness"]["smoothness"].query("block == 'model'").set_index("domain")
     prediction.conclude(effect=effect, ci=ci, n=len(order), evidence={
         "passages": sum(passages.values()), "mean_cosine": summary.loc[list(order), "mean_cosine"].round(4).to_dict(),

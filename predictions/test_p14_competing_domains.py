@@ -9,7 +9,7 @@ the archaeological-laminar pairs minus mean cosine of the pairs of distinct lami
 domains < 0 (archaeological domains conflict more with laminar ones than laminar domains
 among themselves). The unit is the domain: the claim is about territories, three domains a
 side are one draw of them, and the instrument keeps no per-passage cross terms. The interval
-resamples domains within each territory (``atlas._stats.hierarchical_ci`` with no passage
+resamples domains within each territory (``atlas.stats.hierarchical_ci`` with no passage
 stage: two of three drawn a side, the rescaled bootstrap of Rao & Wu 1988; a t interval on 4
 degrees of freedom): with three a side it is wide, and honest about it. Smallest effect of
 interest: 0.1 of cosine. Calibration (``atlas calibrate P14``): the null spreads the domains'
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from atlas import Criterion
-from atlas._stats import hierarchical_ci
 from atlas.simulate import domains
+from atlas.stats import hierarchical_ci
 
 ARCHAEOLOGICAL = ("poetry", "academic_abstract", "spanish")
 LAMINAR = ("technical_documentation", "vernacular_dialect", "tech_forum_discussion")
@@ -61,8 +61,7 @@ def test_archaeological_gradients_conflict_with_laminar_ones(prediction):
         with np.errstate(invalid="ignore", divide="ignore"):
             return cross - np.where(distinct > 0, within / distinct, np.nan)
 
-    ci = hierarchical_ci((LAMINAR, ARCHAEOLOGICAL), lambda drawn: contrast(*drawn),
-                         n_resamples=prediction.profile.bootstrap_resamples)
+    ci = hierarchical_ci((LAMINAR, ARCHAEOLOGICAL), lambda drawn: contrast(*drawn))
     prediction.conclude(effect=float(contrast(np.arange(3), np.arange(3))), ci=ci, n=6, evidence={
         "cross_mean_cosine": round(float(arch.mean()), 4),
         "laminar_mean_cosine": round(float(lam[np.triu_indices(3, 1)].mean()), 4),

@@ -21,8 +21,8 @@ import pytest
 from scipy import stats
 
 from atlas import Criterion
-from atlas._stats import Interval
 from atlas.simulate.perplexity import DOMAINS, elasticity
+from atlas.stats import Interval
 
 SOURCE = "framework-v12-navigator: Elasticity, 'catastrophic forgetting is total loss of elasticity'; EWC"
 ELASTIC = Criterion(

@@ -11,13 +11,13 @@ measure perplexity change. Compare impact of ablating layers 9-10 vs layers 0-2.
     ablation more — Spearman rho(layer coupling, layer mean delta-PPL) < 0, with the
     coupling probe's default variant (row-centred: not an artifact of the causal mask).
     A claim about layers, of which one model's smooth profile is one draw: its interval is
-    over layers, at their effective number (Bretherton et al. 1999; ``atlas._evidence``).
+    over layers, at their effective number (Bretherton et al. 1999; ``atlas.evidence``).
 """
 
 import pytest
 
 from atlas import Criterion
-from atlas._evidence import ablation_profile, layer_contrast, layer_correlation, mean_profile
+from atlas.evidence import ablation_profile, layer_contrast, layer_correlation, mean_profile
 from atlas.simulate.layers import LayerWorld, nulls, within_model_nulls
 
 SOURCE = "measurements-gpt2-april-2026: Untested Predictions, 'Layers 9-10 ... highest resistance'"
@@ -45,7 +45,7 @@ BOTH = ("coupling", "ablation")
 def test_layers_9_10_resist_ablation_more_than_0_2_in_gpt2(prediction):
     resistance = ablation_profile(prediction.evidence["ablation"]["ablation_passages"])
     weights = {9: 0.5, 10: 0.5, 0: -1 / 3, 1: -1 / 3, 2: -1 / 3}  # every layer has 12 heads
-    effect, ci = layer_contrast(resistance, weights, n_resamples=prediction.profile.bootstrap_resamples)
+    effect, ci = layer_contrast(resistance, weights)
     profile = dict(zip(resistance.layers.tolist(), resistance.profile.round(4).tolist()))
     prediction.conclude(effect=effect, ci=ci, n=resistance.n, evidence={"mean_delta_ppl_by_layer": profile})
 
@@ -58,7 +58,7 @@ def test_coupled_layers_resist_ablation(prediction):
     passages = prediction.evidence["coupling"]["coupling_passages"]
     coupling = mean_profile(passages[passages["variant"] == VARIANT], "coupling")
     resistance = ablation_profile(prediction.evidence["ablation"]["ablation_passages"])
-    result = layer_correlation(coupling, resistance, n_resamples=prediction.profile.bootstrap_resamples)
+    result = layer_correlation(coupling, resistance)
     prediction.conclude(effect=result.rho, ci=result.ci, n=result.n_layers, evidence={
         **result.evidence(), "coupling": dict(zip(coupling.layers.tolist(), coupling.profile.round(4).tolist())),
         "mean_delta_ppl": dict(zip(resistance.layers.tolist(), resistance.profile.round(4).tolist()))})

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from atlas import Criterion
-from atlas._evidence import judge_domain_pair
+from atlas.evidence import judge_domain_pair
 from atlas.simulate.perplexity import BASE_LOG_PPL, DOMAINS, domain_pair
 
 NAMED_DOMAIN = "academic_abstract"

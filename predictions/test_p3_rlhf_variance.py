@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from atlas import Criterion
-from atlas._evidence import judge_domain_pair
+from atlas.evidence import judge_domain_pair
 from atlas.simulate import domains
 from atlas.simulate.perplexity import tuned_worlds
 

@@ -12,7 +12,7 @@ number (Bretherton et al. 1999); a contrast of named layers is about this model:
 import pytest
 
 from atlas import Criterion
-from atlas._evidence import fixed_profile, layer_contrast, layer_correlation, mean_profile
+from atlas.evidence import fixed_profile, layer_contrast, layer_correlation, mean_profile
 from atlas.simulate.layers import LayerWorld, nulls, within_model_nulls
 
 SOURCE = "measurements-gpt2-april-2026: Inter-Head Coupling by Layer"
@@ -35,8 +35,7 @@ def coupling(prediction, variant: str):
 
 def rise(prediction, variant: str):
     profile = coupling(prediction, variant)
-    result = layer_correlation(fixed_profile(profile.layers), profile,
-                               n_resamples=prediction.profile.bootstrap_resamples)
+    result = layer_correlation(fixed_profile(profile.layers), profile)
     prediction.conclude(effect=result.rho, ci=result.ci, n=result.n_layers, evidence={
         **result.evidence(), "coupling": dict(zip(profile.layers.tolist(), profile.profile.round(4).tolist())),
         "seed_coupling_gpt2": SEED_COUPLING})
@@ -46,7 +45,7 @@ def contrast(prediction, weights: dict[int, float]):
     profile = coupling(prediction, "seed_flattened")
     if missing := sorted(set(weights) - set(profile.layers.tolist())):
         prediction.not_run(f"the model has no layers {missing}")
-    effect, ci = layer_contrast(profile, weights, n_resamples=prediction.profile.bootstrap_resamples)
+    effect, ci = layer_contrast(profile, weights)
     prediction.conclude(effect=effect, ci=ci, n=profile.n, evidence={
         "coupling": {k: float(v) for k, v in zip(profile.layers, profile.profile) if k in weights},
         "seed": {k: SEED_COUPLING[k] for k in weights if k < len(SEED_COUPLING)}})

@@ -13,7 +13,7 @@ heads. Criteria, fixed before the data:
     seed variant's rho is reported beside it);
 (c) general, against curvature: ``test_p6c_coupling_curvature.py``.
 A claim about layers, of which one model's smooth profiles are one draw: the interval is over layers, at
-their effective number (Bretherton et al. 1999; ``atlas._evidence``). Resampling the probe's passages and
+their effective number (Bretherton et al. 1999; ``atlas.evidence``). Resampling the probe's passages and
 drawing each Hessian layer from its probe error gives the measurement's own precision, reported beside it.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import replace
 import pytest
 
 from atlas import Criterion
-from atlas._evidence import ParametricProfile, layer_correlation, mean_profile
+from atlas.evidence import ParametricProfile, layer_correlation, mean_profile
 from atlas.simulate.layers import LayerWorld, nulls
 
 SOURCE = ("framework-v12-navigator: Coupling 'H_ij = off-diagonal Hessian', 'causally determines viscosity'; "
@@ -44,11 +44,10 @@ def against_hessian_coupling(prediction):
     layers = prediction.evidence["hessian_coupling"]["hessian_coupling_layers"]
     hessian = ParametricProfile(layers["layer"].to_numpy(), layers["coupling"].to_numpy(float),
                                 layers["stderr"].to_numpy(float), int(layers["n_probes"].iloc[0]))
-    n = prediction.profile.bootstrap_resamples
     variant, default = probe(prediction)
-    result = layer_correlation(default, hessian, n_resamples=n)
+    result = layer_correlation(default, hessian)
     seed_variant, seed = probe(prediction, "seed_flattened")
-    seed_result = layer_correlation(seed, hessian, n_resamples=n)
+    seed_result = layer_correlation(seed, hessian)
     prediction.conclude(effect=result.rho, ci=result.ci, n=result.n_layers, evidence={
         **result.evidence(), "variant": variant, "hessian_coupling": dict(zip(hessian.layers.tolist(),
                                                                            hessian.profile.round(4).tolist())),

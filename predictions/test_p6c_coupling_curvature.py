@@ -12,14 +12,14 @@ curvature along which a descent step overshoots (Keskar et al. 2016), and layer 
 largest-magnitude eigenvalue on the offline model is a negative one (a saddle direction).
 Unconverged eigenvalues (Lanczos residual above tol) leave the prediction inconclusive. The eigenvalues
 are of one batch spread over the domains. A claim about layers, of which one model's smooth profiles are one
-draw: the interval is over layers, at their effective number (Bretherton et al. 1999; ``atlas._evidence``).
+draw: the interval is over layers, at their effective number (Bretherton et al. 1999; ``atlas.evidence``).
 """
 
 import numpy as np
 import pytest
 
 from atlas import Criterion
-from atlas._evidence import fixed_profile, layer_correlation, mean_profile
+from atlas.evidence import fixed_profile, layer_correlation, mean_profile
 from atlas.simulate.layers import LayerWorld, nulls
 
 SOURCE = "framework-v12-navigator: Coupling 'causally determines viscosity via eigenvalue calculation'"
@@ -43,8 +43,7 @@ def test_coupled_layers_are_sharply_curved(prediction):
     hessian = prediction.evidence["hessian"]["hessian"]
     top = hessian[(hessian["kind"] == "eigenvalue") & (hessian["index"] == 0)]
     layers = top["block"].str.extract(r"layer\.(\d+)\.", expand=False).astype(int).to_numpy()
-    result = layer_correlation(coupling, fixed_profile(layers, top["value"].to_numpy(float)),
-                               n_resamples=prediction.profile.bootstrap_resamples)
+    result = layer_correlation(coupling, fixed_profile(layers, top["value"].to_numpy(float)))
     converged = bool(top["converged"].all())
     prediction.conclude(effect=result.rho, ci=result.ci if converged else (np.nan, np.nan), n=result.n_layers,
                         reason="" if converged else f"{int((~top['converged']).sum())} of {len(top)} top "

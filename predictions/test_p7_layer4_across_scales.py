@@ -23,9 +23,9 @@ dip of 0.02 at every scale on top of those profiles.
 import pytest
 
 from atlas import Criterion
-from atlas._evidence import layer_contrast, mean_profile
-from atlas._stats import t_interval
+from atlas.evidence import layer_contrast, mean_profile
 from atlas.simulate.perplexity import coupling_by_scale
+from atlas.stats import t_interval
 
 PYTHIA = ("pythia-70m", "pythia-160m", "pythia-410m")
 LAYERS = dict(zip(PYTHIA, (6, 12, 24)))
@@ -48,8 +48,7 @@ def test_layer_4_dips_across_pythia_scales(prediction):
     for name in PYTHIA:
         passages = prediction.evidence["coupling", name]["coupling_passages"]
         profile = mean_profile(passages[passages["variant"] == "seed_flattened"], "coupling")
-        effect, (lo, hi) = layer_contrast(profile, {4: 1.0, 3: -0.5, 5: -0.5},
-                                          n_resamples=prediction.profile.bootstrap_resamples)
+        effect, (lo, hi) = layer_contrast(profile, {4: 1.0, 3: -0.5, 5: -0.5})
         dips[name] = (effect, lo, hi)
     effects = [d[0] for d in dips.values()]
     prediction.conclude(effect=sum(effects) / len(effects), ci=t_interval(effects, unit="models"), n=len(dips),

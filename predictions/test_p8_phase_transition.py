@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from atlas import Criterion
-from atlas._stats import t_interval
 from atlas.simulate.trajectories import Seeds, flip, glitch, grokking, ramp, spike
+from atlas.stats import t_interval
 
 RECIPE = "modular-addition"
 SEEDS = tuple(f"lab:{RECIPE}@{seed}" for seed in (0, 1, 2))

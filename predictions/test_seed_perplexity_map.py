@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from atlas import Criterion, spearman
-from atlas._evidence import pooled_perplexity, split_halves
-from atlas._stats import domain_bootstrap_ci
+from atlas.evidence import pooled_perplexity, split_halves
 from atlas.simulate.perplexity import one_model
+from atlas.stats import domain_bootstrap_ci
 
 SEED_PPL = {  # domain id -> the seed sheet's GPT-2 small perplexity
     "technical_documentation": 19.1, "vernacular_dialect": 33.2, "tech_forum_discussion": 40.1,
@@ -53,7 +53,7 @@ def test_gpt2_ranks_domains_as_the_seed(prediction):
         prediction.not_run(f"the corpus lacks seed domains {sorted(set(SEED_PPL) - set(shared))}")
     rho = spearman([domains.loc[d, "ppl"] for d in shared], [SEED_PPL[d] for d in shared])
     ci = domain_bootstrap_ci(passages, lambda ppl: spearman([ppl[d] for d in shared], [SEED_PPL[d] for d in shared]),
-                             domains=shared, n_resamples=prediction.profile.bootstrap_resamples).of_unit("passages")
+                             domains=shared).of_unit("passages")
     prediction.conclude(effect=rho, ci=ci, n=int(domains.loc[shared, "n"].sum()), evidence={
         "replicated_ppl": {d: round(float(domains.loc[d, "ppl"]), 3) for d in shared}, "seed_ppl": SEED_PPL})
 
@@ -70,8 +70,7 @@ def test_domain_perplexities_spread_more_than_twofold(prediction):
     chosen = pooled_perplexity(choose)
     high, low = max(chosen, key=chosen.get), min(chosen, key=chosen.get)
     ppl = pooled_perplexity(estimate)
-    ci = domain_bootstrap_ci(estimate, lambda p: p[high] / p[low], domains=[high, low],
-                             n_resamples=prediction.profile.bootstrap_resamples).of_unit("passages")
+    ci = domain_bootstrap_ci(estimate, lambda p: p[high] / p[low], domains=[high, low]).of_unit("passages")
     prediction.conclude(effect=ppl[high] / ppl[low], ci=ci, n=len(estimate), evidence={
         "highest": {"domain": high, "ppl": ppl[high]}, "lowest": {"domain": low, "ppl": ppl[low]},
         "chosen_on": len(choose), "domain_ppl_estimation_half": {d: round(v, 3) for d, v in ppl.items()}})
