@@ -50,6 +50,7 @@ from ._corpus import Corpus
 from ._errors import BadInput, NotFinite, Refused, SettingsError
 from ._provenance import git_commit_of_atlas, package_versions, settings_hash
 from ._models import LoadedModel, load_model, model_checksum, nonfinite_parameters
+from ._profiles import DEFAULT_PROFILE, PROFILES
 from ._schema import SchemaViolation, coerce, validate_table
 from ._store import Derivation, ProtocolLog, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
@@ -58,7 +59,8 @@ __all__ = ["IsolationBreach", "RunResult", "RunSpec", "SummarySpec", "model_chec
            "run_spec"]
 
 #: settings every instrument takes: the seed of the measurement and of its summaries, and the summaries' resamples
-STATISTICS_DEFAULTS = {"bootstrap_resamples": 2000, "seed": 0}
+#: (by default the default profile's)
+STATISTICS_DEFAULTS = {"bootstrap_resamples": PROFILES[DEFAULT_PROFILE].bootstrap_resamples, "seed": 0}
 
 
 class IsolationBreach(Refused):

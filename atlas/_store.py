@@ -58,6 +58,7 @@ from sqlalchemy.exc import (
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from ._errors import StoreUrlError
+from ._options import SETTINGS
 from ._schema import coerce
 
 __all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
@@ -400,7 +401,7 @@ class Store:
     []
     """
 
-    def __init__(self, url: str = "sqlite:///atlas.db"):
+    def __init__(self, url: str = SETTINGS["db"].default):
         parsed = check_store_url(url)
         self.url = parsed  # a URL object: its str() and repr() mask the password
         self.shown_url = shown_url(parsed)

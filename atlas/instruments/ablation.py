@@ -62,7 +62,7 @@ _LOGIT_ROWS = 2048  # tokens sent through the output embeddings at once: bounds 
 _MAX_PADDING = 0.1
 
 
-def layer_ablation(heads: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def layer_ablation(heads: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
     """Per-layer summary of an ``ablation`` table (schema ``ablation_layers``): CI over the layer's heads."""
     rows = []
     for layer, g in heads.groupby("layer", sort=True):

@@ -178,7 +178,7 @@ def _attention_maps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tenso
     return torch.stack(captured, dim=1)
 
 
-def layer_coupling(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def layer_coupling(passages: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
     """Per layer and variant: mean coupling over passages, 95% bootstrap CI (schema ``coupling``)."""
     rows = []
     for (layer, variant), g in passages.groupby(["layer", "variant"], sort=False):

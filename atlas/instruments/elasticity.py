@@ -83,7 +83,7 @@ def _elastic_share(none: np.ndarray, ewc: np.ndarray, axis: int = -1) -> np.ndar
         return np.where(forgot > 0, 1 - kept / forgot, np.nan)
 
 
-def domain_elasticity(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def domain_elasticity(table: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
     """Per tuned domain: forgetting with and without the anchor, the elastic share with a paired bootstrap CI
     over the other domains, and the tuned domain's own gain (schema ``elasticity_share``)."""
     rows = []

@@ -186,7 +186,7 @@ def _linearised(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return c, N, (cross - own[:, :, None]) / 4
 
 
-def pair_coupling(probes: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def pair_coupling(probes: pd.DataFrame, *, n_resamples: int = 0, seed: int = 0) -> pd.DataFrame:
     """c_ab per (layer, unit_a < unit_b) with its delta-method standard error (schema ``hessian_coupling``).
 
     ``n_resamples`` and ``seed`` are the summaries' common signature: the delta method draws nothing."""
@@ -205,7 +205,7 @@ def pair_coupling(probes: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 
     return pd.DataFrame(rows)
 
 
-def layer_hessian_coupling(probes: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def layer_hessian_coupling(probes: pd.DataFrame, *, n_resamples: int = 0, seed: int = 0) -> pd.DataFrame:
     """Per layer the mean c_ab over its pairs, with standard error and CI (schema ``hessian_coupling_layers``).
 
     ``n_resamples`` and ``seed`` are the summaries' common signature: the delta method draws nothing."""

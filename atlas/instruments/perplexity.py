@@ -54,7 +54,7 @@ def _pooled_ppl(nll: np.ndarray, ntok: np.ndarray) -> float:
     return float(np.exp(nll.sum() / ntok.sum()))
 
 
-def domain_perplexity(passages: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def domain_perplexity(passages: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
     """Per-domain summary of a ``perplexity`` table (schema ``perplexity_domains``), domains in table order."""
     rows = []
     for domain, g in passages.groupby("domain", sort=False):

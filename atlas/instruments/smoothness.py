@@ -92,7 +92,7 @@ def _noise_scale(phi: float) -> float:
     return 1.0 / phi - 1.0 if phi > 0 else float("nan")
 
 
-def domain_smoothness(gram: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def domain_smoothness(gram: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
     """Per domain and block: signal, noise, B_simple and mean cosine with bootstrap CIs (schema ``smoothness``)."""
     rows = []
     for (domain, block), g in gram.groupby(["domain", "block"], sort=False):

@@ -106,7 +106,7 @@ def _parse_radii(radii: str) -> list[float]:
     return values
 
 
-def radius_stiffness(table: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def radius_stiffness(table: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
     """Per radius: mean rise, recovered share and returned share over directions, 95% bootstrap CIs over
     directions (schema ``stiffness_radii``)."""
     rows = []
