@@ -30,8 +30,8 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from ._errors import BadInput
-from ._predict import Inconclusive, Prediction, RefutedVerdict, version_of
+from ._errors import BadInput, Inconclusive, RefutedVerdict
+from ._predict import Prediction, version_of
 from ._profiles import PROFILES, Profile, using_profile
 from ._store import CalibrationRecord
 from ._verdict import Criterion, Outcome

@@ -47,24 +47,20 @@ import pandas as pd
 import torch
 
 from ._corpus import Corpus
-from ._errors import BadInput, NotFinite, Refused, SettingsError
+from ._errors import BadInput, IsolationBreach, NotFinite, SchemaViolation, SettingsError
 from ._provenance import git_commit_of_atlas, package_versions, settings_hash
 from ._models import LoadedModel, load_model, model_checksum, nonfinite_parameters
 from ._profiles import DEFAULT_PROFILE, PROFILES
-from ._schema import SchemaViolation, coerce, validate_table
+from ._schema import coerce, validate_table
 from ._store import Derivation, ProtocolLog, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
 
-__all__ = ["IsolationBreach", "RunResult", "RunSpec", "SummarySpec", "model_checksum", "resolve", "run_instrument",
+__all__ = ["RunResult", "RunSpec", "SummarySpec", "model_checksum", "resolve", "run_instrument",
            "run_spec"]
 
 #: settings every instrument takes: the seed of the measurement and of its summaries, and the summaries' resamples
 #: (by default the default profile's)
 STATISTICS_DEFAULTS = {"bootstrap_resamples": PROFILES[DEFAULT_PROFILE].bootstrap_resamples, "seed": 0}
-
-
-class IsolationBreach(Refused):
-    """An instrument left the model different from how it found it, or was given a model changed since loading."""
 
 
 @dataclass(frozen=True)

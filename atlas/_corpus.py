@@ -18,9 +18,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import BadInput
+from ._errors import CorpusError
 
-__all__ = ["Corpus", "CorpusError", "Passage", "STARTER_CORPUS", "load_corpus"]
+__all__ = ["Corpus", "Passage", "STARTER_CORPUS", "load_corpus"]
 
 #: Original passages written for Atlas, a dozen for each of the seed's eight domains.
 STARTER_CORPUS = Path(__file__).parent / "corpora" / "starter-v1.jsonl"
@@ -38,10 +38,6 @@ SEED_DOMAINS = {
 }
 
 _REQUIRED = ("id", "domain", "text")
-
-
-class CorpusError(BadInput):
-    """A corpus file that cannot be used; the message names the file and line."""
 
 
 @dataclass(frozen=True)

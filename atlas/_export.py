@@ -19,18 +19,15 @@ import importlib.util
 import json
 from pathlib import Path
 
+from ._errors import ExportError
 from ._flips import json_value, verdict_json
 from ._report import prediction_page
 from ._schema import schema_for, table_names
 from ._store import Run, Store
 
-__all__ = ["FORMATS", "ExportError", "export_prediction", "export_run"]
+__all__ = ["FORMATS", "export_prediction", "export_run"]
 
 FORMATS = ("csv", "json", "parquet")
-
-
-class ExportError(ValueError):
-    """Nothing to export, or a format that cannot be written here; nothing was written."""
 
 
 def _check_format(fmt: str) -> None:

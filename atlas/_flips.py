@@ -16,14 +16,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Comparison", "FlipsError", "compare", "corpus_matches", "json_value", "load_verdicts", "verdict_json"]
+from ._errors import FlipsError
+
+__all__ = ["Comparison", "compare", "corpus_matches", "json_value", "load_verdicts", "verdict_json"]
 
 FIELDS = ("id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile", "code_version",
           "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "created_at")
-
-
-class FlipsError(ValueError):
-    """A verdicts file that cannot be compared; the message names the file and the problem."""
 
 
 def json_value(value):

@@ -53,27 +53,17 @@ import yaml
 from sqlalchemy.exc import IntegrityError
 
 from ._provenance import settings_hash
-from ._errors import BadInput
-from ._judgment import JudgmentError, _key, allowed_value
-from ._schema import SchemaViolation, TableSchema, schema_for, table_names, validate_table
+from ._errors import BadInput, JudgmentError, SchemaViolation, SheetError
+from ._judgment import _key, allowed_value
+from ._schema import TableSchema, schema_for, table_names, validate_table
 from ._store import Judgment, Run, Store, utcnow
 
-__all__ = ["ImportResult", "Sheet", "SheetError", "import_sheet", "load_sheet", "reference_names",
+__all__ = ["ImportResult", "Sheet", "import_sheet", "load_sheet", "reference_names",
            "reference_sheet"]
 
 _SECTION_KEYS = {"table", "note", "defaults", "rows"}
 _FREE = ("label", "note")
 _EXTRA = "\0extra"  # where csv puts cells beyond the header
-
-
-class SheetError(BadInput):
-    """A sheet that cannot be imported; ``errors`` lists every problem (row, column, what was wrong)."""
-
-    def __init__(self, sheet: str, errors: list[str]):
-        self.sheet, self.errors = sheet, errors
-        super().__init__(f"sheet {sheet!r} was not imported; nothing was stored:\n"
-                         + "\n".join(f"  - {e}" for e in errors[:50])
-                         + (f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""))
 
 
 @dataclass

@@ -16,19 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._errors import BadInput
+from ._errors import BadInput, JudgmentError
 from ._schema import schema_for, verdict_technician
 from ._store import Judgment, Run, Store, VerdictRecord
 
-__all__ = ["FieldStatus", "JudgmentError", "Target", "allowed_value", "judge", "resolve_target", "run_fields",
+__all__ = ["FieldStatus", "Target", "allowed_value", "judge", "resolve_target", "run_fields",
            "verdict_fields"]
 
 AWAITING = "awaiting Technician"
 MIN_PREFIX = 4  # shorter run-id prefixes are too easily confused with verdict ids
-
-
-class JudgmentError(BadInput):
-    """A judgment that cannot be recorded (unknown target, undeclared field, disallowed value); nothing was written."""
 
 
 @dataclass(frozen=True)

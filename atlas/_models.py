@@ -36,14 +36,10 @@ from typing import Literal
 
 import torch
 
-from ._errors import HardwareUnavailable, SettingsError, Unavailable
+from ._errors import HardwareUnavailable, ModelUnavailable, SettingsError
 
-__all__ = ["MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model", "cache_dir", "model_checksum",
+__all__ = ["MODELS", "LoadedModel", "ModelSpec", "load_model", "cache_dir", "model_checksum",
            "nonfinite_parameters"]
-
-
-class ModelUnavailable(Unavailable):
-    """The weights of a model cannot be found here; the message says where Atlas looked."""
 
 
 @dataclass(frozen=True)

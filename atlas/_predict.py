@@ -37,8 +37,9 @@ import pytest
 
 from ._cisp import RunResult, resolve, run_spec
 from ._corpus import Corpus, load_corpus
-from ._errors import AtlasError, SequencingRefused, SettingsError, Unavailable
-from ._models import LoadedModel, ModelUnavailable, load_model
+from ._errors import (AtlasError, Inconclusive, ModelUnavailable, RefutedVerdict, SequencingRefused, SettingsError,
+                      Unavailable)
+from ._models import LoadedModel, load_model
 from ._profiles import PROFILES, Profile
 from ._stats import bootstrap_ci, one_sided_p
 from ._store import Adjustment, ProtocolLog, Run, Store, VerdictRecord
@@ -46,21 +47,12 @@ from ._verdict import Criterion, Outcome, holm_outcomes
 from ._version import code_version, prediction_version
 from .instruments import INSTRUMENTS
 
-__all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Inconclusive", "Prediction", "RefutedVerdict",
-           "store_adjustments", "version_of"]
+__all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Prediction", "store_adjustments", "version_of"]
 
 #: a setting value in ``needs`` that stands for the pair's second model: the instrument runs once, on the first
 #: model, towards the second (e.g. ``needs={"interpolation": {"other": SECOND_OF_PAIR}}``, the line from A to B);
 #: models (A1, B1, A2, B2, ...) are consecutive pairs, each measured on its first model towards its second
 SECOND_OF_PAIR = "<the second model of the pair>"
-
-
-class Inconclusive(Exception):
-    """Raised by ``conclude`` when the CI straddles the threshold; reported as INCONCLUSIVE."""
-
-
-class RefutedVerdict(AssertionError):
-    """Raised by ``conclude`` when the CI lies on the wrong side; reported as REFUTED (a failure, not a crash)."""
 
 
 @dataclass

@@ -30,9 +30,9 @@ from importlib.resources import files
 import pandas as pd
 import yaml
 
-from ._errors import BadInput
+from ._errors import BadInput, SchemaViolation
 
-__all__ = ["SchemaViolation", "TableSchema", "coerce", "schema_for", "validate_table", "table_names",
+__all__ = ["TableSchema", "coerce", "schema_for", "validate_table", "table_names",
            "verdict_technician"]
 
 _TYPES = {
@@ -46,19 +46,6 @@ _TYPES = {
 #: the pandas dtype a column of each schema type is held in (nullable ints and bools use pandas' masked dtypes)
 _DTYPES = {"int": "int64", "float": "float64", "str": "str", "bool": "bool"}
 _NULLABLE_DTYPES = {"int": "Int64", "float": "float64", "str": "str", "bool": "boolean"}
-
-
-class SchemaViolation(BadInput):
-    """A table does not match its schema. ``failures`` holds (expectation, column, rows)."""
-
-    def __init__(self, table: str, failures: list[tuple[str, str, pd.DataFrame | None]]):
-        self.table, self.failures = table, failures
-        lines = [f"table {table!r} does not match schema/{table}.yaml; it was not stored:"]
-        for expectation, column, rows in failures:
-            lines.append(f"  - {expectation} on {column}")
-            if rows is not None and len(rows):
-                lines.extend("      " + line for line in rows.head(10).to_string().splitlines())
-        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)

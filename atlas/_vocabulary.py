@@ -19,19 +19,15 @@ from importlib.resources import files
 
 import yaml
 
-from ._errors import BadInput
+from ._errors import VocabularyError
 
-__all__ = ["GROUPS", "MARKERS", "Term", "VocabularyError", "registry_mismatches", "vocabulary"]
+__all__ = ["GROUPS", "MARKERS", "Term", "registry_mismatches", "vocabulary"]
 
 GROUPS = ("terrain", "navigator", "global_geometry")
 VERSIONS = ("v12", "v13")
 MARKERS = ("no instrument yet", "technician")
 _FIELDS = ("id", "name", "group", "poles", "definition", "formula", "citations", "flags", "version", "source",
            "instruments")
-
-
-class VocabularyError(BadInput):
-    """``schema/vocabulary.yaml`` is malformed."""
 
 
 @dataclass(frozen=True)

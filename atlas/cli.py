@@ -327,7 +327,8 @@ def diff(old, new, out):
 
     Exit status: 0 no flip, 3 at least one flip (1: a file could not be read).
     """
-    from ._flips import FlipsError, compare, load_verdicts
+    from ._errors import FlipsError
+    from ._flips import compare, load_verdicts
 
     try:
         result = compare(load_verdicts(old), load_verdicts(new))
@@ -365,8 +366,9 @@ def diff(old, new, out):
 @_DB_OPTION
 def export(run_id, prediction, tables, fmt, out, db):
     """Write stored tables with their provenance: RUN_ID (or a unique prefix of it), or --prediction ID."""
-    from ._export import ExportError, export_prediction, export_run
-    from ._judgment import JudgmentError, resolve_target
+    from ._errors import ExportError, JudgmentError
+    from ._export import export_prediction, export_run
+    from ._judgment import resolve_target
     from ._store import Store
 
     if (run_id is None) == (prediction is None):

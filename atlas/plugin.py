@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from ._errors import AtlasError
-from ._predict import AtlasSession, Inconclusive, Prediction, RefutedVerdict, store_adjustments
+from ._errors import AtlasError, Inconclusive, RefutedVerdict
+from ._predict import AtlasSession, Prediction, store_adjustments
 from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
 from ._options import SETTINGS, model_pair

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from atlas import Store
-from atlas._import import SheetError, import_sheet, load_sheet, reference_sheet
+from atlas import SheetError, Store
+from atlas._import import import_sheet, load_sheet, reference_sheet
 from atlas._report import seed_reference
 from atlas.cli import main
 

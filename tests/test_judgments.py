@@ -4,8 +4,8 @@ from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from atlas import SchemaViolation, Store, validate_table
-from atlas._judgment import JudgmentError, judge, run_fields, verdict_fields
+from atlas import JudgmentError, SchemaViolation, Store, validate_table
+from atlas._judgment import judge, run_fields, verdict_fields
 from atlas._schema import schema_for
 from atlas._store import Run, VerdictRecord, utcnow
 from atlas.cli import main

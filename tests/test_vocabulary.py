@@ -4,8 +4,8 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from atlas import INSTRUMENTS
-from atlas._vocabulary import VocabularyError, load_vocabulary, registry_mismatches, vocabulary
+from atlas import INSTRUMENTS, VocabularyError
+from atlas._vocabulary import load_vocabulary, registry_mismatches, vocabulary
 from atlas.cli import main
 
 IDS = {"steep_shallow", "hot_cold", "smooth_abrasive", "slick_sticky", "loose_tight", "flexible_stiff", "elevation",

@@ -21,7 +21,8 @@ Bundled recipes: ``modular-addition`` (grokking, Power et al. 2022 / Nanda et al
 
 from ._checkpoint import LabCheckpoint, evaluate_modular, lab_checkpoint
 from ._data import Batch
-from ._recipe import LabError, Recipe, load_recipe, recipe_names
+from .._errors import LabError
+from ._recipe import Recipe, load_recipe, recipe_names
 from ._train import TrainResult, default_out, train
 
 __all__ = ["Batch", "LabCheckpoint", "LabError", "Recipe", "TrainResult", "default_out", "evaluate_modular",

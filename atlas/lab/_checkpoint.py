@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from .._corpus import Corpus, load_corpus
+from .._errors import LabError
 from .._models import LoadedModel, load_model
 from ._data import ModularTask, split_passages
-from ._recipe import CorpusData, LabError, ModularData, Recipe, parse_recipe
+from ._recipe import CorpusData, ModularData, Recipe, parse_recipe
 from ._train import METADATA, TRAJECTORY, TRAJECTORY_COLUMNS, evaluate
 
 __all__ = ["LabCheckpoint", "evaluate_modular", "lab_checkpoint"]

@@ -35,7 +35,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from .._corpus import Corpus, load_corpus
-from ._recipe import CorpusData, LabError, ModularData, Recipe
+from .._errors import LabError
+from ._recipe import CorpusData, ModularData, Recipe
 
 __all__ = ["IGNORE", "Batch", "CorpusTask", "ModularTask", "build_task", "split_passages", "training_batches"]
 

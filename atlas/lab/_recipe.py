@@ -59,18 +59,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .._errors import BadInput
+from .._errors import LabError
 
-__all__ = ["Architecture", "Checkpoints", "CorpusData", "LabError", "ModularData", "Optimiser", "Recipe",
+__all__ = ["Architecture", "Checkpoints", "CorpusData", "ModularData", "Optimiser", "Recipe",
            "Schedule", "load_recipe", "recipe_names"]
 
 KINDS = ("modular_addition", "corpus_lm", "finetune")
 SHAPES = ("gpt2", "llama")
 SCHEDULES = ("constant", "linear_warmup")
-
-
-class LabError(BadInput):
-    """A recipe or a training request that cannot be used; the message names the field and the fix."""
 
 
 @dataclass(frozen=True)

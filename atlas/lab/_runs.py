@@ -22,9 +22,10 @@ from pathlib import Path
 
 from .._provenance import git_commit_of_atlas, package_versions, settings_hash
 from .._corpus import load_corpus
+from .._errors import LabError
 from .._schema import coerce, validate_table
 from .._store import ProtocolLog, Run, Store, utcnow
-from ._recipe import LabError, Recipe, load_recipe
+from ._recipe import Recipe, load_recipe
 from ._train import TrainResult, train
 
 __all__ = ["LAB_PREFIX", "lab_name", "parse_lab_name", "trained_on", "trained_run"]

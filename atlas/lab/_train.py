@@ -51,11 +51,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._errors import LabError
 from .._models import cache_dir
 from .._schema import validate_table
 from ._data import IGNORE, Batch, build_task
 from ._model import initial_model
-from ._recipe import LabError, Recipe, load_recipe
+from ._recipe import Recipe, load_recipe
 
 __all__ = ["TRAJECTORY_COLUMNS", "TrainResult", "default_out", "evaluate", "train"]
 

@@ -16,9 +16,8 @@ from _support import FUZZ_EXAMPLES, record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atlas import Store, load_corpus
-from atlas._corpus import CorpusError
-from atlas._import import SheetError, import_sheet, load_sheet
+from atlas import CorpusError, SheetError, Store, load_corpus
+from atlas._import import import_sheet, load_sheet
 from atlas._schema import coerce, schema_for
 from atlas._store import Run, utcnow
 
