@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 
 from ._errors import ExportError
-from ._flips import json_value, verdict_json
+from ._flips import verdict_json
+from ._jsonsafe import json_safe
 from ._report import prediction_page
 from ._schema import schema_for, table_names
 from ._store import Run, Store
@@ -48,7 +49,7 @@ def _write_table(df, path: Path, fmt: str) -> None:
     if fmt == "csv":
         df.to_csv(path, index=False)
     elif fmt == "json":
-        rows = [{k: json_value(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+        rows = json_safe(df.to_dict(orient="records"))
         path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     else:
         df.to_parquet(path, index=False)
@@ -73,9 +74,9 @@ def export_run(store: Store, run: Run, out_dir: str | Path, fmt: str = "csv",
         _write_table(df, path, fmt)
         written.append(path)
         described[name] = {"file": path.name, "rows": len(df), "columns": _columns(name)}
-    provenance = {k: json_value(getattr(run, k)) for k in Run.model_fields}
+    provenance = {k: getattr(run, k) for k in Run.model_fields}
     sidecar = where / "provenance.json"
-    sidecar.write_text(json.dumps({"run": provenance, "tables": described}, indent=1, default=json_value) + "\n",
+    sidecar.write_text(json.dumps(json_safe({"run": provenance, "tables": described}), indent=1) + "\n",
                        encoding="utf-8")
     return [*written, sidecar]
 

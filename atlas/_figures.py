@@ -26,6 +26,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._jsonsafe import json_safe
+
 __all__ = ["FIGURES", "OUTCOME_COLOURS", "Figure", "Scale", "asinh_scale", "diverging", "figure", "figures_for",
            "forest", "history", "linear_scale", "log_scale", "sequential", "statistic_kind"]
 
@@ -274,8 +276,8 @@ def figures_for(tables: dict, labels: dict, seed: dict) -> list[dict]:
 
 
 def _records(df) -> list[dict]:
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            for r in df.to_dict(orient="records")]
+    """A stored table's rows as plain values, each missing one (NaN, pandas' NA) as None (``json_safe``)."""
+    return json_safe(df.to_dict(orient="records"))
 
 
 # --- verdicts: the forest plot and a prediction's history ----------------------------------------------

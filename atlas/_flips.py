@@ -12,25 +12,16 @@ holds several records of one key (several criterion versions), the newest counts
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import FlipsError
+from ._jsonsafe import json_safe
 
-__all__ = ["Comparison", "compare", "corpus_matches", "json_value", "load_verdicts", "verdict_json"]
+__all__ = ["Comparison", "compare", "corpus_matches", "load_verdicts", "verdict_json"]
 
 FIELDS = ("id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile", "code_version",
           "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "created_at")
-
-
-def json_value(value):
-    """A stored value as JSON: NaN as null, datetimes in ISO 8601, numpy scalars as Python numbers."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value.item() if hasattr(value, "item") else value
 
 
 def verdict_json(v, adjustment=None) -> dict:
@@ -38,10 +29,10 @@ def verdict_json(v, adjustment=None) -> dict:
     stored Holm adjustment (``atlas._store.Adjustment``), the outcome after it (``adjusted_outcome``: the
     verdict's own outcome where no adjustment applies), the adjusted p-value and the family's size. ``scope``
     and ``n_unit``: what the verdict holds for, and what its n counts."""
-    record = {f: json_value(getattr(v, f)) for f in FIELDS}
+    record = json_safe({f: getattr(v, f) for f in FIELDS})
     record.update(scope=v.evidence.get("scope"), n_unit=v.evidence.get("n_unit"),
                   adjusted_outcome=adjustment.outcome if adjustment is not None else v.outcome,
-                  p_adjusted=json_value(adjustment.p_adjusted) if adjustment is not None else None,
+                  p_adjusted=json_safe(adjustment.p_adjusted) if adjustment is not None else None,
                   holm_family=adjustment.family if adjustment is not None else None)
     return record
 

@@ -52,7 +52,8 @@ import pandas as pd
 import yaml
 from sqlalchemy.exc import IntegrityError
 
-from ._provenance import settings_hash
+from ._jsonsafe import json_safe
+from ._provenance import content_hash, settings_hash
 from ._errors import BadInput, JudgmentError, SchemaViolation, SheetError
 from ._judgment import _key, allowed_value
 from ._schema import TableSchema, schema_for, table_names, validate_table
@@ -75,9 +76,13 @@ class Sheet:
 
     @property
     def hash(self) -> str:
-        """The content hash: equal for equal content, whatever the file's name, comments or layout."""
-        canonical = json.dumps(self.data, sort_keys=True, ensure_ascii=False, default=str)
-        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+        """The content hash (``atlas._provenance.content_hash``): equal for equal content, whatever the file's
+        name, comments or layout."""
+        try:
+            return content_hash(self.data)
+        except ValueError:  # NaN or ±inf outside the tables' cells (where _sections names them)
+            raise SheetError(self.name, ["holds NaN or an infinite number, which has no JSON form; write it "
+                                         "as text"]) from None
 
 
 @dataclass
@@ -373,12 +378,12 @@ def import_sheet(store: Store, sheet: Sheet) -> ImportResult:
     Each run's id is derived from the content hash and its section, so when two processes import the same
     sheet at once, the slower one's write meets the stored key, is rolled back whole, and reports
     ``already`` like any repeat import."""
+    record, sections = _sections(sheet)
     digest = sheet.hash
     prior = store.runs(provenance="imported", corpus_hash=digest)
     if prior:
         return ImportResult(sheet.name, digest, runs=prior, already=True)
-    record, sections = _sections(sheet)
-    record = json.loads(json.dumps(record, default=str))  # dates and the like as text
+    record = json_safe(record, lenient=True)  # dates as ISO 8601 text, YAML's other types as text
     by = str(record.get("judged_by") or record["source"])
     now, result = utcnow(), ImportResult(sheet.name, digest)
     written = []

@@ -36,7 +36,6 @@ their default) when it is opened; nothing else about it changes.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 import uuid
@@ -58,6 +57,7 @@ from sqlalchemy.exc import (
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from ._errors import StoreUrlError
+from ._jsonsafe import json_safe
 from ._options import SETTINGS
 from ._schema import coerce
 
@@ -224,7 +224,7 @@ class Judgment(SQLModel, table=True):
 def _add_rows(session: Session, run_id: str, tables: dict[str, pd.DataFrame], derivation: str) -> None:
     for name, df in tables.items():
         for i, record in enumerate(df.to_dict(orient="records")):
-            values = {k: _json_safe(v) for k, v in record.items()}
+            values = json_safe(record)  # NaN as null; ±inf and other objects refused (schemas refuse them first)
             session.add(Measurement(run_id=run_id, table_name=name, row=i, values=values, derivation=derivation))
 
 
@@ -312,29 +312,6 @@ def _sql_literal(value) -> str:
     if isinstance(value, (dict, list)):
         value = json.dumps(value)
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _json_safe(value):
-    """NaN and pandas' NA are not JSON: store them as null (a missing value). ±inf is left for the strict
-    serializer to refuse: schemas refuse non-finite numbers before a table gets here."""
-    if value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if hasattr(value, "item"):  # numpy scalar
-        return _json_safe(value.item())
-    return value
-
-
-def _finite_json(value):
-    """A verdict's evidence as strict JSON: nested mappings and lists kept, numpy scalars as Python numbers,
-    NaN and ±inf as null (evidence is a record of what was seen; a non-finite number in it is "no number")."""
-    if isinstance(value, dict):
-        return {str(k): _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    value = _json_safe(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value if value is None or isinstance(value, (str, int, float)) else str(value)
 
 
 def _strict_json(value) -> str:
@@ -459,9 +436,9 @@ class Store:
         return self._add(judgment)
 
     def write_verdict(self, verdict: VerdictRecord) -> None:
-        verdict.effect, verdict.ci_low, verdict.ci_high = (
-            _finite_json(verdict.effect), _finite_json(verdict.ci_low), _finite_json(verdict.ci_high))
-        verdict.evidence = _finite_json(verdict.evidence)
+        # evidence is a record of what was seen: a non-finite number in it is "no number" (null)
+        verdict.effect, verdict.ci_low, verdict.ci_high, verdict.evidence = json_safe(
+            [verdict.effect, verdict.ci_low, verdict.ci_high, verdict.evidence], lenient=True)
         self._add(verdict)
 
     def write_event(self, event: ProtocolEvent) -> None:

@@ -28,13 +28,12 @@ after it concluded is ``error`` (the verdict is void, never supported).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from ._errors import SettingsError
+from ._provenance import content_hash
 from ._stats import holm
 
 __all__ = ["SCOPES", "UNITS", "Criterion", "Outcome", "holm_outcomes"]
@@ -95,7 +94,8 @@ class Criterion:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+        """The hex SHA-256 of the criterion's canonical JSON (``atlas._provenance.content_hash``)."""
+        return content_hash(self.as_dict()).removeprefix("sha256:")
 
     @property
     def version(self) -> str:

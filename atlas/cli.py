@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from pathlib import Path
 
 import click
 
 from ._errors import AtlasError, BadInput
+from ._jsonsafe import json_safe
 from ._options import SETTINGS
 
 
@@ -44,15 +44,9 @@ def _setting(name: str, *declarations: str):
 _DB_OPTION = _setting("db")
 
 
-def _clean(value):
-    """JSON has no NaN: missing numbers are null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
 def _records(df) -> list[dict]:
-    return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    """A table's rows as JSON data: a missing number as null (``atlas._jsonsafe``)."""
+    return json_safe(df.to_dict(orient="records"))
 
 
 def measurement_options(fn):
@@ -289,8 +283,7 @@ def calibrate(ids, reps, resamples, profile, seed, folder, as_json, store_url, c
         store.write_all(calibration_records(results, profile=profile, seed=seed,
                                             resamples=resamples or PROFILES[profile].bootstrap_resamples))
     if as_json:
-        click.echo(json.dumps({"reps": reps, "seed": seed, "profile": profile, "predictions": results},
-                              default=_clean))
+        click.echo(json.dumps(json_safe({"reps": reps, "seed": seed, "profile": profile, "predictions": results})))
     else:
         _print_calibration(results)
     failing = [f"{e['id']}: {n['name']} {n['false_supported']:.3f}" for e in results for n in e["nulls"]

@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from importlib.resources import files
@@ -60,6 +58,8 @@ import numpy as np
 import yaml
 
 from .._errors import LabError
+from .._jsonsafe import json_safe
+from .._provenance import content_hash
 
 __all__ = ["Architecture", "Checkpoints", "CorpusData", "ModularData", "Optimiser", "Recipe",
            "Schedule", "load_recipe", "recipe_names"]
@@ -159,7 +159,7 @@ class Recipe:
         checkpoints' metadata hold); ``parse_recipe`` reads it back to an equal recipe."""
         out = _drop_none(asdict(self))
         out["batch"] = "full" if self.batch is None else self.batch
-        return json.loads(json.dumps(out))  # tuples become lists, as they are read back
+        return json_safe(out)  # tuples become lists, as they are read back
 
     @property
     def hash(self) -> str:
@@ -168,8 +168,7 @@ class Recipe:
             from .._corpus import load_corpus
 
             resolved["data"]["corpus"] = load_corpus(self.data.corpus).hash
-        canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+        return content_hash(resolved)
 
     def updated(self, changes: dict) -> Recipe:
         """A new recipe with ``changes`` merged in (nested mappings merge), validated like a file.

@@ -20,7 +20,7 @@ import math
 import re
 from pathlib import Path
 
-from .._provenance import git_commit_of_atlas, package_versions, settings_hash
+from .._provenance import content_hash, git_commit_of_atlas, package_versions, settings_hash
 from .._corpus import load_corpus
 from .._errors import LabError
 from .._schema import coerce, validate_table
@@ -86,7 +86,7 @@ def trained_run(store: Store, recipe: Recipe | str, seed: int | None = None, *, 
 def _data_hash(recipe: Recipe) -> str:
     """What the recipe trains on, as a hash: the corpus's content hash, or the modular task's description."""
     data = recipe.as_dict()["data"]
-    return load_corpus(data["corpus"]).hash if "corpus" in data else "sha256:" + settings_hash(data)
+    return load_corpus(data["corpus"]).hash if "corpus" in data else content_hash(data)
 
 
 def trained_on(model_name: str) -> set[str]:
