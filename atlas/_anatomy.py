@@ -31,11 +31,17 @@ axis that indexes the units, and the offset where the family starts on it. Layou
 ``mlp_axes``, ``head_axes`` and ``residual_axes`` list every parameter axis indexed by
 a layer's MLP hidden units, by its attention heads (q, k, v, o), and by the residual
 stream's features: what a permutation of those units must move together.
+
+Hooks. An instrument that reads or changes what flows through these parts (a layer's
+output, an output projection's input) adds PyTorch hooks for one computation with
+``hooks``, the one owner of the add-then-remove lifecycle; ``hook_count`` counts what
+is attached, which CISP compares before and after a run.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from torch import nn
@@ -44,8 +50,8 @@ from transformers.pytorch_utils import Conv1D
 from ._errors import BadInput
 
 __all__ = ["Axis", "attention", "attention_params", "decoder_layers", "eager_attention", "final_norm", "head_axes",
-           "head_dim", "kv_groups", "mlp_axes", "mlp_params", "mlp_projections", "output_projection",
-           "qkv_projections", "residual_axes"]
+           "head_dim", "hook_count", "hooks", "kv_groups", "mlp_axes", "mlp_params", "mlp_projections",
+           "output_projection", "qkv_projections", "residual_axes"]
 
 
 def _first_path(model: nn.Module, paths: tuple[str, ...]) -> nn.Module | None:
@@ -246,3 +252,61 @@ def eager_attention(model: nn.Module):
         if before != "eager":
             model.set_attn_implementation(before)
 
+
+#: what each hook kind registers, and what its function receives (and may return to replace):
+#: ``forward``            fn(module, args, output)    -> new output or None  (after forward)
+#: ``forward_pre``        fn(module, args)            -> new args or None    (before forward)
+#: ``forward_pre_kwargs`` fn(module, args, kwargs)    -> (args, kwargs) or None
+#: ``backward``           fn(module, grad_input, grad_output) -> new grad_input or None
+_REGISTER: dict[str, Callable] = {
+    "forward": lambda module, fn: module.register_forward_hook(fn),
+    "forward_pre": lambda module, fn: module.register_forward_pre_hook(fn),
+    "forward_pre_kwargs": lambda module, fn: module.register_forward_pre_hook(fn, with_kwargs=True),
+    "backward": lambda module, fn: module.register_full_backward_hook(fn),
+}
+
+
+@contextmanager
+def hooks(*specs: tuple[nn.Module, str, Callable]):
+    """Attach every ``(module, kind, fn)`` hook for the block, and remove every one on the way out.
+
+    PyTorch hooks are state of the model: a hook left behind changes every later
+    forward pass of every instrument (and CISP stores the run as failed, since the
+    model's hook count changed). TransformerLens makes this the job of one owner:
+    a ``HookPoint`` on each activation and the ``HookedRootModule.hooks(fwd_hooks=...,
+    bwd_hooks=...)`` context manager, which adds the hooks and resets them when the
+    block ends (https://github.com/TransformerLensOrg/TransformerLens,
+    ``transformer_lens/hook_points.py``). Atlas measures Hugging Face models as they
+    are, without hook points, so the hooks go on the modules this module finds
+    (``decoder_layers``, ``attention``, ``output_projection``...), and this is the one
+    place that adds and removes them. ``kind`` is one of ``_REGISTER``'s keys: ``forward``,
+    ``forward_pre``, ``forward_pre_kwargs`` (the keyword arguments too: mask, rotary
+    embeddings...) or ``backward`` (``register_full_backward_hook``).
+
+    Hooks are added in the order given (hooks on one module run in that order); if
+    adding one fails, those already added are removed before the error propagates, and
+    an exception in the block removes them all too. Each decoder layer's output, kept
+    for one forward pass:
+
+    >>> import torch
+    >>> from atlas import load_model
+    >>> model = load_model("tiny-gpt2").model
+    >>> outputs = []
+    >>> keep = lambda module, args, output: outputs.append(output)
+    >>> with hooks(*[(layer, "forward", keep) for layer in decoder_layers(model)]):
+    ...     logits = model(torch.tensor([[1, 2, 3]])).logits
+    >>> len(outputs), hook_count(model)
+    (2, 0)
+    """
+    with ExitStack() as added:
+        for module, kind, fn in specs:
+            if kind not in _REGISTER:
+                raise BadInput(f"hook kind {kind!r}: one of {', '.join(_REGISTER)}")
+            added.callback(_REGISTER[kind](module, fn).remove)
+        yield
+
+
+def hook_count(model: nn.Module) -> int:
+    """Hooks attached to ``model`` and its submodules, of every kind ``hooks`` adds (and backward pre-hooks)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(m._backward_pre_hooks) for m in model.modules())
