@@ -48,7 +48,7 @@ import torch
 from scipy.stats import permutation_test
 from torch import nn
 
-from .._anatomy import decoder_layers
+from .._anatomy import decoder_layers, hooks
 
 __all__ = ["cka", "cka_test", "hsic", "layer_cka", "layer_representations"]
 
@@ -103,25 +103,20 @@ def layer_representations(model: nn.Module, input_ids: torch.Tensor, attention_m
     def keep(_module, _inputs, output):
         captured.append(output[0] if isinstance(output, tuple) else output)  # [b, T, d]
 
-    handles = [layer.register_forward_hook(keep) for layer in layers]
     pooled = []
     device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for start in range(0, len(input_ids), batch_size):
-                ids, m = input_ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
-                captured.clear()
-                model.base_model(input_ids=ids, attention_mask=m)  # the decoder alone: no logits needed
-                hidden = torch.stack(captured).double()  # [L, b, T, d]
-                if pooling == "mean":
-                    w = m.double()[None, :, :, None]  # [1, b, T, 1]
-                    pooled.append((hidden * w).sum(dim=2) / w.sum(dim=2))  # [L, b, d]
-                else:
-                    last = m.sum(dim=1) - 1  # [b] right padding: the last real token
-                    pooled.append(hidden[:, torch.arange(len(ids)), last])  # [L, b, d]
-    finally:
-        for h in handles:
-            h.remove()
+    with hooks(*[(layer, "forward", keep) for layer in layers]), torch.no_grad():
+        for start in range(0, len(input_ids), batch_size):
+            ids, m = input_ids[start:start + batch_size].to(device), mask[start:start + batch_size].to(device)
+            captured.clear()
+            model.base_model(input_ids=ids, attention_mask=m)  # the decoder alone: no logits needed
+            hidden = torch.stack(captured).double()  # [L, b, T, d]
+            if pooling == "mean":
+                w = m.double()[None, :, :, None]  # [1, b, T, 1]
+                pooled.append((hidden * w).sum(dim=2) / w.sum(dim=2))  # [L, b, d]
+            else:
+                last = m.sum(dim=1) - 1  # [b] right padding: the last real token
+                pooled.append(hidden[:, torch.arange(len(ids)), last])  # [L, b, d]
     return torch.cat(pooled, dim=1).cpu().numpy()
 
 

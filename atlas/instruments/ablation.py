@@ -37,7 +37,6 @@ with a 95% bootstrap CI over the layer's heads, and the mean importance.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -45,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .._anatomy import decoder_layers, final_norm, output_projection
+from .._anatomy import decoder_layers, final_norm, hooks, output_projection
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
@@ -115,9 +114,10 @@ def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048,
 
 
 
-@contextmanager
 def _head_gates(model: torch.nn.Module, gates: dict[int, torch.Tensor]):
-    """Multiply head h's slice of layer l's output-projection input by gates[l][:, h] ([rows or 1, H])."""
+    """Multiply head h's slice of layer l's output-projection input by gates[l][:, h] ([rows or 1, H]).
+
+    A context manager: the gates act inside its block only."""
     def gate_hook(g):
         def hook(module, args):
             x = args[0]  # [R, T, H * head_dim]
@@ -125,14 +125,7 @@ def _head_gates(model: torch.nn.Module, gates: dict[int, torch.Tensor]):
             return (gated.flatten(-2), *args[1:])
         return hook
 
-    handles = []
-    try:
-        for layer, g in gates.items():
-            handles.append(output_projection(model, layer).register_forward_pre_hook(gate_hook(g)))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    return hooks(*[(output_projection(model, layer), "forward_pre", gate_hook(g)) for layer, g in gates.items()])
 
 
 def _record_layer_inputs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor):
@@ -142,12 +135,8 @@ def _record_layer_inputs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.
     def keep(module, args, kwargs):
         records.append((args, kwargs))
 
-    handles = [layer.register_forward_pre_hook(keep, with_kwargs=True) for layer in decoder_layers(model)]
-    try:
+    with hooks(*[(layer, "forward_pre_kwargs", keep) for layer in decoder_layers(model)]):
         final = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    finally:
-        for h in handles:
-            h.remove()
     return records, final
 
 

@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .._anatomy import attention, decoder_layers, eager_attention, kv_groups
+from .._anatomy import attention, decoder_layers, eager_attention, hooks, kv_groups
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
@@ -168,13 +168,12 @@ def _attention_maps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tenso
     model for good, which would leave the model changed.
     """
     captured: list[torch.Tensor] = []
-    handles = [attention(model, layer).register_forward_hook(lambda _m, _a, out: captured.append(out[1]))
-               for layer in range(len(decoder_layers(model)))]
-    try:
+
+    def keep(_module, _args, output):
+        captured.append(output[1])  # the attention weights [B, H, T, T]
+
+    with hooks(*[(attention(model, layer), "forward", keep) for layer in range(len(decoder_layers(model)))]):
         model(input_ids=ids, attention_mask=mask)
-    finally:
-        for handle in handles:
-            handle.remove()
     return torch.stack(captured, dim=1)
 
 
