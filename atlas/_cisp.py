@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._anatomy import hook_count
 from ._corpus import Corpus
 from ._errors import BadInput, IsolationBreach, NotFinite, SchemaViolation, SettingsError
 from ._provenance import git_commit_of_atlas, package_versions, settings_hash
@@ -145,10 +146,6 @@ def resolve(instrument: str, lm: LoadedModel, corpus: Corpus, settings: dict,
     summary = (SummarySpec(inst.name, inst.version, int(full["bootstrap_resamples"]), int(full["seed"]))
                if inst.summaries else None)
     return spec, summary
-
-
-def _hook_count(model: torch.nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
 
 
 def _seed_everything(seed: int) -> None:
@@ -292,7 +289,7 @@ _STATE_NAMES = ("parameters", "hooks", "attention implementation", "train mode",
 
 def _model_state(model: torch.nn.Module) -> tuple:
     """What a run must leave as it found it, in the order of ``_STATE_NAMES``."""
-    return (model_checksum(model), _hook_count(model), getattr(model.config, "_attn_implementation", None),
+    return (model_checksum(model), hook_count(model), getattr(model.config, "_attn_implementation", None),
             model.training, torch.is_grad_enabled())
 
 

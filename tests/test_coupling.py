@@ -11,8 +11,8 @@ from scipy import stats
 
 from atlas import (INSTRUMENTS, Corpus, Passage, SchemaViolation, load_corpus, load_model, run_instrument,
                    validate_table)
-from atlas._anatomy import kv_groups
-from atlas._cisp import _hook_count, model_checksum
+from atlas._anatomy import hook_count, kv_groups
+from atlas._cisp import model_checksum
 from atlas._scoring import encode
 from atlas.instruments.coupling import (head_pair_matrix, layer_coupling, measure_coupling, row_pair_matrix,
                                        shared_kv_pairs)
@@ -121,10 +121,10 @@ def test_the_sink_variant_differs_from_all(tiny, small):
 def test_model_left_as_found_attention_implementation_included():
     lm = load_model("tiny-gpt2", device="cpu")
     lm.model.set_attn_implementation("sdpa")
-    before, hooks = model_checksum(lm.model), _hook_count(lm.model)
+    before, hooks = model_checksum(lm.model), hook_count(lm.model)
     measure_coupling(lm, load_corpus("starter").sample(1), max_tokens=32, progress=False)["coupling_passages"]
     assert lm.model.config._attn_implementation == "sdpa"
-    assert model_checksum(lm.model) == before and _hook_count(lm.model) == hooks
+    assert model_checksum(lm.model) == before and hook_count(lm.model) == hooks
     assert not lm.model.training and torch.is_grad_enabled()
 
 
