@@ -10,9 +10,10 @@ from each ``atlas/instruments/*.py`` with ``ast`` (it lives outside that package
 ``__init__`` imports them all); ``tests/test_cli.py`` checks that it agrees with the
 registry the modules build when imported.
 
-``instrument_table`` is the other direction: the registry itself (imported, so torch with it) and each
-table's schema, rendered as the Markdown table the documentation shows (``docs/hooks.py`` fills
-``docs/instruments.md`` with it at build time).
+``instrument_table`` is the other direction: the registry itself and each table's schema, rendered as the
+Markdown table the documentation shows (``docs/hooks.py`` fills ``docs/instruments.md`` with it at build
+time); ``settings_table`` renders the run's settings (``atlas._options``) the same way. Both are given what
+they render: this module sits below the registry, the schema and the options.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CatalogEntry", "Setting", "catalog", "instrument_table", "settings_help"]
+from ._errors import BadInput
+
+__all__ = ["CatalogEntry", "Setting", "catalog", "instrument_table", "settings_help", "settings_table"]
 
 _HERE = Path(__file__).parent / "instruments"
 
@@ -111,22 +115,21 @@ def catalog() -> dict[str, CatalogEntry]:
     return found
 
 
-def instrument_table() -> str:
+def instrument_table(instruments: Mapping, schema_for: Callable) -> str:
     """Every registered instrument as one Markdown table: name and version, its tables with their schema
     columns (summaries marked), the Framework terms it measures, and its settings with their defaults.
 
-    Read from ``atlas.instruments.INSTRUMENTS`` and ``schema/<table>.yaml``, never restated: a table without
-    a schema, or whose schema names another instrument, raises ``BadInput`` (the documentation build fails).
+    ``instruments`` is the registry (``atlas.instruments.INSTRUMENTS``) and ``schema_for`` reads a table's schema
+    (``atlas._schema.schema_for``): the caller passes them in (the documentation's hook), as this module sits
+    below both. Nothing is restated: a table without a schema raises ``BadInput``, and so does a schema that
+    names another instrument (the documentation build fails).
     """
-    from ._errors import BadInput
-    from ._schema import schema_for
-    from .instruments import INSTRUMENTS
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     rows = ["| instrument | tables (schema columns) | Framework terms | settings (defaults) |", "|---|---|---|---|"]
-    for name, entry in INSTRUMENTS.items():
+    for name, entry in instruments.items():
         tables = []
         for table in entry.tables:
             schema = schema_for(table)
@@ -139,4 +142,15 @@ def instrument_table() -> str:
                     for k, v in entry.defaults.items()]
         rows.append(f"| `{name}` v{entry.version}<br>{cell(entry.summary)} | {cell('<br>'.join(tables))} | "
                     f"{', '.join(entry.terms) or '—'} | {cell(', '.join(settings)) or '—'} |")
+    return "\n".join(rows) + "\n"
+
+
+def settings_table(settings: Mapping) -> str:
+    """The settings of a run (``atlas._options.SETTINGS``, passed in) as one Markdown table: the pytest option,
+    its environment variable, default, values and help, for the documentation (``docs/hooks.py``)."""
+    rows = ["| pytest option | environment | default | values | |", "|---|---|---|---|---|"]
+    for s in settings.values():
+        values = ", ".join(f"`{c}`" for c in s.choices) if s.choices else f"`{s.metavar or 'TEXT'}`"
+        rows.append(f"| `--atlas-{s.name}` | `{s.env}` | {f'`{s.default}`' if s.default else '—'} | {values} | "
+                    f"{s.help.replace('|', chr(92) + '|')} |")
     return "\n".join(rows) + "\n"

@@ -1,0 +1,35 @@
+"""MkDocs hooks (``mkdocs.yml``: ``hooks``): tables filled from the code at build time, never copied by hand.
+
+A placeholder in a page becomes the table rendered by ``atlas._catalog``: ``<!-- instrument-table -->`` the
+instruments, from the registry and ``schema/`` (a table without a schema fails the build), and
+``<!-- settings-table -->`` the settings of a run, from ``atlas._options``. Figures that live beside the code
+they come from (``benchmarks/scaling.svg``, written by ``benchmarks/scaling.py``) are served from there.
+"""
+
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+from atlas._catalog import instrument_table, settings_table
+from atlas._options import SETTINGS
+from atlas._schema import schema_for
+from atlas.instruments import INSTRUMENTS
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("benchmarks/scaling.svg",)
+
+TABLES = {"<!-- instrument-table -->": lambda: instrument_table(INSTRUMENTS, schema_for),
+          "<!-- settings-table -->": lambda: settings_table(SETTINGS)}
+
+
+def on_page_markdown(markdown: str, **_) -> str:
+    for placeholder, render in TABLES.items():
+        if placeholder in markdown:
+            markdown = markdown.replace(placeholder, render())
+    return markdown
+
+
+def on_files(files, config, **_):
+    for figure in FIGURES:
+        files.append(File.generated(config, figure, abs_src_path=str(ROOT / figure)))
+    return files
