@@ -49,7 +49,8 @@ NOT_RUN = {
         "pip uninstall -y torchvision",
     ),
     "the real model, minutes": ("pytest predictions/ --atlas-corpus ../shared/corpora/domains-v1.jsonl",),
-    "downloads from the hub": ("huggingface-cli download openai-community/gpt2", "pytest predictions/ --atlas-model gpt2"),
+    "downloads from the hub": ("huggingface-cli download openai-community/gpt2",
+                               "pytest predictions/ --atlas-model gpt2"),
     "trains for minutes": ("atlas train modular-addition --seed 1", "atlas train corpus-lm --out runs --json",
                            "atlas train finetune-smollm2"),
     # tests/test_scaffold.py runs these on a copy of the checkout
