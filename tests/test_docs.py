@@ -83,7 +83,7 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        return f"{self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page}:{self.line}"
 
 
 @dataclass
@@ -179,11 +179,8 @@ def run_python(block: Block, namespace: dict) -> None:
     assert not runner.failures, "".join(report)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
-def test_every_example_on_the_page_runs(page, pytester, monkeypatch):
-    for name in ("ATLAS_MODEL", "ATLAS_CORPUS", "ATLAS_DB", "ATLAS_REPORTS", "ATLAS_PROFILE", "ATLAS_PAIR",
-                 "ATLAS_DEVICE", "ATLAS_DTYPE"):
-        monkeypatch.delenv(name, raising=False)  # the docs show the defaults
+def run_page(page: Path, pytester: pytest.Pytester) -> None:
+    """Every block of the page, in order, in pytester's project (see the module docstring)."""
     namespace: dict = {"__name__": "__docs__"}
     for block in blocks(page):
         if "title" in block.attributes:
@@ -197,6 +194,38 @@ def test_every_example_on_the_page_runs(page, pytester, monkeypatch):
         else:
             assert block.language == "text", (f"{block.where}: a `{block.language}` block is neither run nor a "
                                               "file: write it as `console`, `python`, `text`, or give it a title")
+
+
+@pytest.fixture
+def project(pytester, monkeypatch):
+    """pytester's project, with none of the settings' environment variables set: the docs show the defaults."""
+    from atlas._options import SETTINGS
+
+    for setting in SETTINGS.values():
+        monkeypatch.delenv(setting.env, raising=False)
+    return pytester
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_every_example_on_the_page_runs(page, project):
+    run_page(page, project)
+
+
+@pytest.mark.parametrize("example, complaint", [
+    ("```console\n$ atlas models\ngpt2 hub no-such-repository\n```", "remains unmatched"),
+    ("```python\n>>> 1 + 1\n3\n```", "Expected:"),
+    ("```bash\natlas models\n```", "a `bash` block is neither run nor a file"),
+    ("```console\n$ ls\n```", "runs `atlas` and `pytest` commands"),
+    ("```console\n$ atlas measure perplexity --model no-such-model\n```", "exited"),
+    ("```console\n# not run by the docs test: installs packages\n$ pip install atlas\n```", "list it under that"),
+])
+def test_a_wrong_example_fails(example, complaint, project):
+    """The docs test can fail: wrong output, a wrong doctest, a block of no known kind, a command it does not
+    run, a command that fails, and an exception not listed in NOT_RUN."""
+    page = project.path / "page.md"
+    page.write_text(f"# A page\n\n{example}\n", encoding="utf-8")
+    with pytest.raises((AssertionError, pytest.fail.Exception), match=re.escape(complaint)):
+        run_page(page, project)
 
 
 def test_every_exception_is_still_in_the_docs():
