@@ -32,7 +32,7 @@ import pytest
 
 from ._errors import BadInput, Inconclusive, RefutedVerdict
 from ._predict import Prediction, version_of
-from ._profiles import PROFILES, Profile, using_profile
+from ._profiles import DEFAULT_PROFILE, PROFILES, Profile, using_profile
 from ._store import CalibrationRecord
 from ._verdict import Criterion, Outcome
 
@@ -128,7 +128,7 @@ def judge_evidence(declared: Declared, evidence: Mapping, profile: Profile | Non
     """Run ``declared``'s test function on ``evidence`` ({instrument: {table: DataFrame}}): the Trial holds the
     outcome it came to (``outcome``; ``verdict`` as conclude judged it), with ``profile`` (default ``quick``) the
     active one: its resamples are the body's. A body that returns without a verdict leaves ``outcome`` None."""
-    trial = Trial(declared.id, declared.criterion, declared.model_names, profile or PROFILES["quick"],
+    trial = Trial(declared.id, declared.criterion, declared.model_names, profile or PROFILES[DEFAULT_PROFILE],
                   _SimulatedEvidence(evidence, declared.model_names[0]))
     try:
         with using_profile(trial.profile):
@@ -181,7 +181,7 @@ def _draws(declared: Declared, name: str, simulate: Simulator, reps: int, seed: 
 
 
 def calibrate(predictions: list[Declared], *, reps: int = 200, seed: int = 0, resamples: int | None = None,
-              profile: str = "quick", progress: Callable[[str], None] | None = None) -> list[dict]:
+              profile: str = DEFAULT_PROFILE, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Per prediction: each declared null's false "supported" rate and the power under its alternative."""
     if reps < 1:
         raise BadInput(f"--reps must be at least 1, not {reps}")

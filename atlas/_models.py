@@ -37,6 +37,7 @@ from typing import Literal
 import torch
 
 from ._errors import HardwareUnavailable, ModelUnavailable, SettingsError
+from ._options import SETTINGS
 
 __all__ = ["MODELS", "LoadedModel", "ModelSpec", "load_model", "cache_dir", "model_checksum",
            "nonfinite_parameters"]
@@ -118,22 +119,22 @@ def cache_dir() -> Path:
 
 
 def resolve_device(device: str) -> str:
+    """The device a model loads on: ``auto`` resolved; a value ``--device`` refuses is refused here alike
+    (``atlas._options``), and a GPU torch cannot see is unavailable."""
+    SETTINGS["device"].check(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise SettingsError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise HardwareUnavailable(f"device {device!r} was asked for but torch sees no CUDA GPU; use --device cpu")
     return device
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """The torch dtype of a ``--dtype`` value (``atlas._options``): ``auto`` is bfloat16 on CUDA, float32 on the CPU."""
+    SETTINGS["dtype"].check(dtype)
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise SettingsError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+    return getattr(torch, dtype)
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:

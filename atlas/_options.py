@@ -62,7 +62,8 @@ class Setting:
         otherwise."""
         pattern = self.pattern or "|".join(map(re.escape, self.choices))
         if self.choices and not re.fullmatch(pattern, value):
-            raise SettingsError(f"{value!r} is not one of {', '.join(self.choices)}")
+            *others, last = self.choices
+            raise SettingsError(f"unknown {self.name} {value!r}: use {', '.join(others)} or {last}")
         if self.opens is not None:
             self.opens(value)
         return value

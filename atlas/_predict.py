@@ -40,7 +40,7 @@ from ._corpus import Corpus, load_corpus
 from ._errors import (AtlasError, Inconclusive, ModelUnavailable, RefutedVerdict, SequencingRefused, SettingsError,
                       Unavailable)
 from ._models import LoadedModel, load_model
-from ._profiles import PROFILES, Profile
+from ._profiles import DEFAULT_PROFILE, PROFILES, Profile
 from ._stats import bootstrap_ci, one_sided_p
 from ._store import Adjustment, ProtocolLog, Run, Store, VerdictRecord
 from ._verdict import Criterion, Outcome, holm_outcomes
@@ -65,7 +65,7 @@ class AtlasSession:
     reports_dir: Path
     device: str = "auto"
     dtype: str = "auto"
-    profile: Profile = PROFILES["quick"]
+    profile: Profile = PROFILES[DEFAULT_PROFILE]
     pair: tuple[str, str] | None = None  # (base, other) for pairwise general forms
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: the terminal, while a run measures: a context in which output reaches it (pytest captures it otherwise),

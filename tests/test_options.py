@@ -76,7 +76,7 @@ def test_the_values_shown_are_the_values_taken():
     for value in ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:12"):
         assert SETTINGS["device"].check(value) == value
     for value in ("tpu", "cuda:", "cuda:x", "cuda:1:2", "CPU", " cpu"):
-        with pytest.raises(atlas.SettingsError, match="is not one of auto, cpu, cuda, cuda:N"):
+        with pytest.raises(atlas.SettingsError, match="unknown device .*: use auto, cpu, cuda or cuda:N"):
             SETTINGS["device"].check(value)
     for setting in SETTINGS.values():
         assert setting.check(setting.default) == setting.default
@@ -100,9 +100,9 @@ def test_a_gpu_index_is_a_device_in_both(device, plain_project):
 
 
 @pytest.mark.parametrize("name, value, reason", [
-    ("device", "tpu", "'tpu' is not one of auto, cpu, cuda, cuda:N"),
-    ("device", "cuda:x", "'cuda:x' is not one of auto, cpu, cuda, cuda:N"),
-    ("dtype", "float64", "'float64' is not one of auto, float32, bfloat16, float16"),
+    ("device", "tpu", "unknown device 'tpu': use auto, cpu, cuda or cuda:N"),
+    ("device", "cuda:x", "unknown device 'cuda:x': use auto, cpu, cuda or cuda:N"),
+    ("dtype", "float64", "unknown dtype 'float64': use auto, float32, bfloat16 or float16"),
 ])
 def test_a_bad_value_is_the_same_usage_error_in_both(name, value, reason, plain_project):
     run = plain_project.runpytest(f"--atlas-{name}={value}", "-p", "no:cacheprovider")
@@ -115,7 +115,7 @@ def test_a_bad_value_is_the_same_usage_error_in_both(name, value, reason, plain_
 
 def test_a_bad_value_from_the_environment_is_refused_alike(plain_project, monkeypatch):
     monkeypatch.setenv("ATLAS_PROFILE", "nightly")
-    reason = "'nightly' is not one of quick, full"
+    reason = "unknown profile 'nightly': use quick or full"
     run = plain_project.runpytest("-p", "no:cacheprovider")
     assert run.ret == pytest.ExitCode.USAGE_ERROR and reason in run.stderr.str()
     result = CliRunner().invoke(main, ["calibrate", "P5d"])
@@ -131,26 +131,28 @@ def _constants(tree: ast.AST):
 
 
 def test_no_module_restates_a_default():
-    """The store's URL and the default model are written once, in the table (the model also in its registry);
-    the bootstrap resamples only by the profiles: no summary or setting takes a number of its own by default."""
+    """The store's URL, the default model and the default profile's name are written once: in the table, the
+    model also in its registry, the profile's name beside the profiles (and by the simulator of the quick
+    profile's own memory seeds). The bootstrap resamples are the profiles' alone: no summary or setting takes
+    a number of its own by default."""
     package = Path(atlas.__file__).parent
-    allowed = {"_options.py": {SETTINGS["db"].default, SETTINGS["model"].default},
-               "_models.py": {SETTINGS["model"].default}}
-    restated, resamples = [], []
+    model, db, profile = SETTINGS["model"].default, SETTINGS["db"].default, SETTINGS["profile"].default
+    allowed = {"_options.py": {model, db}, "_models.py": {model}, "_profiles.py": {profile},
+               "simulate/memory.py": {profile}}
+    found = []
     for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).as_posix()
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        here = allowed.get(path.name, set())
-        restated += [f"{path.name}:{c.lineno}: {c.value}" for c in _constants(tree)
-                     if c.value in (SETTINGS["db"].default, SETTINGS["model"].default) and c.value not in here]
+        found += [f"{where}:{c.lineno}: {c.value!r}" for c in _constants(tree)
+                  if c.value in (model, db, profile) and c.value not in allowed.get(where, set())]
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 args = node.args.args[len(node.args.args) - len(node.args.defaults):] + node.args.kwonlyargs
-                defaults = node.args.defaults + node.args.kw_defaults
-                resamples += [f"{path.name}:{node.lineno}: {node.name}({a.arg}={d.value})"
-                              for a, d in zip(args, defaults) if "resamples" in a.arg
-                              and isinstance(d, ast.Constant) and isinstance(d.value, int) and d.value > 0]
-            if isinstance(node, ast.Dict) and path.name != "_profiles.py":
-                resamples += [f"{path.name}:{k.lineno}: bootstrap_resamples={v.value}" for k, v in
-                              zip(node.keys, node.values) if isinstance(k, ast.Constant)
-                              and k.value == "bootstrap_resamples" and isinstance(v, ast.Constant)]
-    assert not restated + resamples, "restated defaults:\n" + "\n".join(restated + resamples)
+                found += [f"{where}:{node.lineno}: {node.name}({a.arg}={d.value})"
+                          for a, d in zip(args, node.args.defaults + node.args.kw_defaults) if "resamples" in a.arg
+                          and isinstance(d, ast.Constant) and isinstance(d.value, int) and d.value > 0]
+            if isinstance(node, ast.Dict) and where != "_profiles.py":
+                found += [f"{where}:{k.lineno}: bootstrap_resamples={v.value}" for k, v in zip(node.keys, node.values)
+                          if isinstance(k, ast.Constant) and k.value == "bootstrap_resamples"
+                          and isinstance(v, ast.Constant)]
+    assert not found, "restated defaults:\n" + "\n".join(found)
