@@ -48,6 +48,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ._errors import BadInput
+from ._public import public
 
 __all__ = ["Axis", "attention", "attention_params", "decoder_layers", "eager_attention", "final_norm", "head_axes",
            "head_dim", "hook_count", "hooks", "kv_groups", "mlp_axes", "mlp_params", "mlp_projections",
@@ -310,3 +311,7 @@ def hook_count(model: nn.Module) -> int:
     """Hooks attached to ``model`` and its submodules, of every kind ``hooks`` adds (and backward pre-hooks)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
                + len(m._backward_pre_hooks) for m in model.modules())
+
+
+public("atlas.models", attention, decoder_layers, eager_attention, final_norm, head_dim, hook_count, hooks,
+       output_projection)

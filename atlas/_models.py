@@ -37,6 +37,7 @@ from typing import Literal
 import torch
 
 from ._errors import HardwareUnavailable, ModelUnavailable, SettingsError
+from ._public import public
 from ._options import SETTINGS
 
 __all__ = ["MODELS", "LoadedModel", "ModelSpec", "load_model", "cache_dir", "model_checksum",
@@ -371,9 +372,21 @@ def build_once(target: Path, build: Callable[[Path], None], done: Callable[[Path
 TINY_SEED = 0
 _SPECIALS = ["<|endoftext|>", "<s>", "</s>", "<pad>", "<unk>"]
 
+#: a tiny model's transformers config class, and its shape at ``width``: 2 layers, 4 heads (2 KV heads for Llama),
+#: hidden 32 x width, MLP 64 x width (GPT-2's: 4 x hidden), 1024 positions
+_TINY_SHAPES = {
+    "gpt2": ("GPT2Config", lambda w: dict(n_layer=2, n_head=4, n_embd=32 * w, n_positions=1024)),
+    "opt": ("OPTConfig", lambda w: dict(num_hidden_layers=2, num_attention_heads=4, hidden_size=32 * w,
+                                        ffn_dim=64 * w, word_embed_proj_dim=32 * w, max_position_embeddings=1024)),
+    "llama": ("LlamaConfig", lambda w: dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            hidden_size=32 * w, intermediate_size=64 * w,
+                                            max_position_embeddings=1024)),
+}
 
-def _byte_tokenizer():
-    """A byte-level tokenizer (256 byte tokens, no merges) built offline, with the specials of all three layouts."""
+
+def byte_tokenizer():
+    """A byte-level tokenizer (256 byte tokens, no merges) built offline, with the specials of all three layouts:
+    the tiny models' and the Lab's byte-level LMs'."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -386,23 +399,46 @@ def _byte_tokenizer():
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def _build_tiny(architecture: str):
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, OPTConfig
+def _build_tiny(architecture: str, width: int = 1, attention: str = "eager", **config):
+    """(model, tokenizer, revision): the one builder of tiny models, the registry's (``load_model``) and
+    ``tiny_model``'s."""
+    import transformers
 
-    tok = _byte_tokenizer()
-    common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                  eos_token_id=tok.eos_token_id)
-    if architecture == "gpt2":
-        config = GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=1024, **common)
-    elif architecture == "opt":
-        config = OPTConfig(num_hidden_layers=2, num_attention_heads=4, hidden_size=32, ffn_dim=64,
-                           word_embed_proj_dim=32, max_position_embeddings=1024, **common)
-    elif architecture == "llama":
-        config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-                             intermediate_size=64, max_position_embeddings=1024, **common)
-    else:
-        raise ValueError(f"no tiny architecture {architecture!r}")
-    config._attn_implementation = "eager"
+    if architecture not in _TINY_SHAPES:
+        raise SettingsError(f"no tiny architecture {architecture!r}: use {', '.join(_TINY_SHAPES)}")
+    config_class, shape = getattr(transformers, _TINY_SHAPES[architecture][0]), _TINY_SHAPES[architecture][1]
+    if unknown := sorted(set(config) - set(config_class().to_dict())):
+        raise SettingsError(f"{config_class.__name__} has no fields {unknown}")
+    tok = byte_tokenizer()
+    hf_config = config_class(**{**shape(width), **config}, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    hf_config._attn_implementation = attention
     torch.manual_seed(TINY_SEED)
-    model = AutoModelForCausalLM.from_config(config)
-    return model, tok, f"{architecture} random-init seed={TINY_SEED}"
+    model = transformers.AutoModelForCausalLM.from_config(hf_config)
+    changed = [f"width={width}"] * (width != 1) + [f"{k}={v}" for k, v in sorted(config.items())]
+    return model, tok, " ".join([f"{architecture} random-init seed={TINY_SEED}", *changed])
+
+
+def tiny_model(architecture: str, *, width: int = 1, attention: str = "eager", name: str | None = None,
+               **config) -> LoadedModel:
+    """A randomly initialised model of a real architecture (``gpt2``, ``opt``, ``llama``) with the byte
+    tokenizer, weights seeded ``TINY_SEED``, on the CPU in float32: fast enough for tests and benchmarks.
+
+    ``tiny_model("gpt2")`` is the registry's ``tiny-gpt2`` (``load_model("tiny-gpt2")``: the same weights), and
+    so for ``opt`` and ``llama``. ``width`` multiplies the hidden and MLP widths (heads kept); ``attention``:
+    the transformers attention implementation (``eager``, which the coupling instrument reads, or ``sdpa``);
+    ``config``: fields of the architecture's transformers config to set (e.g. ``n_layer=1,
+    initializer_range=0.2``); ``name``: the model's name (default ``tiny-ARCH``, ``tiny-ARCH xWIDTH``).
+
+    >>> lm = tiny_model("llama", width=2)
+    >>> lm.name, lm.model.config.hidden_size, lm.doc_start_token
+    ('tiny-llama x2', 64, '<s>')
+    """
+    model, tok, revision = _build_tiny(architecture, width, attention, **config)
+    spec = next(s for s in MODELS.values() if s.source == "tiny" and s.location == architecture)
+    token, token_id, origin = _doc_start(spec, tok)
+    return LoadedModel(name or spec.name + (f" x{width}" if width != 1 else ""), model.eval(), tok, token_id, token,
+                       origin, revision, "cpu", "float32", model_checksum(model))
+
+
+public("atlas.models", ModelSpec, LoadedModel, load_model, model_checksum, byte_tokenizer, tiny_model)

@@ -20,6 +20,7 @@ import torch
 from ._corpus import Corpus, Passage
 from ._errors import BadInput, SettingsError
 from ._models import LoadedModel
+from ._public import public
 
 __all__ = ["BOS_POLICIES", "batches", "budgeted", "encode", "token_budget", "token_nll"]
 
@@ -119,3 +120,6 @@ def _context_length(config) -> int | None:
         if getattr(config, attr, None):
             return int(getattr(config, attr))
     return None
+
+
+public("atlas.models", batches, encode, token_budget, token_nll)

@@ -1,21 +1,21 @@
 """Single-head ablation: Atlas's all-heads scan against an nnsight loop; the gradient proxy against the exact ΔPPL.
 
-Same model, passages and tokens (``atlas._scoring.token_budget``: domains in turn, BOS
+Same model, passages and tokens (``atlas.models.token_budget``: domains in turn, BOS
 policy ``prepend``, the last passage cut to fit) and scoring, in one process:
 
-* ``atlas scan``: ``atlas.instruments.ablation._scan``, the instrument's ΔPPL computation:
+* ``atlas scan``: ``atlas.instruments.ablation.ablate_heads``, the instrument's ΔPPL computation:
   one baseline forward per batch records every decoder layer's input, and each ablation of
   a head of layer l runs layers l..L-1 only, ``--heads-per-pass`` ablations side by side as
   replicas of the batch; batches of ``--batch-size`` passages of similar length with at most
-  10% padding (``atlas._scoring.batches(max_padding=0.1)``);
+  10% padding (``atlas.models.batches(max_padding=0.1)``);
 * ``nnsight loop``: nnsight 0.8, one ``NNsight(model).trace(input_ids=..., attention_mask=...)``
   per ablation and batch, zeroing head h's slice of layer l's attention output projection
   input (``o_proj.input[..., h*hd:(h+1)*hd] = 0``, the site Atlas gates), the logits saved
-  and scored as ``atlas._scoring.token_nll`` does (float64 sums). It reads the scan's batches,
+  and scored as ``atlas.models.token_nll`` does (float64 sums). It reads the scan's batches,
   so that both compute the same numbers in the same order; the ``plain loop`` case gives it
   the batching a loop would usually have, ``batches(encoded, 8)`` (all passages padded to the
   batch's longest), where the ΔPPL agree only to float32 rounding;
-* ``atlas gradient importance``: ``_importance``, Michel et al.'s |dL/d gate| (one backward
+* ``atlas gradient importance``: ``head_importance``, Michel et al.'s |dL/d gate| (one backward
   per batch), timed for reference; ``error`` there is 1 - Spearman's rho with the exact ΔPPL.
 
 Cases (column ``case``): ``--max-tokens`` (256) over every layer; the same tokens on the
@@ -44,10 +44,9 @@ from _common import Report, arguments, measure, warm_up
 from nnsight import NNsight
 
 from atlas import load_corpus, load_model
-from atlas._anatomy import decoder_layers, head_dim, output_projection
-from atlas._scoring import batches, token_budget
-from atlas._stats import spearman
-from atlas.instruments.ablation import _MAX_PADDING, _importance, _scan
+from atlas.instruments.ablation import MAX_PADDING, ablate_heads, head_importance
+from atlas.models import batches, decoder_layers, head_dim, hooks, output_projection, token_budget
+from atlas.stats import spearman
 
 
 @contextmanager
@@ -59,17 +58,13 @@ def counting_positions(model):
         hidden = args[0] if args else kwargs["hidden_states"]  # [R, T, D]
         total[0] += hidden.shape[0] * hidden.shape[1]
 
-    handles = [layer.register_forward_pre_hook(count, with_kwargs=True) for layer in decoder_layers(model)]
-    try:
+    with hooks(*[(layer, "forward_pre_kwargs", count) for layer in decoder_layers(model)]):
         yield total
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def nnsight_loop(lm, encoded, layers, data) -> tuple[float, np.ndarray]:
     """Baseline summed NLL and summed NLL per (layer in ``layers``, head): one nnsight trace per ablation and
-    batch of ``data`` ((indices, ids, mask) as ``atlas._scoring.batches`` yields them)."""
+    batch of ``data`` ((indices, ids, mask) as ``atlas.models.batches`` yields them)."""
     traced, hd = NNsight(lm.model), head_dim(lm.model)
     site = [output_projection(traced, layer) for layer in layers]  # the envoys of the o_proj modules
 
@@ -79,7 +74,7 @@ def nnsight_loop(lm, encoded, layers, data) -> tuple[float, np.ndarray]:
                 layer_site.input[..., head * hd:(head + 1) * hd] = 0
             logits = traced.output.logits.save()  # [B, T, V]
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]  # as atlas._scoring.token_nll
+        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]  # as atlas.models.token_nll
         return float(nll.double().sum())
 
     with torch.no_grad():
@@ -108,10 +103,10 @@ def run_case(report, lm, encoded, case, layers, args, plain_loop: bool = False) 
             m = measure(fn)
         return m, positions[0] / real
 
-    same = list(batches(encoded, args.batch_size, lm.doc_start_id, lm.device, _MAX_PADDING))  # the scan's
+    same = list(batches(encoded, args.batch_size, lm.doc_start_id, lm.device, MAX_PADDING))  # the scan's
     plain = list(batches(encoded, args.batch_size, lm.doc_start_id, lm.device))
-    scan, scan_forwards = timed(lambda: summed(*_scan(lm, encoded, layers, args.batch_size, args.heads_per_pass,
-                                                      False)))
+    scan, scan_forwards = timed(lambda: summed(*ablate_heads(lm, encoded, layers, args.batch_size,
+                                                             args.heads_per_pass, False)))
     loop, loop_forwards = timed(lambda: nnsight_loop(lm, encoded, layers, plain if plain_loop else same))
     d_scan, d_loop = delta_ppl(*scan.value, n_tokens), delta_ppl(*loop.value, n_tokens)
     error = float(np.max(np.abs(d_scan - d_loop) / np.abs(d_loop)))
@@ -148,7 +143,7 @@ def main() -> None:
     subset = [int(x) for x in args.long_layers.split(",")]
     encoded = token_budget(lm, corpus, args.max_tokens)
     exact = run_case(report, lm, encoded, f"{args.max_tokens} tokens, all layers", everything, args)
-    importance = measure(lambda: _importance(lm, encoded, args.batch_size))  # [L, H]
+    importance = measure(lambda: head_importance(lm, encoded, args.batch_size))  # [L, H]
     overall = spearman(importance.value.ravel(), exact.ravel())
     per_layer = [spearman(importance.value[layer], exact.reshape(lm.n_layers, -1)[layer]) for layer in everything]
     report.add(case=f"{args.max_tokens} tokens, all layers", tokens=report.rows[0]["tokens"],

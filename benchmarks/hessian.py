@@ -92,15 +92,12 @@ from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.stats import norm
 from torch import nn
-from transformers import AutoModelForCausalLM, GPT2Config
 
 from atlas import Corpus, LoadedModel, load_corpus, load_model
-from atlas._anatomy import eager_attention
-from atlas._models import _byte_tokenizer
-from atlas.instruments._lanczos import hutchinson, lanczos, rademacher
-from atlas.instruments.hessian import (BlockHessian, _density_rows, _masked_mean_nll, _mean_nll,
-                                       _only_block_requires_grad, _PyHessianLM, hessian_batch, hessian_blocks,
-                                       measure_hessian)
+from atlas.instruments import hutchinson, lanczos, rademacher
+from atlas.instruments.hessian import (BlockHessian, PyHessianLM, density_rows, hessian_batch, hessian_blocks,
+                                       masked_mean_nll, mean_nll, measure_hessian, only_block_requires_grad)
+from atlas.models import eager_attention, tiny_model
 
 ph = importlib.import_module("pyhessian.hessian")  # the package's __init__ shadows the module with the class
 
@@ -152,13 +149,13 @@ class Problem:
     def hessian(self):
         """Atlas's operator on this block (graph built once); every other parameter frozen."""
         with self.frozen():
-            H = BlockHessian(self.params, _mean_nll(self.lm.model, self.ids, self.mask))
+            H = BlockHessian(self.params, mean_nll(self.lm.model, self.ids, self.mask))
             yield H
             del H
 
     @contextmanager
     def frozen(self):
-        with eager_attention(self.lm.model), torch.enable_grad(), _only_block_requires_grad(self.lm.model, self.params):
+        with eager_attention(self.lm.model), torch.enable_grad(), only_block_requires_grad(self.lm.model, self.params):
             yield
 
     def error(self, top, bottom) -> float:
@@ -175,15 +172,7 @@ class Problem:
 
 def micro_gpt2() -> LoadedModel:
     """1 layer, 2 heads, width 8, 100 positions, byte tokenizer, std 0.2, seed 0 (3,776 parameters)."""
-    tok = _byte_tokenizer()
-    config = GPT2Config(n_layer=1, n_head=2, n_embd=8, n_positions=100, vocab_size=len(tok), initializer_range=0.2,
-                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    token = "<|endoftext|>"
-    return LoadedModel("micro-gpt2", model, tok, tok.get_vocab()[token], token, "registry", "random-init seed=0",
-                       "cpu", "float32")
+    return tiny_model("gpt2", name="micro-gpt2", n_layer=1, n_head=2, n_embd=8, n_positions=100, initializer_range=0.2)
 
 
 def dense_hessian(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
@@ -406,7 +395,7 @@ def pyhessian_engine(problem):
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
         stack.enter_context(mock.patch.object(ph, "hessian_vector_product",
                                               _counted(ph.hessian_vector_product, count)))
-        engine = ph.hessian(_PyHessianLM(problem.lm.model), _masked_mean_nll,
+        engine = ph.hessian(PyHessianLM(problem.lm.model), masked_mean_nll,
                             data=(torch.stack([problem.ids, problem.mask]), targets), cuda=False)
         yield engine, count
         del engine
@@ -537,7 +526,7 @@ def smoothed_w1(nodes: np.ndarray, weights: np.ndarray, spectrum: np.ndarray) ->
 def density_task(report, problem, seeds: int) -> None:
     def atlas(seed, count):
         with problem.hessian() as H:
-            rows = _density_rows("model", H, SLQ_RUNS, SLQ_STEPS, TARGET, torch.Generator().manual_seed(seed), "cpu")
+            rows = density_rows("model", H, SLQ_RUNS, SLQ_STEPS, TARGET, torch.Generator().manual_seed(seed), "cpu")
             count[0] += H.count
         return np.array([r["value"] for r in rows]), np.array([r["weight"] for r in rows])
 

@@ -6,7 +6,7 @@ Same passages, same tokens, same checkpoint, in one process:
   token, SmolLM2 ``<|endoftext|>``, is the context of the first text token), batches of
   ``--batch-size`` passages sorted by length, right-padded and masked;
 * ``lm-eval loglikelihood_rolling``: lm-eval 0.4's ``HFLM`` loading the converted offline
-  checkpoint (``atlas._models.cache_dir()/models/<name>-<hash>``, a float32 safetensors
+  checkpoint (``<Atlas cache>/models/<name>-<hash>``, a float32 safetensors
   directory) with ``prefix_token_id`` set to Atlas's document-start token. Left alone, lm-eval
   prefixes ``tokenizer.bos_token_id`` -- for this GGUF-converted tokenizer the chat marker
   ``<|im_start|>`` -- and the two would score different contexts (``--lm-eval-prefix default``
@@ -45,8 +45,8 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from atlas import load_corpus, load_model
-from atlas._scoring import encode
 from atlas.instruments.perplexity import domain_perplexity, measure_perplexity
+from atlas.models import encode
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """How each Atlas instrument's cost grows with the model and the tokens: time and peak memory, with a chart.
 
 Models (column ``model``): the 2-layer tiny Llama of the registry (hidden 32, MLP 64, 4 heads,
-2 KV heads), the same config 2x and 4x wider (hidden and MLP width doubled, heads kept), and
+2 KV heads), the same model 2x and 4x wider (``atlas.models.tiny_model("llama", width=...)``:
+hidden and MLP width multiplied, heads kept), all three with SDPA attention, and
 the offline model (SmolLM2-135M: 30 layers, hidden 576, 9 heads). Tokens: ``--tokens`` scored
 tokens (64, 128, 256), the same for every instrument: passages of the corpus with the domains in
 turn, the last one cut to fit (its text cut until its tokens fit), and each instrument's token
@@ -44,28 +45,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import Measured, Report, arguments, measure, warm_up
-from transformers import AutoModelForCausalLM, LlamaConfig
 
 from atlas import Corpus, LoadedModel, load_corpus, load_model
-from atlas._models import _byte_tokenizer
-from atlas._scoring import batches, encode
 from atlas.instruments import (measure_ablation, measure_coupling, measure_gradient, measure_hessian,
                                measure_interpolation, measure_perplexity)
+from atlas.models import batches, encode, tiny_model
 
 INSTRUMENTS = ("perplexity", "gradient", "coupling", "ablation", "hessian", "interpolation")
-
-
-def tiny_llama(width: int) -> LoadedModel:
-    """The registry's tiny Llama (atlas._models._build_tiny) at ``width`` times its hidden and MLP width."""
-    tok = _byte_tokenizer()
-    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32 * width,
-                         intermediate_size=64 * width, max_position_embeddings=1024, vocab_size=len(tok),
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    return LoadedModel(f"tiny-llama x{width}", model, tok, tok.get_vocab()["<s>"], "<s>", "registry",
-                       "random-init seed=0", "cpu", "float32")
 
 
 def budget_corpus(lm: LoadedModel, corpus: Corpus, tokens: int) -> Corpus:
@@ -183,8 +169,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     corpus = load_corpus(args.corpus)
     token_counts = [int(x) for x in args.tokens.split(",")]
-    models = [tiny_llama(int(w)) for w in args.widths.split(",") if w] + ([load_model(args.model, device="cpu")]
-                                                                          if args.model else [])
+    models = [tiny_model("llama", width=int(w), attention="sdpa", name=f"tiny-llama x{w}")
+              for w in args.widths.split(",") if w] + ([load_model(args.model, device="cpu")] if args.model else [])
     report = Report("scaling", vars(args) | {"corpus": corpus.name})
     for lm in models:
         warm_up(lm.model)

@@ -4,18 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _reference import SHORT, dense_hessian, micro_model
+from _reference import SHORT, dense_hessian
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import GPT2Config
 
 from atlas import load_model, run_instrument
 from atlas._anatomy import attention_params, eager_attention, mlp_params
 from atlas._cisp import model_checksum
 from atlas.instruments import INSTRUMENTS, measure_perplexity
 from atlas.instruments._lanczos import hutchinson, lanczos, rademacher
-from atlas.instruments.hessian import (BlockHessian, _masked_mean_nll, _mean_nll, _only_block_requires_grad,
-                                       _PyHessianLM, hessian_batch, measure_hessian)
+from atlas.instruments.hessian import (BlockHessian, PyHessianLM, hessian_batch, masked_mean_nll, mean_nll,
+                                       measure_hessian, only_block_requires_grad)
+from atlas.models import tiny_model
 
 ALL = 10_000  # max_tokens: every passage of SHORT, untruncated
 
@@ -24,8 +24,7 @@ ALL = 10_000  # max_tokens: every passage of SHORT, untruncated
 def micro():
     """A 1-layer GPT-2 (2 heads, hidden 8) whose attention block has 288 parameters: a Hessian small
     enough to form. Initialised with std 0.2 so that the extreme eigenvalues stand apart."""
-    return micro_model("micro-gpt2", GPT2Config, n_layer=1, n_head=2, n_embd=8, n_positions=256,
-                       initializer_range=0.2)
+    return tiny_model("gpt2", name="micro-gpt2", n_layer=1, n_head=2, n_embd=8, n_positions=256, initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +154,9 @@ def test_loss_is_token_weighted_and_padding_masked(tiny):
     per_passage = measure_perplexity(tiny, SHORT, batch_size=1, progress=False)["perplexity"]
     pooled = per_passage["nll_sum"].sum() / per_passage["n_tokens"].sum()  # not a mean of per-passage means
     with torch.no_grad():
-        assert float(_mean_nll(tiny.model, ids, mask)) == pytest.approx(pooled, rel=1e-5)
+        assert float(mean_nll(tiny.model, ids, mask)) == pytest.approx(pooled, rel=1e-5)
         targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        assert float(_masked_mean_nll(_PyHessianLM(tiny.model)(torch.stack([ids, mask])), targets)) == \
+        assert float(masked_mean_nll(PyHessianLM(tiny.model)(torch.stack([ids, mask])), targets)) == \
             pytest.approx(pooled, rel=1e-5)
 
 
@@ -179,8 +178,8 @@ def test_batch_takes_domains_round_robin_and_stops_at_the_budget(tiny_gpt2, star
 def test_hvp_is_symmetric(tiny_gpt2, seed):
     ids, mask = hessian_batch(tiny_gpt2, SHORT, ALL)
     params = mlp_params(tiny_gpt2.model, 0)
-    with eager_attention(tiny_gpt2.model), torch.enable_grad(), _only_block_requires_grad(tiny_gpt2.model, params):
-        H = BlockHessian(params, _mean_nll(tiny_gpt2.model, ids, mask))
+    with eager_attention(tiny_gpt2.model), torch.enable_grad(), only_block_requires_grad(tiny_gpt2.model, params):
+        H = BlockHessian(params, mean_nll(tiny_gpt2.model, ids, mask))
         generator = torch.Generator().manual_seed(seed)
         u, v = torch.randn(H.n, generator=generator), torch.randn(H.n, generator=generator)
         uHv, vHu = float(u @ H(v)), float(v @ H(u))

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 import torch
-from _reference import SHORT, dense_hessian, micro_model
+from _reference import SHORT, dense_hessian
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import GPT2Config, LlamaConfig
 
 from atlas import LoadedModel, SettingsError, run_instrument
 from atlas._anatomy import attention_params, eager_attention
@@ -12,9 +11,10 @@ from atlas._cisp import model_checksum
 from atlas._profiles import PROFILES
 from atlas._schema import validate_table
 from atlas.instruments import INSTRUMENTS
-from atlas.instruments.hessian import BlockHessian, _mean_nll, _only_block_requires_grad, hessian_batch
+from atlas.instruments.hessian import BlockHessian, hessian_batch, mean_nll, only_block_requires_grad
 from atlas.instruments.hessian_coupling import (head_units, layer_hessian_coupling, measure_hessian_coupling,
                                                 pair_coupling, probe_norms, probe_rows)
+from atlas.models import tiny_model
 
 ALL = 10_000  # max_tokens: every passage of SHORT, untruncated
 
@@ -23,10 +23,9 @@ def _micro(kind: str) -> LoadedModel:
     """A 2-layer model with 4 heads of width 4 (hidden 16), weights of std 0.2: its layer-0 head parameters
     (1072 for GPT-2, 768 for Llama with 2 KV heads) give a Hessian small enough to form."""
     if kind == "gpt2":
-        return micro_model("micro-gpt2", GPT2Config, n_layer=2, n_head=4, n_embd=16, n_positions=256,
-                           initializer_range=0.2)
-    return micro_model("micro-llama", LlamaConfig, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                       hidden_size=16, intermediate_size=32, max_position_embeddings=256, initializer_range=0.2)
+        return tiny_model("gpt2", name="micro-gpt2", n_embd=16, n_positions=256, initializer_range=0.2)
+    return tiny_model("llama", name="micro-llama", hidden_size=16, intermediate_size=32, max_position_embeddings=256,
+                      initializer_range=0.2)
 
 
 def _hand_owners(lm: LoadedModel) -> dict[str, torch.Tensor]:
@@ -197,8 +196,8 @@ def test_the_instruments_products_are_the_dense_hessians(micro, dense):
     units = head_units(micro.model, 0)
     ids, mask = hessian_batch(micro, SHORT, ALL)
     model = micro.model
-    with eager_attention(model), torch.enable_grad(), _only_block_requires_grad(model, units.params):
-        hvp = BlockHessian(units.params, _mean_nll(model, ids, mask))
+    with eager_attention(model), torch.enable_grad(), only_block_requires_grad(model, units.params):
+        hvp = BlockHessian(units.params, mean_nll(model, ids, mask))
         generator = torch.Generator().manual_seed(0)
         for _ in range(3):
             v = torch.randn(hvp.n, generator=generator)

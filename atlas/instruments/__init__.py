@@ -1,10 +1,16 @@
 """What Atlas can measure: each instrument is one module with one entry function, declared where it is
-defined (``atlas.instruments._registry.instrument``). Importing this package registers them all, in the
-order below; ``atlas._cisp.run_instrument`` is the only caller of an entry function (isolation, validation,
-storage and reuse).
+defined with ``@instrument(...)``. Importing this package registers them all, in the order below, in
+``INSTRUMENTS`` (name -> ``Instrument``); ``atlas.run_instrument`` is the only caller of an entry function
+(isolation, validation, storage and reuse).
+
+Beside the registry: each instrument's entry function and summaries (``measure_perplexity``,
+``domain_perplexity`` ...), and the matrix-free spectral estimates the curvature instruments share --
+``lanczos`` (Ritz pairs, ``Ritz``, of an operator known through ``v -> Hv``), ``hutchinson`` (its trace)
+and ``rademacher`` (their probes).
 """
 
 from . import perplexity, coupling, ablation, hessian, hessian_coupling, gradient, interpolation, smoothness, tightness, stiffness, elasticity, phase_transitions, symmetry_orbits, algorithmic_branches, memory  # noqa: F401, I001  (registers, in order)
+from ._lanczos import Ritz, hutchinson, lanczos, rademacher
 from ._registry import INSTRUMENTS, Instrument, instrument
 from .ablation import layer_ablation, measure_ablation
 from .algorithmic_branches import matched_checkpoints, measure_algorithmic_branches
@@ -22,7 +28,8 @@ from .smoothness import domain_smoothness, measure_smoothness
 from .stiffness import measure_stiffness, radius_stiffness
 from .tightness import block_mgda, block_tightness, measure_tightness
 
-__all__ = ["INSTRUMENTS", "Instrument", "domain_perplexity", "instrument", "interpolation_barrier", "layer_ablation",
+__all__ = ["INSTRUMENTS", "Instrument", "Ritz", "hutchinson", "instrument", "lanczos", "rademacher",
+           "domain_perplexity", "interpolation_barrier", "layer_ablation",
            "layer_coupling", "layer_hessian_coupling", "measure_ablation", "measure_coupling", "measure_gradient",
            "measure_hessian", "measure_hessian_coupling", "measure_interpolation", "measure_perplexity",
            "pair_coupling", "domain_smoothness", "measure_smoothness", "block_mgda", "block_tightness",

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
+from .._public import public
+
 __all__ = ["Ritz", "hutchinson", "lanczos", "rademacher", "ritz"]
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # [n] -> [n]
@@ -89,3 +91,6 @@ def hutchinson(matvec: MatVec, n: int, samples: int, generator: torch.Generator,
     draws = np.array([float(z @ matvec(z).float()) for z in (rademacher(n, generator, device) for _ in range(samples))])
     se = float(draws.std(ddof=1) / np.sqrt(samples)) if samples > 1 else float("nan")
     return float(draws.mean()), se
+
+
+public("atlas.instruments", Ritz, hutchinson, lanczos, rademacher)

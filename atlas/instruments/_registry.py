@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .._public import public
+
 __all__ = ["INSTRUMENTS", "Instrument", "instrument"]
 
 _NOT_SETTINGS = ("lm", "corpus", "progress")
@@ -98,3 +100,6 @@ def instrument(name: str, *, version: str, measures: tuple[str, ...], terms: tup
         return fn
 
     return register
+
+
+public("atlas.instruments", Instrument, instrument)

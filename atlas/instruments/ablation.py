@@ -58,7 +58,7 @@ _LOGIT_ROWS = 2048  # tokens sent through the output embeddings at once: bounds 
 #: a batch closes early rather than pad more than this share of its positions: every ablation pass runs the
 #: layers above l on every position of its batch, padding included (256 tokens of three passages of 47, 84
 #: and 128 tokens: 384 positions in one batch, 259 in three)
-_MAX_PADDING = 0.1
+MAX_PADDING = 0.1
 
 
 def layer_ablation(heads: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
@@ -91,8 +91,8 @@ def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048,
     scored = np.array([len(ids) - 1 for ids in encoded])  # [P]
     n_tokens = int(scored.sum())
     layers = list(range(lm.n_layers))
-    base_nll, nll = _scan(lm, encoded, layers, batch_size, heads_per_pass, progress)  # [P], [P, L, H]
-    importance = _importance(lm, encoded, batch_size)
+    base_nll, nll = ablate_heads(lm, encoded, layers, batch_size, heads_per_pass, progress)  # [P], [P, L, H]
+    importance = head_importance(lm, encoded, batch_size)
     base_ppl = math.exp(base_nll.sum() / n_tokens)
     ppl = np.exp(nll.sum(0) / n_tokens)  # [L, H]
     layer, head = np.indices(ppl.shape)
@@ -176,13 +176,13 @@ def _row_nll(model: torch.nn.Module, final: torch.Tensor, ids: torch.Tensor, mas
     return torch.zeros(len(ids), dtype=torch.float64, device=ids.device).index_add_(0, rows, nll.double())
 
 
-def _scan(lm: LoadedModel, encoded: list[list[int]], layers: list[int], batch_size: int, heads_per_pass: int,
-          progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def ablate_heads(lm: LoadedModel, encoded: list[list[int]], layers: list[int], batch_size: int, heads_per_pass: int,
+                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per passage: the baseline summed NLL [P], and the summed NLL with each head of ``layers`` ablated
     [P, len(layers), H]."""
     model, n_heads = lm.model, lm.n_heads
     groups = [g.tolist() for g in np.array_split(np.arange(n_heads), math.ceil(n_heads / heads_per_pass))]
-    data = list(batches(encoded, batch_size, lm.doc_start_id, lm.device, _MAX_PADDING))
+    data = list(batches(encoded, batch_size, lm.doc_start_id, lm.device, MAX_PADDING))
     base, nll = np.zeros(len(encoded)), np.zeros((len(encoded), len(layers), n_heads))
     with torch.no_grad(), tqdm(total=len(data) * len(layers) * len(groups), desc=f"ablation {lm.name}",
                                disable=not progress, leave=False) as bar:
@@ -201,11 +201,11 @@ def _scan(lm: LoadedModel, encoded: list[list[int]], layers: list[int], batch_si
     return base, nll
 
 
-def _importance(lm: LoadedModel, encoded: list[list[int]], batch_size: int) -> np.ndarray:
+def head_importance(lm: LoadedModel, encoded: list[list[int]], batch_size: int) -> np.ndarray:
     """Michel's I_h: mean over passages of |d(passage mean NLL) / d gate_h| at all gates 1; [L, H]."""
     model, total = lm.model, np.zeros((lm.n_layers, lm.n_heads))
     with torch.enable_grad():
-        for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device, _MAX_PADDING):
+        for _, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device, MAX_PADDING):
             gates = torch.ones(lm.n_layers, len(ids), lm.n_heads, device=ids.device, requires_grad=True)  # [L, B, H]
             with _head_gates(model, dict(enumerate(gates))):
                 nll = token_nll(model, ids, mask)  # [B, T-1]

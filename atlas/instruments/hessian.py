@@ -156,7 +156,7 @@ def hessian_blocks(model: nn.Module, blocks: str, layers: str) -> list[tuple[str
 
 
 @contextmanager
-def _only_block_requires_grad(model: nn.Module, params: list[nn.Parameter]):
+def only_block_requires_grad(model: nn.Module, params: list[nn.Parameter]):
     """Freeze every parameter outside the block (no graph is built for them); restore flags and grads."""
     flags = {p: (p.requires_grad, p.grad) for p in model.parameters()}
     block = {id(p) for p in params}
@@ -171,7 +171,7 @@ def _only_block_requires_grad(model: nn.Module, params: list[nn.Parameter]):
             p.grad = grad
 
 
-def _mean_nll(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def mean_nll(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return token_nll(model, ids, mask).sum() / mask[:, 1:].sum()  # total nats / total scored tokens
 
 
@@ -207,7 +207,7 @@ def _trace_row(block, H: BlockHessian, samples, tol, generator, device) -> list[
                  stderr=None if math.isnan(se) else se)]
 
 
-def _density_rows(block, H: BlockHessian, runs, steps, tol, generator, device) -> list[dict]:
+def density_rows(block, H: BlockHessian, runs, steps, tol, generator, device) -> list[dict]:
     before, nodes = H.count, []
     for _ in range(runs):
         found, _ = lanczos(H, rademacher(H.n, generator, device), steps)
@@ -216,7 +216,7 @@ def _density_rows(block, H: BlockHessian, runs, steps, tol, generator, device) -
             for i, (value, w, ok) in enumerate(nodes)]
 
 
-class _PyHessianLM(nn.Module):
+class PyHessianLM(nn.Module):
     """What pyhessian calls: ``model(inputs)`` with inputs [2, B, T] = (input_ids, attention_mask) -> logits."""
 
     def __init__(self, model: nn.Module):
@@ -227,7 +227,7 @@ class _PyHessianLM(nn.Module):
         return self.model(input_ids=inputs[0], attention_mask=inputs[1]).logits  # [B, T, V]
 
 
-def _masked_mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def masked_mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """pyhessian's ``criterion(outputs, targets)``: token-weighted mean NLL; targets [B, T-1], -100 at padding."""
     return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=-100)
 
@@ -238,7 +238,7 @@ def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dic
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # [B, T-1]
     with torch.cuda.device(lm.device) if cuda else nullcontext(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-        engine = ph.hessian(_PyHessianLM(lm.model), _masked_mean_nll, data=(torch.stack([ids, mask]), targets),
+        engine = ph.hessian(PyHessianLM(lm.model), masked_mean_nll, data=(torch.stack([ids, mask]), targets),
                             cuda=cuda)
         H = BlockHessian(engine.params, grads=tuple(engine.gradsH))  # shares pyhessian's graph
         rows = []
@@ -295,18 +295,18 @@ def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: Literal["atlas"
         with eager_attention(model), torch.enable_grad():
             for block, params in tqdm(chosen, desc=f"hessian {lm.name}", disable=not progress, leave=False):
                 generator = torch.Generator().manual_seed(0)
-                with _only_block_requires_grad(model, params):
+                with only_block_requires_grad(model, params):
                     if backend == "pyhessian":
                         found, H = _pyhessian_rows(block, lm, ids, mask, top_k, hutchinson_samples, tol)
                         rows += found
                     else:
-                        H = BlockHessian(params, _mean_nll(model, ids, mask))
+                        H = BlockHessian(params, mean_nll(model, ids, mask))
                         rows += _eigen_rows(block, H, top_k, lanczos_steps, tol, generator, lm.device)
                         if hutchinson_samples:
                             rows += _trace_row(block, H, hutchinson_samples, tol, generator, lm.device)
                     if slq_runs:
                         # pyhessian's density() needs torch.eig (removed from torch): Atlas's SLQ in both backends
-                        rows += _density_rows(block, H, slq_runs, lanczos_steps, tol, generator, lm.device)
+                        rows += density_rows(block, H, slq_runs, lanczos_steps, tol, generator, lm.device)
                     del H
     finally:
         model.train(training)

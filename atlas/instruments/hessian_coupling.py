@@ -100,7 +100,7 @@ from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
 from ._registry import instrument
-from .hessian import BlockHessian, _mean_nll, _only_block_requires_grad, hessian_batch, select_layers
+from .hessian import BlockHessian, hessian_batch, mean_nll, only_block_requires_grad, select_layers
 
 __all__ = ["HeadUnits", "head_units", "layer_hessian_coupling", "measure_hessian_coupling", "pair_coupling",
            "probe_norms", "probe_rows"]
@@ -259,8 +259,8 @@ def measure_hessian_coupling(lm: LoadedModel, corpus: Corpus, *, layers: str = "
                 total=len(chosen) * n_units * probes, desc=f"hessian_coupling {lm.name}", disable=not progress,
                 leave=False) as bar:
             for layer, unit in units.items():
-                with _only_block_requires_grad(model, unit.params):
-                    H = BlockHessian(unit.params, _mean_nll(model, ids, mask))
+                with only_block_requires_grad(model, unit.params):
+                    H = BlockHessian(unit.params, mean_nll(model, ids, mask))
                     S = probe_norms(H, unit.owner.to(lm.device), n_units, probes,
                                     torch.Generator().manual_seed(layer), bar.update)
                     del H

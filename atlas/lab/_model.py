@@ -8,7 +8,7 @@ dropout is 0, so a training step uses no randomness. Their tokenizers are built 
   ``"0" .. "p-1"`` are ids 0..p-1 and ``"="`` is id p -- then ``<s>``, ``</s>``, ``<pad>``
   and ``<unk>``; ``tokenizer("3 5 =")`` gives ``[3, 5, p]`` and ``W_E[:p]`` is the
   embedding of Z_p, the matrix whose Fourier spectrum Nanda et al. (2023) read;
-* corpus LM: Atlas's byte-level tokenizer (``atlas._models._byte_tokenizer``: 256 byte
+* corpus LM: Atlas's byte-level tokenizer (``atlas.models.byte_tokenizer``: 256 byte
   tokens and the specials of the GPT-2, OPT and Llama layouts), document start ``<s>``.
 
 Both declare ``<s>`` as BOS, which is what ``atlas.load_model`` picks as the
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._models import _byte_tokenizer, load_model
+from .._models import byte_tokenizer, load_model
 from ._recipe import Architecture, ModularData, Recipe
 
 __all__ = ["Start", "build_model", "initial_model", "modular_tokenizer", "tokenizer_for"]
@@ -63,7 +63,7 @@ def tokenizer_for(recipe: Recipe) -> tuple[object, int, int]:
     if recipe.kind == "finetune":
         start = initial_model(recipe, recipe.seed)
         return start.tokenizer, start.doc_start_id, start.pad_id
-    tok = modular_tokenizer(recipe.data.p) if isinstance(recipe.data, ModularData) else _byte_tokenizer()
+    tok = modular_tokenizer(recipe.data.p) if isinstance(recipe.data, ModularData) else byte_tokenizer()
     return tok, tok.bos_token_id, tok.pad_token_id
 
 
