@@ -10,6 +10,39 @@ record that verdicts and reports are built from.
     >>> result = run_instrument(Store("sqlite://"), lm, load_corpus("starter"), "perplexity", progress=False)
     >>> sorted(result.tables)
     ['perplexity', 'perplexity_domains']
+
+The public API is this package and its public modules; a name that starts with an underscore
+(``atlas._stats``) is not part of it:
+
+=====================  ===========================================================================
+``atlas``              what a prediction module declares and concludes with (``Criterion``,
+                       ``Prediction``, ``Evidence``, ``SECOND_OF_PAIR``, ``Outcome``), models and
+                       corpora (``load_model``, ``load_corpus``), running and storing
+                       (``run_instrument``, ``Store``), profiles, and the error tree
+``atlas.stats``        confidence intervals: ``bootstrap_ci``, ``hierarchical_ci``, ``t_interval`` ...
+``atlas.evidence``     the common steps of a prediction body: layer profiles, domain perplexities
+``atlas.models``       the model registry, ``tiny_model``, decoder anatomy, ``hooks``, token scoring
+``atlas.instruments``  the instrument registry, ``instrument`` to declare one, each instrument's module
+``atlas.lab``          small models Atlas trains itself, deterministically
+``atlas.simulate``     evidence simulated from declared models, for ``atlas calibrate``
+=====================  ===========================================================================
+
+A prediction module needs ``atlas`` for its declaration and, in its body, ``atlas.evidence`` or
+``atlas.stats`` for the interval it concludes with (``tests/test_public_api.py`` checks that
+``predictions/`` and ``benchmarks/`` import nothing private)::
+
+    import pytest
+    from atlas import Criterion
+    from atlas.evidence import fixed_profile, layer_correlation, mean_profile
+
+    @pytest.mark.prediction(id="P99-coupling-rises", claim="Attention coupling rises with depth.",
+                            criterion=Criterion("Spearman rho(layer, coupling)", ">", 0.0, unit="layers"),
+                            needs=("coupling",))
+    def test_coupling_rises_with_depth(prediction):
+        passages = prediction.evidence["coupling"]["coupling_passages"]
+        profile = mean_profile(passages[passages["variant"] == "row_centred"], "coupling")
+        result = layer_correlation(fixed_profile(profile.layers), profile)
+        prediction.conclude(effect=result.rho, ci=result.ci, n=result.n_layers, evidence=result.evidence())
 """
 
 import importlib
@@ -17,22 +50,24 @@ import importlib
 #: where each public name lives; imported on first use (PEP 562), so that ``import atlas`` -- and the
 #: ``atlas`` command's help -- does not pay for torch, transformers and great-expectations up front
 _EXPORTS = {
-    "._cisp": ("IsolationBreach", "RunResult", "RunSpec", "SummarySpec", "run_instrument"),
-    "._corpus": ("STARTER_CORPUS", "Corpus", "CorpusError", "Passage", "load_corpus"),
-    "._errors": ("AtlasError", "BadInput", "HardwareUnavailable", "Refused", "SequencingRefused", "SettingsError",
-                 "StoreUrlError", "Unavailable"),
-    "._import": ("SheetError", "import_sheet", "load_sheet", "reference_sheet"),
-    "._judgment": ("JudgmentError", "judge"),
-    "._models": ("MODELS", "LoadedModel", "ModelSpec", "ModelUnavailable", "load_model"),
+    "._cisp": ("RunResult", "RunSpec", "SummarySpec", "run_instrument"),
+    "._corpus": ("STARTER_CORPUS", "Corpus", "Passage", "load_corpus"),
+    "._errors": ("AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
+                 "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
+                 "NotSupported", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
+                 "SettingsError", "SheetError", "StoreUrlError", "Unavailable", "VocabularyError"),
+    "._import": ("import_sheet", "load_sheet", "reference_sheet"),
+    "._judgment": ("judge",),
     "._predict": ("SECOND_OF_PAIR", "Evidence", "Prediction"),
-    "._profiles": ("PROFILES", "Profile"),
+    "._profiles": ("PROFILES", "Profile", "active_profile", "using_profile"),
     "._report": ("render_report",),
-    "._schema": ("SchemaViolation", "validate_table"),
-    "._stats": ("bootstrap_ci", "spearman"),
+    "._schema": ("validate_table",),
     "._store": ("Judgment", "Store"),
     "._verdict": ("Criterion", "Outcome"),
-    "._vocabulary": ("Term", "VocabularyError", "vocabulary"),
+    "._vocabulary": ("Term", "vocabulary"),
     ".instruments": ("INSTRUMENTS", "Instrument"),
+    ".models": ("MODELS", "LoadedModel", "ModelSpec", "load_model"),
+    ".stats": ("bootstrap_ci", "spearman"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -53,10 +88,11 @@ __all__ = [
     "INSTRUMENTS", "MODELS", "PROFILES", "SECOND_OF_PAIR", "STARTER_CORPUS",
     "Corpus", "Criterion", "Evidence", "Instrument", "Judgment", "LoadedModel", "ModelSpec", "Outcome", "Passage",
     "Prediction", "Profile", "RunResult", "RunSpec", "Store", "SummarySpec", "Term",
-    "bootstrap_ci", "import_sheet", "judge", "load_corpus", "load_model", "load_sheet", "reference_sheet",
-    "render_report", "run_instrument", "spearman", "validate_table", "vocabulary",
-    # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused
-    "AtlasError", "BadInput", "CorpusError", "HardwareUnavailable", "IsolationBreach", "JudgmentError",
-    "ModelUnavailable", "Refused", "SchemaViolation", "SequencingRefused", "SettingsError", "SheetError",
-    "StoreUrlError", "Unavailable", "VocabularyError",
+    "active_profile", "bootstrap_ci", "import_sheet", "judge", "load_corpus", "load_model", "load_sheet",
+    "reference_sheet", "render_report", "run_instrument", "spearman", "using_profile", "validate_table", "vocabulary",
+    # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused | NotSupported
+    "AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable", "Inconclusive",
+    "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite", "NotSupported", "Refused",
+    "RefutedVerdict", "SchemaViolation", "SequencingRefused", "SettingsError", "SheetError", "StoreUrlError",
+    "Unavailable", "VocabularyError",
 ]

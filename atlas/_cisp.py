@@ -52,6 +52,7 @@ from ._errors import BadInput, IsolationBreach, NotFinite, SchemaViolation, Sett
 from ._provenance import git_commit_of_atlas, package_versions, settings_hash
 from ._models import LoadedModel, load_model, model_checksum, nonfinite_parameters
 from ._profiles import DEFAULT_PROFILE, PROFILES
+from ._public import public
 from ._schema import coerce, validate_table
 from ._store import Derivation, ProtocolLog, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
@@ -302,3 +303,6 @@ def _staleness(stored: list[Run], version: str, revision: str) -> str:
     what = (f"instrument v{r.instrument_version}, now v{version}" if r.instrument_version != version
             else f"model revision {r.model_revision[:24]}, now {revision[:24]}")
     return f"stale: {len(older)} stored run(s) not reused (newest {r.id[:8]}: {what})"
+
+
+public("atlas", RunResult, RunSpec, SummarySpec, run_instrument)

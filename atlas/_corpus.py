@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import CorpusError
+from ._public import public
 
 __all__ = ["Corpus", "Passage", "STARTER_CORPUS", "load_corpus"]
 
@@ -137,3 +138,6 @@ def load_corpus(path: str | Path) -> Corpus:
     if not passages:
         raise CorpusError(f"corpus {path}: the file holds no passages")
     return Corpus(path.stem, tuple(passages))
+
+
+public("atlas", Corpus, Passage, load_corpus)

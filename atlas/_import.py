@@ -56,6 +56,7 @@ from ._jsonsafe import json_safe
 from ._provenance import content_hash, settings_hash
 from ._errors import BadInput, JudgmentError, SchemaViolation, SheetError
 from ._judgment import _key, allowed_value
+from ._public import public
 from ._schema import TableSchema, schema_for, table_names, validate_table
 from ._store import Judgment, Run, Store, utcnow
 
@@ -418,3 +419,6 @@ def _packages() -> dict[str, str]:
         return {"atlas-landscape": metadata.version("atlas-landscape")}
     except metadata.PackageNotFoundError:
         return {}
+
+
+public("atlas", import_sheet, load_sheet, reference_sheet)

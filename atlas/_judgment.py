@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._errors import BadInput, JudgmentError
+from ._public import public
 from ._schema import schema_for, verdict_technician
 from ._store import Judgment, Run, Store, VerdictRecord
 
@@ -194,3 +195,6 @@ def judge(store: Store, ref: str, field_name: str, value: str, *, by: str, note:
     return store.write_judgment(Judgment(
         target_kind="run", target_id=target.id, table_name=status.table, row_key=row, field=field_name,
         value=allowed_value(spec, value, field_name=field_name), by=by.strip(), note=note))
+
+
+public("atlas", judge)

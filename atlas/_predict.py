@@ -41,6 +41,7 @@ from ._errors import (AtlasError, Inconclusive, ModelUnavailable, RefutedVerdict
                       Unavailable)
 from ._models import LoadedModel, load_model
 from ._profiles import DEFAULT_PROFILE, PROFILES, Profile
+from ._public import public
 from ._stats import bootstrap_ci, one_sided_p
 from ._store import Adjustment, ProtocolLog, Run, Store, VerdictRecord
 from ._verdict import Criterion, Outcome, holm_outcomes
@@ -397,3 +398,6 @@ def _plain(value):
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+public("atlas", Evidence, Prediction)

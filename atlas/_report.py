@@ -34,6 +34,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ._errors import BadInput
 from ._figures import FIGURES, figures_for, forest, history
 from ._judgment import AWAITING, run_fields, verdict_fields
+from ._public import public
 from ._schema import schema_for, table_names
 from ._store import Run, Store, VerdictRecord, latest_verdicts, utcnow
 from ._vocabulary import groups, vocabulary
@@ -214,3 +215,6 @@ def render_report(store: Store, out_dir: str | Path) -> Path:
     path = out_dir / "index.html"
     _write(path, env.get_template("index.html.j2").render(**ctx, root=""))
     return path
+
+
+public("atlas", render_report)

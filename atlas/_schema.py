@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from ._errors import BadInput, SchemaViolation
+from ._public import public
 
 __all__ = ["TableSchema", "coerce", "schema_for", "validate_table", "table_names",
            "verdict_technician"]
@@ -198,3 +199,6 @@ def validate_table(table: str, df: pd.DataFrame) -> None:
         name = r.expectation_config.type + (f" (observed {detail})" if detail is not None and rows is None else "")
         failures.append((name, column, rows))
     raise SchemaViolation(table, failures)
+
+
+public("atlas", validate_table)

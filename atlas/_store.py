@@ -57,8 +57,9 @@ from sqlalchemy.exc import (
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from ._errors import StoreUrlError
-from ._jsonsafe import json_safe
 from ._options import SETTINGS
+from ._jsonsafe import json_safe
+from ._public import public
 from ._schema import coerce
 
 __all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
@@ -590,3 +591,6 @@ class ProtocolLog:
     def write(self, action: str, **fields) -> None:
         """Write one step of this session now (see ``event`` for the fields)."""
         self.store.write_event(self.event(action, **fields))
+
+
+public("atlas", Judgment, Store)

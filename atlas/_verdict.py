@@ -34,6 +34,7 @@ from enum import StrEnum
 
 from ._errors import SettingsError
 from ._provenance import content_hash
+from ._public import public
 from ._stats import holm
 
 __all__ = ["SCOPES", "UNITS", "Criterion", "Outcome", "holm_outcomes"]
@@ -169,3 +170,6 @@ def holm_outcomes(verdicts) -> dict[int, dict]:
             out[v.id] = {"p_adjusted": adjusted, "family": len(family),
                          "outcome": v.outcome if survives or v.outcome == "no_effect" else "inconclusive"}
     return out
+
+
+public("atlas", Criterion, Outcome)

@@ -20,6 +20,7 @@ from importlib.resources import files
 import yaml
 
 from ._errors import VocabularyError
+from ._public import public
 
 __all__ = ["GROUPS", "MARKERS", "Term", "registry_mismatches", "vocabulary"]
 
@@ -159,3 +160,6 @@ def registry_mismatches(instruments=None) -> list[str]:
         if term.marker == "technician" and term.id not in judged:
             problems.append(f"term {term.id!r} is marked `technician` but no Technician field names it")
     return problems
+
+
+public("atlas", Term, vocabulary)

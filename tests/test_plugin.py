@@ -7,7 +7,7 @@ from atlas import STARTER_CORPUS, Store
 MODULE = '''
 import pytest
 from atlas import Criterion
-from atlas._stats import domain_bootstrap_ci
+from atlas.stats import domain_bootstrap_ci
 
 def spread(prediction, interval=True):
     tables = prediction.evidence["perplexity"]

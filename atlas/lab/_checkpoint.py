@@ -20,6 +20,7 @@ import pandas as pd
 from .._corpus import Corpus, load_corpus
 from .._errors import LabError
 from .._models import LoadedModel, load_model
+from .._public import public
 from ._data import ModularTask, split_passages
 from ._recipe import CorpusData, ModularData, Recipe, parse_recipe
 from ._train import METADATA, TRAJECTORY, TRAJECTORY_COLUMNS, evaluate
@@ -107,3 +108,6 @@ def evaluate_modular(checkpoint: str | Path | LoadedModel) -> dict[str, float]:
     lm = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(str(checkpoint), device="cpu")
     task = lab_checkpoint(lm.path or lm.name).modular_task()
     return evaluate(lm.model, {name: [b.to(lm.device) for b in batches] for name, batches in task.eval_sets().items()})
+
+
+public("atlas.lab", LabCheckpoint, evaluate_modular, lab_checkpoint)

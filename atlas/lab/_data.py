@@ -36,6 +36,7 @@ import torch
 
 from .._corpus import Corpus, load_corpus
 from .._errors import LabError
+from .._public import public
 from ._recipe import CorpusData, ModularData, Recipe
 
 __all__ = ["IGNORE", "Batch", "CorpusTask", "ModularTask", "build_task", "split_passages", "training_batches"]
@@ -202,3 +203,6 @@ def training_batches(recipe: Recipe, seed: int) -> Iterator[Batch]:
 
     tokenizer, doc_start_id, pad_id = tokenizer_for(recipe)
     return build_task(recipe, tokenizer, doc_start_id, pad_id).stream(recipe.batch, recipe.steps, seed)
+
+
+public("atlas.lab", Batch)

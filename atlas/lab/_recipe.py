@@ -60,6 +60,7 @@ import yaml
 from .._errors import LabError
 from .._jsonsafe import json_safe
 from .._provenance import content_hash
+from .._public import public
 
 __all__ = ["Architecture", "Checkpoints", "CorpusData", "ModularData", "Optimiser", "Recipe",
            "Schedule", "load_recipe", "recipe_names"]
@@ -425,3 +426,6 @@ def _merge(base: dict, changes: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+public("atlas.lab", Recipe, load_recipe, recipe_names)

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from .._errors import LabError
 from .._models import cache_dir
+from .._public import public
 from .._schema import validate_table
 from ._data import IGNORE, Batch, build_task
 from ._model import initial_model
@@ -294,3 +295,6 @@ def _progress(recipe: Recipe, seed: int, enabled: bool) -> tqdm:
     return tqdm(total=recipe.steps, desc=f"train {recipe.name} seed {seed}", unit="step", disable=not enabled,
                 file=sys.stderr if tty else _Lines(sys.stderr), mininterval=0.5 if tty else 15.0, dynamic_ncols=tty,
                 bar_format=None if tty else lines)
+
+
+public("atlas.lab", TrainResult, default_out, train)
