@@ -14,18 +14,15 @@ record that verdicts and reports are built from.
 The public API is this package and its public modules; a name that starts with an underscore
 (``atlas._stats``) is not part of it:
 
-=====================  ===========================================================================
-``atlas``              what a prediction module declares and concludes with (``Criterion``,
-                       ``Prediction``, ``Evidence``, ``SECOND_OF_PAIR``, ``Outcome``), models and
-                       corpora (``load_model``, ``load_corpus``), running and storing
-                       (``run_instrument``, ``Store``), profiles, and the error tree
-``atlas.stats``        confidence intervals: ``bootstrap_ci``, ``hierarchical_ci``, ``t_interval`` ...
-``atlas.evidence``     the common steps of a prediction body: layer profiles, domain perplexities
-``atlas.models``       the model registry, ``tiny_model``, decoder anatomy, ``hooks``, token scoring
-``atlas.instruments``  the instrument registry, ``instrument`` to declare one, each instrument's module
-``atlas.lab``          small models Atlas trains itself, deterministically
-``atlas.simulate``     evidence simulated from declared models, for ``atlas calibrate``
-=====================  ===========================================================================
+* ``atlas``: what a prediction module declares and concludes with (``Criterion``, ``Prediction``, ``Evidence``,
+  ``SECOND_OF_PAIR``, ``Outcome``), models and corpora (``load_model``, ``load_corpus``), running and storing
+  (``run_instrument``, ``Store``), profiles, and the error tree
+* ``atlas.stats``: confidence intervals, ``bootstrap_ci``, ``hierarchical_ci``, ``t_interval`` ...
+* ``atlas.evidence``: the common steps of a prediction body, layer profiles, domain perplexities
+* ``atlas.models``: the model registry, ``tiny_model``, decoder anatomy, ``hooks``, token scoring
+* ``atlas.instruments``: the instrument registry, ``instrument`` to declare one, each instrument's module
+* ``atlas.lab``: small models Atlas trains itself, deterministically
+* ``atlas.simulate``: evidence simulated from declared models, for ``atlas calibrate``
 
 A prediction module needs ``atlas`` for its declaration and, in its body, ``atlas.evidence`` or
 ``atlas.stats`` for the interval it concludes with (``tests/test_public_api.py`` checks that

@@ -4,14 +4,12 @@
 layer, estimated from sampled units (passages, or a Hessian estimate's probes). Build the profile from an
 instrument's table, then judge it:
 
-=========================  ======================================================================
-``mean_profile``           the per-layer mean of a column over passages (a ``LayerSample``)
-``ablation_profile``       per layer, the mean perplexity change of ablating each of its heads
-``fixed_profile``          a profile that is not sampled (the layer numbers themselves: depth)
-``ParametricProfile``      a profile known by estimates and standard errors only
-``layer_correlation``      Spearman's rho between two profiles; its interval is over **layers**
-``layer_contrast``         a weighted sum of named layers of one model; its interval over passages
-=========================  ======================================================================
+* ``mean_profile``: the per-layer mean of a column over passages (a ``LayerSample``)
+* ``ablation_profile``: per layer, the mean perplexity change of ablating each of its heads
+* ``fixed_profile``: a profile that is not sampled (the layer numbers themselves: depth)
+* ``ParametricProfile``: a profile known by estimates and standard errors only
+* ``layer_correlation``: Spearman's rho between two profiles; its interval is over **layers**
+* ``layer_contrast``: a weighted sum of named layers of one model; its interval over passages
 
 **Domains.** ``pooled_perplexity`` gives {domain: perplexity} of a table of passages, ``split_halves`` two
 halves of each domain (choose on one, estimate on the other), ``untrained`` the passages none of the

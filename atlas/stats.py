@@ -5,13 +5,11 @@ Each function returns an ``Interval``: a ``(low, high)`` tuple that also carries
 ``one_sided_p`` reads the p-value a session's multiple-comparison adjustment needs. Choose the interval by
 the claim's **unit** -- what the claim generalises over, the criterion's ``unit``:
 
-=========================  ======================================================================
-``bootstrap_ci``           any statistic of samples of independent units (BCa, scipy.stats.bootstrap)
-``domain_bootstrap_ci``    a statistic of per-domain perplexities, passages resampled within domains
-``hierarchical_ci``        nested units: domains within territories, passages within domains
-``pooled_hierarchical_ci`` ``hierarchical_ci`` over tables of passages (e.g. ``perplexity``)
-``t_interval``             the mean of a handful of independent units (seeds, models)
-=========================  ======================================================================
+* ``bootstrap_ci``: any statistic of samples of independent units (BCa, scipy.stats.bootstrap)
+* ``domain_bootstrap_ci``: a statistic of per-domain perplexities, passages resampled within domains
+* ``hierarchical_ci``: nested units, domains within territories, passages within domains
+* ``pooled_hierarchical_ci``: ``hierarchical_ci`` over tables of passages (e.g. ``perplexity``)
+* ``t_interval``: the mean of a handful of independent units (seeds, models)
 
 ``mean_difference`` is the territory contrast ``hierarchical_ci`` combines most often, ``spearman`` a rank
 correlation. Every resampling interval takes ``n_resamples``; left out (None), it is the **active
