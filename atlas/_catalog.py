@@ -27,7 +27,11 @@ from pathlib import Path
 
 from ._errors import BadInput
 
-__all__ = ["CatalogEntry", "Setting", "catalog", "instrument_table", "settings_help", "settings_table"]
+__all__ = ["NOT_SETTINGS", "CatalogEntry", "Setting", "catalog", "instrument_table", "settings_help", "settings_table"]
+
+#: an entry function's keyword parameters that are not settings: what CISP passes in (the progress switch, and
+#: the Lab resolver of an instrument that trains)
+NOT_SETTINGS = ("lm", "corpus", "progress", "lab")
 
 _HERE = Path(__file__).parent / "instruments"
 
@@ -93,7 +97,7 @@ def _entry(module: str, fn: ast.FunctionDef) -> CatalogEntry | None:
     settings = tuple(
         Setting(arg.arg, ast.literal_eval(default), _choices(arg.annotation), helps.get(arg.arg, ""),
                 arg.arg in models)
-        for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if arg.arg != "progress")
+        for arg, default in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if arg.arg not in NOT_SETTINGS)
     return CatalogEntry(ast.literal_eval(call.args[0]), f"atlas.instruments.{module}",
                         doc.strip().splitlines()[0] if doc.strip() else "", settings)
 

@@ -56,6 +56,7 @@ from ._public import public
 from ._schema import coerce, validate_table
 from ._store import Derivation, ProtocolLog, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
+from .lab import LabRuns
 
 __all__ = ["RunResult", "RunSpec", "SummarySpec", "model_checksum", "resolve", "run_instrument",
            "run_spec"]
@@ -223,7 +224,8 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
             raise IsolationBreach(f"model {lm.name!r} was changed after it was loaded (by code outside CISP); "
                                   "reload it before measuring")
         _seed_everything(spec.measure_settings["seed"])
-        measured = dict(inst.measure(lm, corpus, progress=progress, **arguments))
+        trains = {"lab": LabRuns(store, log)} if inst.trains else {}  # its trainings stored in this store and log
+        measured = dict(inst.measure(lm, corpus, progress=progress, **trains, **arguments))
         changed = [what for what, a, b in zip(_STATE_NAMES, state, _model_state(lm.model)) if a != b]
         if changed:
             lm.model.train(state[3])  # leave the process usable; the breach is still reported

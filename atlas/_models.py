@@ -37,11 +37,15 @@ from typing import Literal
 import torch
 
 from ._errors import HardwareUnavailable, ModelUnavailable, SettingsError
-from ._public import public
 from ._options import SETTINGS
+from ._public import public
 
-__all__ = ["MODELS", "LoadedModel", "ModelSpec", "load_model", "cache_dir", "model_checksum",
+__all__ = ["LAB_PREFIX", "MODELS", "LoadedModel", "ModelSpec", "load_model", "cache_dir", "model_checksum",
            "nonfinite_parameters"]
+
+
+#: the prefix of a Lab run's model name, ``lab:RECIPE[@SEED]`` (resolved by ``atlas.lab.LabRuns``)
+LAB_PREFIX = "lab:"
 
 
 @dataclass(frozen=True)
@@ -138,9 +142,13 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load a model by registry name, local directory, Lab run (``lab:RECIPE[@SEED]``: its last checkpoint,
-    trained first when it is not on disk) or hub id.
+def load_model(name: str, device: str = "auto", dtype: str = "auto", *,
+               lab: Callable[[str], str] | None = None) -> LoadedModel:
+    """Load a model by registry name, local directory, Lab run (``lab:RECIPE[@SEED]``) or hub id.
+
+    Loading never trains. A Lab run's checkpoint directory comes from the Lab resolver ``lab`` (name ->
+    directory; ``atlas.lab.LabRuns``, which trains and stores the run when it is not on disk); the pytest
+    plugin and the ``atlas`` command inject theirs.
 
     >>> lm = load_model("tiny-gpt2")
     >>> lm.model.config.n_layer, lm.doc_start_token
@@ -153,7 +161,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     torch_dtype = resolve_dtype(dtype, device)
     spec, path = MODELS.get(name), None
     if spec is None:
-        path = _lab_checkpoint(name) if name.startswith("lab:") else name if Path(name).is_dir() else None
+        path = _lab_path(name, lab) if name.startswith(LAB_PREFIX) else name if Path(name).is_dir() else None
         source = "hub" if path is None else "dir"
         spec = ModelSpec(name, "hub", name, None)
     else:
@@ -174,13 +182,12 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
                        None if path is None else str(Path(path).resolve()))
 
 
-def _lab_checkpoint(name: str) -> str:
-    """The last checkpoint of the Lab run ``lab:RECIPE[@SEED]``, trained if it is not on disk."""
-    from .lab import train
-    from .lab._runs import parse_lab_name
-
-    recipe, seed = parse_lab_name(name)
-    return str(train(recipe, seed=seed, progress=False).checkpoints[-1][1])
+def _lab_path(name: str, lab: Callable[[str], str] | None) -> str:
+    if lab is None:
+        raise ModelUnavailable(f"{name} is a Lab run: load it with a Lab resolver, which trains and stores it, "
+                               "e.g. load_model(name, lab=atlas.lab.LabRuns(store)) (pytest predictions/ and the "
+                               "atlas command do this for you)")
+    return lab(name)
 
 
 def _doc_start(spec: ModelSpec, tok) -> tuple[str, int, str]:

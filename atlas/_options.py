@@ -80,13 +80,13 @@ def model_pair(value: str) -> tuple[str, str] | None:
 
 
 def _corpus(value: str) -> None:
-    from ._corpus import load_corpus
+    from ._corpus import load_corpus  # on use: the atlas command's help stays free of pandas
 
     load_corpus(value)
 
 
 def _store_url(value: str) -> None:
-    from ._store import check_store_url
+    from ._store import check_store_url  # on use, as above
 
     check_store_url(value)
 

@@ -74,6 +74,9 @@ class AtlasSession:
     terminal: Callable[[], AbstractContextManager] = nullcontext
     say: Callable[[str], None] | None = None
     live: bool = False
+    #: the Lab resolver (``lab:`` name -> checkpoint directory, trained and stored when it is not on disk;
+    #: ``atlas.lab.LabRuns``), injected by the plugin; without one a Lab model is unavailable
+    lab: Callable[[str], str] | None = None
     _store: Store | None = None
     _models: dict = field(default_factory=dict)
     _corpus: Corpus | None = None
@@ -100,13 +103,8 @@ class AtlasSession:
         """Load once per session; an unavailable model raises ``ModelUnavailable`` every time it is asked for."""
         if name not in self._models:
             try:
-                if name.startswith("lab:"):  # a Lab run: its training is a stored run of this session
-                    from .lab._runs import parse_lab_name, trained_run
-
-                    recipe, seed = parse_lab_name(name)
-                    with self.terminal():
-                        trained_run(self.store, recipe, seed, progress=self.live, log=self.log)
-                self._models[name] = load_model(name, device=self.device, dtype=self.dtype)
+                with self.terminal():  # a Lab run may train first: its progress reaches the terminal
+                    self._models[name] = load_model(name, device=self.device, dtype=self.dtype, lab=self.lab)
             except Unavailable as exc:
                 self._models[name] = exc
         found = self._models[name]

@@ -57,12 +57,14 @@ from sqlalchemy.exc import (
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from ._errors import StoreUrlError
-from ._options import SETTINGS
 from ._jsonsafe import json_safe
 from ._public import public
 from ._schema import coerce
 
-__all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
+#: the store a run uses when none is named (``--db``, ``--atlas-db``; atlas._options reads it)
+DEFAULT_URL = "sqlite:///atlas.db"
+
+__all__ = ["DEFAULT_URL", "Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
            "SESSION_COMPLETE", "Store", "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
 
 #: every Atlas table and its primary key: the append-only rule covers each
@@ -379,7 +381,7 @@ class Store:
     []
     """
 
-    def __init__(self, url: str = SETTINGS["db"].default):
+    def __init__(self, url: str = DEFAULT_URL):
         parsed = check_store_url(url)
         self.url = parsed  # a URL object: its str() and repr() mask the password
         self.shown_url = shown_url(parsed)

@@ -76,13 +76,19 @@ def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_dom
     from ._cisp import run_instrument
     from ._corpus import load_corpus
     from ._models import load_model
-    from ._store import Store
+    from ._store import ProtocolLog, Store
+    from .lab import LabRuns
 
     corpus = load_corpus(corpus_path).sample(per_domain)
     store = Store(db)
-    lm = load_model(model_name, device=device, dtype=dtype)
-    return run_instrument(store, lm, corpus, instrument, reuse=not no_reuse, progress=not as_json,
-                          session=f"cli-{uuid.uuid4().hex}", seed=seed, **settings)
+    log = ProtocolLog(store, f"cli-{uuid.uuid4().hex}")
+    lab = LabRuns(store, log, progress=not as_json)  # a Lab model is trained (and stored) in this store and log
+
+    def load(name: str):
+        return load_model(name, device=device, dtype=dtype, lab=lab)
+
+    return run_instrument(store, load(model_name), corpus, instrument, reuse=not no_reuse, progress=not as_json,
+                          session=log, load=load, seed=seed, **settings)
 
 
 class _AtlasGroup(click.Group):
@@ -499,8 +505,7 @@ def train_cmd(recipe, seed, out, steps, as_json, db):
 
     A finished run of the same recipe and seed under OUT is reused, not retrained; the trajectory is
     stored in the store as a run (instrument ``lab``), reused in the same way."""
-    from ._store import ProtocolLog
-    from ._store import Store
+    from ._store import ProtocolLog, Store
     from .lab._runs import trained_run
 
     store = Store(db)

@@ -32,6 +32,7 @@ from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
 from ._options import SETTINGS, model_pair
 from ._store import shown_url
+from .lab import LabRuns
 
 _SESSION = pytest.StashKey[str]()
 
@@ -88,6 +89,7 @@ def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
     except AtlasError as exc:
         pytest.exit(f"--atlas-db: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     _show_progress(pytestconfig, session)
+    session.lab = LabRuns(session.store, session.log, progress=session.live)  # the Lab resolver: trains are stored
     return session
 
 

@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from atlas import STARTER_CORPUS, Store, load_corpus, load_model, validate_table
+from atlas import STARTER_CORPUS, ModelUnavailable, Store, load_corpus, load_model, validate_table
+from atlas._store import ProtocolLog
 from atlas._predict import AtlasSession
 from atlas._schema import coerce
 from atlas.cli import main
-from atlas.lab import LabError, evaluate_modular, lab_checkpoint, load_recipe, recipe_names, train
-from atlas.lab._data import split_passages
+from atlas.lab import LabError, LabRuns, evaluate_modular, lab_checkpoint, load_recipe, recipe_names, train
+from atlas.lab._data import split_passages, training_batches
 from atlas.lab._recipe import Checkpoints
 
 BUNDLED = {"modular-addition", "corpus-lm", "finetune-smollm2", "finetune-smollm2-academic", "tiny-modular", "tiny-corpus"}
@@ -259,7 +260,7 @@ def test_progress_without_a_terminal_is_whole_lines(tmp_path, capsys):
 # --- data streams ----------------------------------------------------------------------------
 
 def domains_by_step(recipe, seed=0):
-    return [set(batch.domains) for batch in recipe.batches(seed)]
+    return [set(batch.domains) for batch in training_batches(recipe, seed)]
 
 
 def test_curricula_give_different_data_orders():
@@ -272,13 +273,13 @@ def test_curricula_give_different_data_orders():
     assert domains_by_step(b_a) == [{second}] * half + [{first}] * half
     mixed = domains_by_step(shuffled)
     assert set().union(*mixed[:half]) == {first, second} and set().union(*mixed[half:]) == {first, second}
-    sources = lambda r, seed: [b.sources for b in r.batches(seed)]
+    sources = lambda r, seed: [b.sources for b in training_batches(r, seed)]
     assert sources(shuffled, 0) == sources(shuffled, 0) != sources(shuffled, 1)
 
 
 def test_full_batch_is_every_training_pair_at_every_step():
     recipe = load_recipe("tiny-modular")
-    batches = list(recipe.batches(0))
+    batches = list(training_batches(recipe, 0))
     assert len(batches) == recipe.steps and len(batches[0].sources) == round(0.5 * 49)
     assert all(torch.equal(b.input_ids, batches[0].input_ids) for b in batches)
     a, b, eq = batches[0].input_ids.T
@@ -302,7 +303,7 @@ def test_the_finetune_split_keeps_heldout_passages_out_of_training(tmp_path):
     for domain in corpus.domains:
         n_in = sum(p.domain == domain for p in held_in.passages)
         assert n_in == sum(p.domain == domain for p in held_out.passages) == 6
-    seen = {s for batch in recipe.batches(0) for s in batch.sources}
+    seen = {s for batch in training_batches(recipe, 0) for s in batch.sources}
     assert seen and seen <= {p.id for p in held_in.passages}
     assert not seen & {p.id for p in held_out.passages}
     # the split depends on the ids alone: a reordered file splits the same way
@@ -349,18 +350,37 @@ def test_atlas_train_json(tmp_path):
     assert bad.exit_code == 2 and "no recipe 'no-such-recipe'" in bad.output and "Traceback" not in bad.output
 
 
-def test_a_lab_run_is_a_model_name_and_a_session_stores_its_training(tmp_path, monkeypatch):
+def test_a_lab_run_is_a_model_name_and_every_path_that_trains_stores_it(tmp_path, monkeypatch):
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
-    lm = load_model("lab:tiny-modular@3", device="cpu")  # trained now: it was not on disk
+    with pytest.raises(ModelUnavailable, match="Lab resolver"):  # loading never trains
+        load_model("lab:tiny-modular@3", device="cpu")
+    assert not (tmp_path / "lab").exists()
+    store = Store("sqlite://")
+    lm = load_model("lab:tiny-modular@3", device="cpu", lab=LabRuns(store, ProtocolLog(store, "s1")))
     assert lm.name == "lab:tiny-modular@3" and lm.path.endswith("seed-3/step-30")
     assert lab_checkpoint(lm.path).seed == 3 and lm.revision.startswith(f"dir:{lm.path}@sha256:")
+    [trained] = store.runs(instrument="lab")  # trained now, and stored as a run
+    assert trained.provenance == "trained" and trained.model == "lab:tiny-modular@3"
+    assert [(e.session, e.action) for e in store.events()] == [("s1", "measured")]
     session = AtlasSession(model_name="lab:tiny-modular@3", corpus_path="starter", db_url="sqlite://",
                            reports_dir=tmp_path)
+    session.lab = LabRuns(session.store, session.log)  # what the plugin injects
     assert session.model("lab:tiny-modular@3").revision == lm.revision  # the same checkpoint, from disk
     [run] = session.store.runs(instrument="lab")
     assert [e.action for e in session.store.events()] == ["measured"]  # stored once, from the checkpoints on disk
     with pytest.raises(LabError, match="not a Lab model name"):
-        load_model("lab:", device="cpu")
+        load_model("lab:", device="cpu", lab=LabRuns(store))
+
+
+def test_atlas_measure_stores_the_training_of_a_lab_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "lab:tiny-corpus@0", "--db", db,
+                                       "--json", "--per-domain", "1"])
+    assert result.exit_code == 0, result.output
+    runs = Store(db).runs()
+    assert {r.instrument for r in runs} == {"lab", "perplexity"}
+    assert len({e.session for e in Store(db).events()}) == 1  # the training and the measurement: one session
 
 
 @pytest.mark.slow

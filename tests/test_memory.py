@@ -5,11 +5,12 @@ import pytest
 from atlas import Corpus, SettingsError, Store, load_model, run_instrument
 from atlas.instruments.memory import curricula, matched_endpoints
 from atlas.lab import load_recipe, train
+from atlas.lab._data import training_batches
 
 
 def _domains(recipe, seed=0) -> list[set[str]]:
     """The domains of each training batch of a run, step by step."""
-    return [set(batch.domains) for batch in recipe.batches(seed)]
+    return [set(batch.domains) for batch in training_batches(recipe, seed)]
 
 
 def test_the_curricula_train_on_different_data_streams():
@@ -24,9 +25,9 @@ def test_the_curricula_train_on_different_data_streams():
     mixed = _domains(shuffled)
     assert set().union(*mixed[:half]) == set(a + b) and set().union(*mixed[half:]) == set(a + b)
     # the same seed is the same stream, bit for bit; the orders draw other windows
-    again = [batch.input_ids for batch in given.batches(0)]
-    assert all((x == y).all() for x, y in zip(again, (batch.input_ids for batch in given.batches(0))))
-    reversed_ids = [batch.input_ids for batch in reverse.batches(0)]
+    again = [batch.input_ids for batch in training_batches(given, 0)]
+    assert all((x == y).all() for x, y in zip(again, (batch.input_ids for batch in training_batches(given, 0))))
+    reversed_ids = [batch.input_ids for batch in training_batches(reverse, 0)]
     assert not all(x.shape == y.shape and (x == y).all() for x, y in zip(again, reversed_ids))
 
 
@@ -53,15 +54,23 @@ def measured(tmp_path_factory):
         mp.setenv("ATLAS_CACHE", str(tmp_path_factory.mktemp("cache")))
         recipe = load_recipe("tiny-corpus")
         lm = load_model(str(train(recipe, seed=0, progress=False).checkpoints[-1][1]), device="cpu")
-        result = run_instrument(Store("sqlite://"), lm, Corpus("unused", ()), "memory", seeds=2, lanczos_steps=8,
-                                hutchinson_samples=4, progress=False)
+        store = Store("sqlite://")
+        result = run_instrument(store, lm, Corpus("unused", ()), "memory", seeds=2, lanczos_steps=8,
+                                hutchinson_samples=4, progress=False, session="s1")
         runs = {(label, s): train(r, seed=s, progress=False) for label, r in curricula(recipe, "reversed").items()
                 for s in range(2)}
-    return result.tables, runs
+        trained = [(e.session, e.instrument, e.model) for e in store.events() if e.instrument == "lab"]
+    return result.tables, runs, trained
+
+
+def test_every_run_memory_trains_is_stored_in_the_session(measured):
+    *_, trained = measured
+    assert len(trained) == 4 and {session for session, *_ in trained} == {"s1"}
+    assert {model.rsplit("@", 1)[1] for *_, model in trained} == {"0", "1"}
 
 
 def test_memory_end_to_end_on_a_tiny_recipe(measured):
-    tables, runs = measured
+    tables, runs, _ = measured
     memory, domains, pairs = tables["memory"], tables["memory_domains"], tables["memory_pairs"]
     assert len(memory) == 4 and set(memory["curriculum"]) == {"technical_documentation>poetry",
                                                              "poetry>technical_documentation"}

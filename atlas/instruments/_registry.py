@@ -16,6 +16,9 @@
   from its signature, never restated), except ``progress``; a ``Literal[...]`` annotation
   makes a setting's values a set (CISP refuses others, the CLI offers them as choices),
   and the docstring's ``Settings:`` section (``name: what it does``) is their help;
+* ``lab``: an instrument that trains Lab runs of its own (``memory``) takes a keyword
+  ``lab`` (not a setting): CISP passes the Lab resolver of the run's store and session
+  (``atlas.lab.LabRuns``), so every training it asks for is stored as a run;
 * ``models``: settings that name another model (a pairwise instrument such as
   ``interpolation``'s ``other``): the user gives a model name, CISP loads it, records
   its revision in the run and its reuse key, and the entry function receives the
@@ -34,11 +37,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .._catalog import NOT_SETTINGS
 from .._public import public
 
 __all__ = ["INSTRUMENTS", "Instrument", "instrument"]
 
-_NOT_SETTINGS = ("lm", "corpus", "progress")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Instrument:
     defaults: dict = field(default_factory=dict)
     #: settings whose values are a set: from their ``Literal[...]`` annotations
     choices: dict[str, tuple] = field(default_factory=dict)
+    trains: bool = False  # the entry function takes ``lab``, the Lab resolver: it trains Lab runs of its own
 
     @property
     def table(self) -> str:
@@ -89,12 +93,12 @@ def instrument(name: str, *, version: str, measures: tuple[str, ...], terms: tup
             raise ValueError(f"instrument {name!r}: models {missing} must be keyword-only parameters of "
                              f"{fn.__name__}, and measures must name at least one table")
         defaults = {p.name: p.default for p in params.values()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _NOT_SETTINGS}
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in NOT_SETTINGS}
         hints = typing.get_type_hints(fn)
         choices = {k: typing.get_args(hints[k]) for k in defaults
                    if k in hints and typing.get_origin(hints[k]) is typing.Literal}
         entry = Instrument(name, version, fn, tuple(measures), tuple(terms), dict(summaries or {}), tuple(models),
-                           defaults, choices)
+                           defaults, choices, trains="lab" in params)
         INSTRUMENTS[name] = entry
         fn.instrument = entry
         return fn

@@ -15,8 +15,9 @@ Operationalisation. The model is a Lab checkpoint of a ``corpus_lm`` recipe whos
 ``curriculum`` is a domain order (e.g. ``lab:memory-lm``: technical documentation, then
 poetry); it names the recipe, not an endpoint. Curriculum A is that recipe; curriculum B
 is its reverse order (``other="reversed"``) or a shuffled stream over the same domains
-(``other="shuffled"``). Seeds 0..``seeds``-1 of each are trained with ``atlas.lab.train``
-(deterministic; reused from the Lab cache, ``$ATLAS_CACHE/lab``). Every curriculum has
+(``other="shuffled"``). Seeds 0..``seeds``-1 of each are trained through the Lab resolver
+CISP passes in (``atlas.lab.LabRuns``: deterministic, reused from the Lab cache
+``$ATLAS_CACHE/lab``, and each training stored as a run of its own). Every curriculum has
 trained on every domain once A's last phase has begun, so endpoints are taken from the
 checkpoints at or after that step: the target is the highest of the runs' lowest
 held-out losses there (every run reaches it), and each run's endpoint is its checkpoint
@@ -68,7 +69,7 @@ from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel, load_model
 from .._scoring import token_nll
-from ..lab import Recipe, lab_checkpoint, train
+from ..lab import LabRuns, Recipe, lab_checkpoint
 from ..lab._data import build_task
 from ..lab._model import tokenizer_for
 from ..lab._recipe import CorpusData
@@ -143,7 +144,7 @@ def _log_gap(a: float, b: float) -> float:
 @instrument("memory", version="1", measures=("memory", "memory_domains", "memory_pairs"), terms=("memory",))
 def measure_memory(lm: LoadedModel, corpus: Corpus, *, other: Literal["reversed", "shuffled"] = "reversed",
                    seeds: int = 4, tolerance: float = 0.05, lanczos_steps: int = 20, hutchinson_samples: int = 20,
-                   tol: float = 1e-3, progress: bool = True) -> dict[str, pd.DataFrame]:
+                   tol: float = 1e-3, lab: LabRuns, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Endpoints of two curricula at matched held-out loss: Hessian spectra, domain losses, distances, CKA.
 
     Settings:
@@ -164,7 +165,7 @@ def measure_memory(lm: LoadedModel, corpus: Corpus, *, other: Literal["reversed"
     first = recipes[next(iter(recipes))]
     phases = len(first.data.curriculum)
     last_phase = (phases - 1) * first.steps // phases
-    runs = {(label, s): train(r, seed=s, progress=False) for label, r in recipes.items() for s in range(seeds)}
+    runs = {(label, s): lab.train(r, s) for label, r in recipes.items() for s in range(seeds)}  # stored as runs
     target, chosen = matched_endpoints({k: r.trajectory for k, r in runs.items()}, last_phase)
     ids, mask, domains = _heldout(first)  # [n, T], [n, T], [n]
     rows, domain_rows, weights, reps = [], [], {}, {}

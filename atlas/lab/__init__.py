@@ -5,7 +5,8 @@ geometry (phase transitions, symmetry orbits, algorithmic branches, basin connec
 lives "across training trajectories". The Lab makes them: a recipe (YAML, ``recipes/``)
 says what to train, ``train`` trains it on CPU in minutes and writes each checkpoint as
 a Hugging Face directory that ``atlas.load_model`` and every instrument take as a model
-name, with the trajectory table (schema ``trajectory``) beside them.
+name, with the trajectory table (schema ``trajectory``) beside them. ``LabRuns`` is the Lab
+resolver: a model name ``lab:RECIPE@SEED`` trained on demand and stored as a run.
 
     >>> from atlas.lab import load_recipe, train, lab_checkpoint
     >>> result = train("tiny-modular", seed=0, out=tmp, progress=False)  # doctest: +SKIP
@@ -23,7 +24,8 @@ from ._checkpoint import LabCheckpoint, evaluate_modular, lab_checkpoint
 from ._data import Batch
 from .._errors import LabError
 from ._recipe import Recipe, load_recipe, recipe_names
+from ._runs import LabRuns
 from ._train import TrainResult, default_out, train
 
-__all__ = ["Batch", "LabCheckpoint", "LabError", "Recipe", "TrainResult", "default_out", "evaluate_modular",
-           "lab_checkpoint", "load_recipe", "recipe_names", "train"]
+__all__ = ["Batch", "LabCheckpoint", "LabError", "LabRuns", "Recipe", "TrainResult", "default_out",
+           "evaluate_modular", "lab_checkpoint", "load_recipe", "recipe_names", "train"]

@@ -37,6 +37,7 @@ import torch
 from .._corpus import Corpus, load_corpus
 from .._errors import LabError
 from .._public import public
+from ._model import tokenizer_for
 from ._recipe import CorpusData, ModularData, Recipe
 
 __all__ = ["IGNORE", "Batch", "CorpusTask", "ModularTask", "build_task", "split_passages", "training_batches"]
@@ -198,9 +199,7 @@ def build_task(recipe: Recipe, tokenizer=None, doc_start_id: int | None = None, 
 
 
 def training_batches(recipe: Recipe, seed: int) -> Iterator[Batch]:
-    """The batches a run of ``recipe`` with ``seed`` trains on, one per step (``Recipe.batches``)."""
-    from ._model import tokenizer_for
-
+    """The batches a run of ``recipe`` with ``seed`` trains on, one per step, in order."""
     tokenizer, doc_start_id, pad_id = tokenizer_for(recipe)
     return build_task(recipe, tokenizer, doc_start_id, pad_id).stream(recipe.batch, recipe.steps, seed)
 

@@ -182,12 +182,6 @@ class Recipe:
             merged.pop(key)
         return parse_recipe(merged, self.name, description=self.description)
 
-    def batches(self, seed: int | None = None):
-        """The training data stream of a run: one ``Batch`` per step, in order (see ``atlas.lab._data``)."""
-        from ._data import training_batches
-
-        return training_batches(self, self.seed if seed is None else seed)
-
 
 # --- loading and validation ----------------------------------------------------------------
 

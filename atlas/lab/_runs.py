@@ -9,28 +9,37 @@ disk (CISP's reuse rule: the same key, a complete run); otherwise it trains (the
 is deterministic, so the weights are the ones stored before) and stores a new run.
 
 A Lab run is a model name: ``lab:RECIPE`` (the recipe's seed) or ``lab:RECIPE@SEED``,
-RECIPE a bundled recipe name or a YAML path. It names the run's last checkpoint;
-``atlas.load_model`` trains it first when it is not on disk, and a prediction session
-stores its training run.
+RECIPE a bundled recipe name or a YAML path. It names the run's last checkpoint.
+Loading a model never trains: ``atlas.load_model`` asks a *Lab resolver* for the
+checkpoint of a ``lab:`` name, and ``LabRuns`` is that resolver: it trains the run when it
+is not on disk and stores the training as a run, so every path that trains stores it.
+The composition roots build one per session and inject it (the pytest plugin into the
+prediction session, the ``atlas`` command into ``load_model`` and ``run_instrument``);
+CISP hands it to an instrument that trains runs of its own (``memory``)::
+
+    lab = LabRuns(store, ProtocolLog(store, session_id))
+    lm = load_model("lab:tiny-modular@0", lab=lab)   # trained and stored if not on disk
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from .._provenance import content_hash, git_commit_of_atlas, package_versions, settings_hash
 from .._corpus import load_corpus
 from .._errors import LabError
+from .._models import LAB_PREFIX
+from .._provenance import content_hash, git_commit_of_atlas, package_versions, settings_hash
+from .._public import public
 from .._schema import coerce, validate_table
 from .._store import ProtocolLog, Run, Store, utcnow
 from ._recipe import Recipe, load_recipe
-from ._train import TrainResult, train
+from ._train import TrainResult, finished_run, train
 
-__all__ = ["LAB_PREFIX", "lab_name", "parse_lab_name", "trained_on", "trained_run"]
+__all__ = ["LAB_PREFIX", "LabRuns", "lab_name", "parse_lab_name", "trained_on", "trained_run"]
 
-LAB_PREFIX = "lab:"
 _NAME = re.compile(r"^lab:(?P<recipe>[^@]+?)(?:@(?P<seed>\d+))?$")
 
 
@@ -91,13 +100,40 @@ def _data_hash(recipe: Recipe) -> str:
 
 def trained_on(model_name: str) -> set[str]:
     """Ids of the passages a Lab model trained on (empty for any other model: its training data are not known
-    here). A comparison of a base model and its tuned copy scores only passages neither trained on."""
+    here). A comparison of a base model and its tuned copy scores only passages neither trained on. The run is
+    read from disk (it was trained when the model was loaded), never trained here."""
     if not model_name.startswith(LAB_PREFIX):
         return set()
     recipe, seed = parse_lab_name(model_name)
     if "corpus" not in recipe.as_dict()["data"]:
         return set()
-    path = train(recipe, seed=seed, progress=False).checkpoints[-1][1]  # on disk already: not trained again
+    run = finished_run(recipe, seed)
+    if run is None:
+        raise LabError(f"{model_name} is not on disk: load it first (through a Lab resolver, atlas.lab.LabRuns), "
+                       "which trains and stores it")
     from ._checkpoint import lab_checkpoint
 
-    return set(lab_checkpoint(path).split.get("train_ids", ()))
+    return set(lab_checkpoint(run.checkpoints[-1][1]).split.get("train_ids", ()))
+
+
+@dataclass
+class LabRuns:
+    """The Lab resolver: Lab runs trained on demand, each training stored as a run in ``store``.
+
+    ``lab(name)`` is the checkpoint directory of ``lab:RECIPE[@SEED]`` (what ``atlas.load_model`` asks of its
+    ``lab`` argument); ``lab.train(recipe, seed)`` trains (or reuses) a run given as a recipe. Both store the
+    training through ``trained_run``, with its step in the session's protocol log ``log``."""
+
+    store: Store
+    log: ProtocolLog | None = None
+    progress: bool = False
+
+    def train(self, recipe: Recipe | str, seed: int | None = None) -> TrainResult:
+        return trained_run(self.store, recipe, seed, progress=self.progress, log=self.log)[0]
+
+    def __call__(self, name: str) -> str:
+        recipe, seed = parse_lab_name(name)
+        return str(self.train(recipe, seed).checkpoints[-1][1])
+
+
+public("atlas.lab", LabRuns)

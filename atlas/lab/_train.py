@@ -59,7 +59,7 @@ from ._data import IGNORE, Batch, build_task
 from ._model import initial_model
 from ._recipe import Recipe, load_recipe
 
-__all__ = ["TRAJECTORY_COLUMNS", "TrainResult", "default_out", "evaluate", "train"]
+__all__ = ["TRAJECTORY_COLUMNS", "TrainResult", "default_out", "evaluate", "finished_run", "train"]
 
 TRAJECTORY_COLUMNS = ("step", "train_loss", "heldout_loss", "train_acc", "heldout_acc", "weight_norm", "grad_norm")
 METADATA = "lab.json"
@@ -96,15 +96,25 @@ def train(recipe: Recipe | str, seed: int | None = None, out: str | Path | None 
     seed = recipe.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LabError(f"seed must be a whole number >= 0, not {seed!r}")
-    recipe_hash = recipe.hash
-    base = Path(out) if out is not None else default_out() / recipe_hash.removeprefix("sha256:")[:12]
-    run_dir = base / recipe.name / f"seed-{seed}"
-    stored = _stored_run(run_dir, recipe, recipe_hash, seed)
+    stored = finished_run(recipe, seed, out)
     if stored is not None:
         return stored
+    run_dir = _run_dir(recipe, seed, out)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _run_conditions(threads=None if recipe.kind == "finetune" else 1):
-        return _train(recipe, recipe_hash, seed, run_dir, progress)
+        return _train(recipe, recipe.hash, seed, run_dir, progress)
+
+
+def finished_run(recipe: Recipe, seed: int, out: str | Path | None = None) -> TrainResult | None:
+    """The finished run of ``recipe`` and ``seed`` under ``out`` as it is on disk (``reused``), without
+    training; None when it is not there."""
+    return _stored_run(_run_dir(recipe, seed, out), recipe, recipe.hash, seed)
+
+
+def _run_dir(recipe: Recipe, seed: int, out: str | Path | None) -> Path:
+    """Where a run lives: ``OUT/<recipe>/seed-<S>``, OUT by default the recipe hash's folder of the Lab cache."""
+    base = Path(out) if out is not None else default_out() / recipe.hash.removeprefix("sha256:")[:12]
+    return base / recipe.name / f"seed-{seed}"
 
 
 def _train(recipe: Recipe, recipe_hash: str, seed: int, run_dir: Path, progress: bool) -> TrainResult:
