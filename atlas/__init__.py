@@ -56,9 +56,12 @@ _EXPORTS = {
     "._import": ("import_sheet", "load_sheet", "reference_sheet"),
     "._judgment": ("judge",),
     "._predict": ("SECOND_OF_PAIR", "Evidence", "Prediction"),
+    "._provenance": ("package_versions",),
     "._profiles": ("PROFILES", "Profile", "active_profile", "using_profile"),
     "._report": ("render_report",),
-    "._schema": ("validate_table",),
+    "._catalog": ("instrument_table", "settings_table"),
+    "._options": ("SETTINGS",),
+    "._schema": ("schema_for", "validate_table"),
     "._store": ("Judgment", "Store"),
     "._verdict": ("Criterion", "Outcome"),
     "._vocabulary": ("Term", "vocabulary"),
@@ -82,11 +85,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "INSTRUMENTS", "MODELS", "PROFILES", "SECOND_OF_PAIR", "STARTER_CORPUS",
+    "INSTRUMENTS", "MODELS", "PROFILES", "SECOND_OF_PAIR", "SETTINGS", "STARTER_CORPUS",
     "Corpus", "Criterion", "Evidence", "Instrument", "Judgment", "LoadedModel", "ModelSpec", "Outcome", "Passage",
     "Prediction", "Profile", "RunResult", "RunSpec", "Store", "SummarySpec", "Term",
-    "active_profile", "bootstrap_ci", "import_sheet", "judge", "load_corpus", "load_model", "load_sheet",
-    "reference_sheet", "render_report", "run_instrument", "spearman", "using_profile", "validate_table", "vocabulary",
+    "active_profile", "bootstrap_ci", "import_sheet", "instrument_table", "judge", "load_corpus", "load_model",
+    "load_sheet", "package_versions", "reference_sheet", "render_report", "run_instrument", "schema_for",
+    "settings_table", "spearman", "using_profile", "validate_table", "vocabulary",
     # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused | NotSupported
     "AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable", "Inconclusive",
     "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite", "NotSupported", "Refused",

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from ._errors import BadInput, Inconclusive, RefutedVerdict
+from ._public import public
 from ._predict import Prediction, version_of
 from ._profiles import DEFAULT_PROFILE, PROFILES, Profile, using_profile
 from ._store import CalibrationRecord
@@ -222,3 +223,6 @@ def calibration_records(results: list[dict], *, profile: str, resamples: int, se
                                        rate=r[key], mc_error=r["mc_error"], reps=r["reps"], profile=profile,
                                        resamples=resamples, seed=seed, outcomes=r["outcomes"]) for r in rates]
     return rows
+
+
+public("atlas.calibration", Declared, Trial, calibrate, discover, judge_evidence)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import BadInput
+from ._public import public
 
 __all__ = ["NOT_SETTINGS", "CatalogEntry", "Setting", "catalog", "instrument_table", "settings_help", "settings_table"]
 
@@ -158,3 +159,6 @@ def settings_table(settings: Mapping) -> str:
         rows.append(f"| `--atlas-{s.name}` | `{s.env}` | {f'`{s.default}`' if s.default else '—'} | {values} | "
                     f"{s.help.replace('|', chr(92) + '|')} |")
     return "\n".join(rows) + "\n"
+
+
+public("atlas", instrument_table, settings_table)

@@ -8,7 +8,8 @@ about the code and settings that produced them:
 * ``settings_hash`` -- the key of a set of settings (the hex digits of their content hash);
   CISP's reuse rule, the session cache and the protocol log all key runs by it;
 * ``package_versions`` -- the versions of the packages that decide the numbers;
-* ``git_commit_of_atlas`` -- the commit of the Atlas checkout in use.
+* ``git_commit_of_atlas`` -- the commit of the Atlas checkout in use (``git``: one git query, None when it
+  cannot be answered).
 
 This module sits at the bottom of the package (with ``atlas._errors``): the store, the
 Lab, CISP and the importer read it, and it reads none of them.
@@ -22,7 +23,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["canonical_json", "content_hash", "git_commit_of_atlas", "package_versions", "settings_hash"]
+from ._public import public
+
+__all__ = ["canonical_json", "content_hash", "git", "git_commit_of_atlas", "package_versions", "settings_hash"]
 
 #: the packages whose versions decide a measurement's numbers
 _PACKAGES = ("atlas-landscape", "torch", "transformers", "great-expectations", "pandas", "numpy", "scipy", "sqlmodel")
@@ -51,22 +54,31 @@ def settings_hash(settings: dict) -> str:
     return content_hash(settings).removeprefix("sha256:")
 
 
-def package_versions() -> dict[str, str]:
-    """Name -> installed version of each package that decides the numbers (those installed)."""
+def package_versions(packages: tuple[str, ...] = _PACKAGES, missing: str | None = None) -> dict[str, str]:
+    """Name -> installed version of each of ``packages`` (by default those that decide the numbers); a package not
+    installed is left out, or recorded as ``missing`` when that is given (``"not installed"``)."""
     versions = {}
-    for name in _PACKAGES:
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            pass
+            if missing is not None:
+                versions[name] = missing
     return versions
+
+
+def git(*args: str, cwd: Path) -> str | None:
+    """The output of ``git ARGS`` run in ``cwd``, stripped; None outside a checkout or without git."""
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def git_commit_of_atlas() -> str | None:
     """The commit of the Atlas checkout in use (None when installed from a wheel)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return git("rev-parse", "HEAD", cwd=Path(__file__).parent) or None
+
+
+public("atlas", package_versions)

@@ -98,6 +98,8 @@ def _technician(where: str, raw, columns) -> dict[str, dict]:
 
 @functools.cache
 def schema_for(table: str) -> TableSchema:
+    """The schema of ``table`` (``schema/TABLE.yaml``): its instrument, columns with types and ranges, key,
+    ordered column pairs and Technician fields. ``BadInput`` when no schema declares the table."""
     path = files("atlas.schema") / f"{table}.yaml"
     if not path.is_file() or path.name in _NOT_TABLES:
         raise BadInput(f"no schema for table {table!r}: expected schema/{table}.yaml")
@@ -201,4 +203,4 @@ def validate_table(table: str, df: pd.DataFrame) -> None:
     raise SchemaViolation(table, failures)
 
 
-public("atlas", validate_table)
+public("atlas", schema_for, validate_table)

@@ -61,10 +61,7 @@ from ._jsonsafe import json_safe
 from ._public import public
 from ._schema import coerce
 
-#: the store a run uses when none is named (``--db``, ``--atlas-db``; atlas._options reads it)
-DEFAULT_URL = "sqlite:///atlas.db"
-
-__all__ = ["DEFAULT_URL", "Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
+__all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
            "SESSION_COMPLETE", "Store", "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
 
 #: every Atlas table and its primary key: the append-only rule covers each
@@ -381,7 +378,7 @@ class Store:
     []
     """
 
-    def __init__(self, url: str = DEFAULT_URL):
+    def __init__(self, url: str):
         parsed = check_store_url(url)
         self.url = parsed  # a URL object: its str() and repr() mask the password
         self.shown_url = shown_url(parsed)

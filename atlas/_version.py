@@ -51,13 +51,14 @@ import json
 import linecache
 import os
 import site
-import subprocess
 import sys
 import sysconfig
 import textwrap
 import types
 from collections.abc import Iterator
 from pathlib import Path
+
+from ._provenance import git
 
 __all__ = ["analysis_sources", "code_version", "prediction_version"]
 
@@ -271,15 +272,9 @@ def code_version(path: str) -> str:
     where = Path(path).resolve()
     folder = where if where.is_dir() else where.parent
 
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
+    commit = git("rev-parse", "HEAD", cwd=folder)
     if not commit:
         return "unversioned"
-    dirty = git("status", "--porcelain", "--untracked-files=no") or git("ls-files", "--others", "--", str(where))
+    dirty = git("status", "--porcelain", "--untracked-files=no", cwd=folder) or \
+        git("ls-files", "--others", "--", str(where), cwd=folder)
     return commit + ("+uncommitted changes" if dirty else "")

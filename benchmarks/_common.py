@@ -29,13 +29,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import psutil
 import torch
+
+from atlas import package_versions
 
 __all__ = ["Measured", "Report", "arguments", "measure", "warm_up"]
 
@@ -117,16 +118,6 @@ def measure(fn: Callable[[], Any], device: str = "cpu") -> Measured:
     return Measured(value, seconds, (peak[0] - base) / 2**20)
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 @dataclass
 class Report:
     """Rows of one benchmark; ``show`` prints the table and the ratios, ``write`` the JSON."""
@@ -189,7 +180,7 @@ class Report:
         note = (f"{platform.node()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average "
                 f"{self.load_before[0]:.2f} before / {after[0]:.2f} after")
         return {"note": note, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                "load_before": self.load_before, "load_after": after, "versions": _versions()}
+                "load_before": self.load_before, "load_after": after, "versions": package_versions(PACKAGES, missing="not installed")}
 
     def write(self, path: Path | None, ratios: pd.DataFrame | None = None, **extra) -> None:
         if path is None:

@@ -1,8 +1,9 @@
 """MkDocs hooks (``mkdocs.yml``: ``hooks``): tables filled from the code at build time, never copied by hand.
 
-A placeholder in a page becomes the table rendered by ``atlas._catalog``: ``<!-- instrument-table -->`` the
+A placeholder in a page becomes the table rendered by ``atlas.instrument_table``: ``<!-- instrument-table -->`` the
 instruments, from the registry and ``schema/`` (a table without a schema fails the build), and
-``<!-- settings-table -->`` the settings of a run, from ``atlas._options``. Figures that live beside the code
+``<!-- settings-table -->`` the settings of a run, from ``atlas.SETTINGS``
+(``atlas.settings_table``). Figures that live beside the code
 they come from (``benchmarks/scaling.svg``, written by ``benchmarks/scaling.py``) are served from there.
 """
 
@@ -10,10 +11,7 @@ from pathlib import Path
 
 from mkdocs.structure.files import File
 
-from atlas._catalog import instrument_table, settings_table
-from atlas._options import SETTINGS
-from atlas._schema import schema_for
-from atlas.instruments import INSTRUMENTS
+from atlas import INSTRUMENTS, SETTINGS, instrument_table, schema_for, settings_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("benchmarks/scaling.svg",)

@@ -64,7 +64,7 @@ def test_a_prediction_without_nulls_is_listed_as_unmeasured_and_unknown_ids_are_
 
 
 def test_stored_rates_are_shown_beside_the_verdicts_of_that_version(tmp_path):
-    from atlas._calibrate import discover
+    from atlas.calibration import discover
     from atlas._report import render_report
     from atlas._store import VerdictRecord
 
@@ -82,7 +82,7 @@ def test_stored_rates_are_shown_beside_the_verdicts_of_that_version(tmp_path):
 
 
 def test_the_harness_reaches_every_outcome_from_constructed_evidence(tmp_path):
-    from atlas._calibrate import discover, judge_evidence
+    from atlas.calibration import discover, judge_evidence
 
     calibrate(tmp_path, "T-mean")
     [declared] = discover([tmp_path / "predictions"], ("T-mean",))
@@ -101,7 +101,7 @@ def test_check_fails_on_a_prediction_with_no_nulls(tmp_path):
 def test_calibration_and_a_pytest_run_give_a_prediction_one_version(prediction_project):
     """The report pairs rates with verdicts by version: the module's import name (pytest's, calibrate's) must not
     change it."""
-    from atlas._calibrate import discover
+    from atlas.calibration import discover
 
     pytester, db, args = prediction_project(MODULE, 2, "--atlas-model=tiny-gpt2")
     pytester.runpytest(*args, "-k", "test_mean")

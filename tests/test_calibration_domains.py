@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from atlas import Outcome
-from atlas._calibrate import discover, judge_evidence
+from atlas.calibration import discover, judge_evidence
 from atlas._profiles import PROFILES
 from atlas._stats import bootstrap_ci, hierarchical_ci, mean_difference
 from atlas.simulate import domains

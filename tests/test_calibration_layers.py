@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from atlas import Outcome
-from atlas._calibrate import discover, judge_evidence
+from atlas.calibration import discover, judge_evidence
 from atlas._evidence import LayerSample, fixed_profile, layer_correlation, rho_over_layers
 from atlas._profiles import PROFILES
 from atlas._stats import one_sided_p

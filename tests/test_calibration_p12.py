@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from atlas import Outcome, validate_table
-from atlas._calibrate import discover, judge_evidence
+from atlas.calibration import discover, judge_evidence
 from atlas._profiles import PROFILES
 from atlas.simulate.memory import QUICK_SEEDS, endpoints, memory_tables
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from atlas import PROFILES, Outcome
-from atlas._calibrate import calibrate, discover, judge_evidence
+from atlas.calibration import calibrate, discover, judge_evidence
 from atlas._stats import one_sided_p
 from atlas.simulate.trajectories import Seeds, flip, glitch, grokking, ramp, run_tables, spike
 

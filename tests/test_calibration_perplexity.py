@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from atlas import Outcome
-from atlas._calibrate import calibrate, discover, judge_evidence
+from atlas.calibration import calibrate, discover, judge_evidence
 from atlas._profiles import PROFILES
 from atlas.simulate.perplexity import BASE_LOG_PPL, DOMAINS, coupling_by_scale, domain_pair, elasticity, on_domains
 from atlas.simulate.perplexity import one_model, tuned_pair

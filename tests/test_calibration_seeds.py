@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from atlas import SECOND_OF_PAIR, Outcome
-from atlas._calibrate import calibrate, discover, judge_evidence
+from atlas.calibration import calibrate, discover, judge_evidence
 from atlas._profiles import PROFILES
 from atlas.simulate.seeds import SeedPairs, barrier_tables, branch_tables, opposite_signs
 

@@ -137,7 +137,7 @@ def test_no_module_restates_a_default():
     a number of its own by default."""
     package = Path(atlas.__file__).parent
     model, db, profile = SETTINGS["model"].default, SETTINGS["db"].default, SETTINGS["profile"].default
-    allowed = {"_options.py": {model, db}, "_store.py": {db}, "_models.py": {model}, "_profiles.py": {profile},
+    allowed = {"_options.py": {model, db}, "_models.py": {model}, "_profiles.py": {profile},
                "simulate/memory.py": {profile}}
     found = []
     for path in sorted(package.rglob("*.py")):

@@ -18,14 +18,15 @@ import pytest
 
 import atlas
 from atlas import PROFILES, Criterion, active_profile, using_profile
-from atlas._calibrate import Declared, calibrate, judge_evidence
+from atlas.calibration import Declared, calibrate, judge_evidence
 from atlas._profiles import DEFAULT_PROFILE
 from atlas.evidence import layer_contrast, mean_profile
 from atlas.stats import bootstrap_ci, hierarchical_ci, mean_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the public modules: each one's ``__all__`` is its API
-PUBLIC = ("atlas", "atlas.evidence", "atlas.instruments", "atlas.lab", "atlas.models", "atlas.stats")
+PUBLIC = ("atlas", "atlas.calibration", "atlas.evidence", "atlas.instruments", "atlas.lab", "atlas.models",
+          "atlas.stats")
 #: a profile no run uses, so that its resamples cannot be met by chance
 SMALL = replace(PROFILES["quick"], name="small", bootstrap_resamples=123)
 
@@ -58,7 +59,7 @@ def test_the_scan_finds_every_kind_of_private_import():
                                        "atlas.instruments.ablation._scan"]
 
 
-@pytest.mark.parametrize("folder", ["predictions", "benchmarks"])
+@pytest.mark.parametrize("folder", ["predictions", "benchmarks", "docs"])
 def test_predictions_and_benchmarks_import_no_private_name(folder):
     modules = sorted((ROOT / folder).glob("*.py"))
     assert modules
