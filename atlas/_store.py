@@ -36,16 +36,13 @@ their default) when it is opened; nothing else about it changes.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import JSON, Column, event, inspect, make_url, text
-from sqlalchemy.engine import URL
+from sqlalchemy import JSON, Column, event, inspect, text
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -60,6 +57,7 @@ from ._errors import StoreUrlError
 from ._jsonsafe import json_safe
 from ._public import public
 from ._schema import coerce
+from ._urls import check_store_url, error_line, shown_url
 
 __all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
            "SESSION_COMPLETE", "Store", "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
@@ -71,8 +69,6 @@ _APPEND_ONLY = {"run": "id", "measurement": "id", "derivation": "key", "verdictr
 SESSION_COMPLETE = "session complete"
 #: the key of the PostgreSQL advisory lock schema creation holds (any fixed 64-bit number: "atlas" in ASCII)
 _SCHEMA_LOCK = 0x61746C6173
-#: how to install a backend's driver
-_INSTALL = {"postgresql": "pip install 'psycopg[binary]' and write the URL as postgresql+psycopg://..."}
 
 
 def utcnow() -> datetime:
@@ -320,56 +316,6 @@ def _strict_json(value) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def shown_url(url: str | URL) -> str:
-    """A database URL as it may be shown or stored: its password masked (``***``).
-
-    >>> shown_url("postgresql+psycopg://atlas:s3cret@db.lab:5432/atlas")
-    'postgresql+psycopg://atlas:***@db.lab:5432/atlas'
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError, TypeError):  # not parsable: mask whatever sits between user: and @
-        return re.sub(r"([^\s:/@]*:)[^\s:/@]*@", r"\1***@", str(url))
-
-
-def check_store_url(url: str) -> URL:
-    """The parsed URL, if it can be used; ``StoreUrlError`` naming the problem and the fix otherwise.
-
-    Needs no connection (so it can run before a model is loaded): the URL parses, its backend's driver is
-    installed, and an SQLite file's folder exists and is a folder. Reachability is checked by ``Store``."""
-    shown = shown_url(url)
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError, TypeError):
-        raise StoreUrlError(f"{shown!r} is not a database URL: give an SQLAlchemy URL such as sqlite:///atlas.db "
-                            "or postgresql+psycopg://user:password@host:5432/atlas") from None
-    try:
-        dialect = parsed.get_dialect()
-    except NoSuchModuleError:
-        raise StoreUrlError(f"{shown}: no database backend {parsed.drivername!r}; use sqlite:///FILE or "
-                            "postgresql+psycopg://user:password@host:5432/atlas") from None
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        backend = parsed.get_backend_name()
-        install = _INSTALL.get(backend, f"install the Python driver of {parsed.drivername}")
-        raise StoreUrlError(f"{shown}: its driver {exc.name or parsed.get_driver_name()!r} is not installed; "
-                            f"{install}") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().absolute().parent
-        if not folder.is_dir():
-            raise StoreUrlError(f"{shown}: cannot create the SQLite file there, {folder} is not a folder; "
-                                "create the folder or choose another path")
-    return parsed
-
-
-def _first_line(exc: BaseException, password: str | None) -> str:
-    """An error's first line with the password (if the driver echoed it) masked."""
-    line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-    return line.replace(password, "***") if password else line
-
-
 class Store:
     """Append-only access to an Atlas database.
 
@@ -387,7 +333,7 @@ class Store:
             self.engine = create_engine(parsed, json_serializer=_strict_json,
                                         connect_args={"timeout": 60} if sqlite else {"connect_timeout": 10})
         except (ArgumentError, NoSuchModuleError) as exc:
-            raise StoreUrlError(f"{self.shown_url}: {_first_line(exc, parsed.password)}") from None
+            raise StoreUrlError(f"{self.shown_url}: {error_line(exc, url)}") from None
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
@@ -395,7 +341,7 @@ class Store:
         except (OperationalError, DBAPIError) as exc:
             fix = ("check that the file's folder is writable" if sqlite else
                    "check that the server is running and reachable, and the user, password and database name")
-            raise StoreUrlError(f"cannot open the store {self.shown_url}: {_first_line(exc, parsed.password)}; "
+            raise StoreUrlError(f"cannot open the store {self.shown_url}: {error_line(exc, url)}; "
                                 f"{fix}") from None
 
     # --- writing -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from ._predict import AtlasSession, Prediction, store_adjustments
 from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
 from ._options import SETTINGS, model_pair
-from ._store import shown_url
+from ._urls import shown_url
 from .lab import LabRuns
 
 _SESSION = pytest.StashKey[str]()
