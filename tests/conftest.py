@@ -301,7 +301,9 @@ def pytest_sessionstart(session):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The figures of the README's reliability table, summed over the tests that ran."""
+    """The figures of the reliability table, summed over the tests that ran: printed, and written beside them as
+    ``reports/reliability-figures.json`` (with the tests' outcome counts), which the documentation's table is
+    rendered from once copied to ``docs/reliability-figures.json``."""
     import json
 
     if not _FIGURES.is_file():
@@ -313,3 +315,6 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", "reliability figures")
     for figure, value in sorted(totals.items()):
         terminalreporter.write_line(f"{value:>8}  {figure}")
+    outcomes = {kind: len(terminalreporter.stats.get(kind, ())) for kind in ("passed", "failed", "skipped", "error")}
+    _FIGURES.with_suffix(".json").write_text(json.dumps({"tests": outcomes, "figures": dict(sorted(totals.items()))},
+                                                        indent=1) + "\n", encoding="utf-8")
