@@ -51,8 +51,9 @@ _EXPORTS = {
     "._corpus": ("STARTER_CORPUS", "Corpus", "Passage", "load_corpus"),
     "._errors": ("AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
                  "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
-                 "NotSupported", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
-                 "SettingsError", "SheetError", "StoreUrlError", "Unavailable", "VocabularyError"),
+                 "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation",
+                 "SequencingRefused", "SettingsError", "SheetError", "StoreTampered", "StoreUrlError", "Unavailable",
+                 "VocabularyError"),
     "._import": ("import_sheet", "load_sheet", "reference_sheet"),
     "._judgment": ("judge",),
     "._predict": ("SECOND_OF_PAIR", "Evidence", "Prediction"),
@@ -93,7 +94,7 @@ __all__ = [
     "settings_table", "spearman", "using_profile", "validate_table", "vocabulary",
     # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused | NotSupported
     "AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable", "Inconclusive",
-    "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite", "NotSupported", "Refused",
-    "RefutedVerdict", "SchemaViolation", "SequencingRefused", "SettingsError", "SheetError", "StoreUrlError",
-    "Unavailable", "VocabularyError",
+    "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite", "NotSupported",
+    "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused", "SettingsError",
+    "SheetError", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError",
 ]

@@ -26,7 +26,9 @@ It enforces what the Framework asks of a run:
   nothing is stored but the protocol-log step, since no measurement was attempted;
 * **provenance and reuse** -- a run records every model's revision, corpus hash,
   settings and their key, device, dtype, seed, package versions and git commit; a
-  complete stored run with the same key is reused; a run of the same instrument
+  complete stored run with the same key is reused, once it verifies against its
+  seal (``Store.check``: rows inserted under it, or a forged later run, are measured
+  afresh and the protocol log says why); a run of the same instrument
   under an older version or another model revision is *stale* and never reused;
 * **sequencing** -- every step (measured, reused, failed, refused) is written to
   the protocol log (``ProtocolLog``, the one writer of ``ProtocolEvent`` rows) of
@@ -201,16 +203,18 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
                       f"e.g. {', '.join(bad[:3])}: nothing it measures can be valid; fix or reload the checkpoint")
             store.write_event(step("refused", reason=reason))
             raise NotFinite(reason)
-    stale = ""
+    why = "no stored run with these settings"  # why it is measured, for the protocol log
     if reuse:
         stored = store.runs(settings_hash=spec.key, status="complete", provenance="measured")
-        if stored:
+        doubt = _doubt(store, stored[-1], summary) if stored else ""
+        if stored and not doubt:
             old = stored[-1]
             tables = _with_summaries(store, inst, old, summary)
             store.write_event(step("reused", old.id, f"identical stored run of {old.started_at:%Y-%m-%d %H:%M}"))
             return RunResult(old, tables, reused=True, spec=spec, summary=summary)
         stale = _staleness(store.runs(instrument=instrument, model=lm.name, corpus_hash=corpus.hash,
                                       status="complete", provenance="measured"), inst.version, lm.revision)
+        why = (f"stored run {stored[-1].id} not reused, it does not verify: {doubt}" if doubt else stale or why)
 
     run = Run(instrument=instrument, instrument_version=inst.version, model=lm.name, model_revision=lm.revision,
               others={m: {"name": name, "revision": revision} for m, name, revision in spec.others},
@@ -247,7 +251,7 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
     derivation = None if summary is None else Derivation(key=summary.key(run.id), run_id=run.id,
                                                          settings=summary.settings)
     store.write_run(run, measured, derivation, summaries,
-                    events=[step("measured", run.id, stale or "no stored run with these settings")])
+                    events=[step("measured", run.id, why)])
     return RunResult(run, {**measured, **summaries}, reused=False, spec=spec, summary=summary)
 
 
@@ -271,6 +275,13 @@ def _summarise(inst: Instrument, measured: dict[str, pd.DataFrame], summary: Sum
     primary = measured[inst.table]
     return _checked({name: fn(primary, n_resamples=summary.n_resamples, seed=summary.seed)
                      for name, fn in inst.summaries.items()})
+
+
+def _doubt(store: Store, run: Run, summary: SummarySpec | None) -> str:
+    """Why a stored run may not be reused ("" when it may): it, or the derivation of ``summary`` made from it
+    before, does not verify against its seal (``Store.check``): rows inserted under it, a forged run."""
+    derived = None if summary is None else store.derivation(summary.key(run.id))
+    return store.check(run) or (derived is not None and store.check(derived)) or ""
 
 
 def _with_summaries(store: Store, inst: Instrument, run: Run, summary: SummarySpec | None) -> dict[str, pd.DataFrame]:

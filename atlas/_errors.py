@@ -16,10 +16,12 @@ package is defined here, and nowhere else.
     ├── Unavailable (RuntimeError)   what is asked for is not on this machine (CLI exit 1)
     │   ├── ModelUnavailable         model weights
     │   └── HardwareUnavailable      a device
-    ├── Refused (RuntimeError)       CISP refused a run (CLI exit 1)
+    ├── Refused (RuntimeError)       CISP refused a run, or the store a write (CLI exit 1)
     │   ├── IsolationBreach          the model was changed, or a run changed it
     │   ├── NotFinite                non-finite weights, or numbers beyond float64
-    │   └── SequencingRefused        evidence a prediction did not declare
+    │   ├── SequencingRefused        evidence a prediction did not declare
+    │   ├── StoreTampered            a store whose guard (a table, a trigger) is missing
+    │   └── ReadOnlyStore            a write to a store opened read-only
     └── NotSupported                 ``conclude`` judged a claim other than supported: it ends the
         │                            prediction's body and is reported as that outcome, not as an error
         ├── Inconclusive             inconclusive or no effect
@@ -47,8 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
            "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
-           "NotSupported", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused", "SettingsError",
-           "SheetError", "StoreUrlError", "Unavailable", "VocabularyError"]
+           "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
+           "SettingsError", "SheetError", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError"]
 
 
 class AtlasError(Exception):
@@ -147,6 +149,16 @@ class NotFinite(Refused):
 
 class SequencingRefused(Refused):
     """A prediction asked for evidence it did not declare in ``needs=``."""
+
+
+class StoreTampered(Refused):
+    """A store whose guard has gaps (a dropped table, a missing, altered or disabled trigger): it is not
+    trusted, so nothing is written to it, and a missing table refuses it whole; ``atlas verify`` names what
+    is broken and ``atlas verify --repair`` re-creates the guard."""
+
+
+class ReadOnlyStore(Refused):
+    """A write to a store opened read-only (``?mode=ro``, or a file this user may not write)."""
 
 
 # --- a verdict other than supported --------------------------------------------------------------------
