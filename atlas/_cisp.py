@@ -196,6 +196,7 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
         return log.event(action, instrument=instrument, model=lm.name, corpus_hash=corpus.hash,
                          prediction=prediction, run_id=run_id, spec_key=spec.key, reason=reason)
 
+    store.check_writable()  # every step is written: a store that refuses writes refuses the run before it measures
     for model in (lm, *others.values()):
         bad = nonfinite_parameters(model.model)
         if bad:

@@ -157,7 +157,8 @@ def _context(store: Store) -> dict:
         groups=group_info, run_terms=run_terms, verdict_terms=verdict_terms, term_counts=term_counts,
         technician=technician, interpretations=interpretations, field_terms=field_terms, sessions=sessions,
         imported=imported, awaiting=AWAITING, generated=utcnow(), db=store.shown_url,
-        holm=store.adjustments(), calibrations=store.calibrations(), partial_sessions=partial_sessions)
+        holm=store.adjustments(), calibrations=store.calibrations(), partial_sessions=partial_sessions,
+        verification=store.verify())  # the store's verification state (atlas verify), at the top of the index
 
 
 def _prediction_context(prediction: str, ctx: dict) -> dict:

@@ -340,8 +340,8 @@ def _lock(conn) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK})
 
 
-def _prepare(engine, sqlite: bool, read_only: bool) -> dict[str, str]:
-    """Open a store: create a new one whole, bring an existing one up to the current columns (an older Atlas
+def _prepare(engine, sqlite: bool, read_only: bool, create: bool = True) -> dict[str, str]:
+    """Open a store: create a new one whole (if ``create``), bring an existing one up to the current columns (an older Atlas
     made it), and return the gaps of its guard (``_guard_gaps``), which are reported and never silently
     filled: only ``Store.repair`` (``atlas verify --repair``) does that.
 
@@ -355,6 +355,8 @@ def _prepare(engine, sqlite: bool, read_only: bool) -> dict[str, str]:
         if all(f"table {t}" in gaps for t in SQLModel.metadata.tables):  # a new store
             if read_only:
                 raise ReadOnlyStore("it holds no Atlas store and is open read-only: nothing to read")
+            if not create:
+                raise StoreUrlError("it holds no Atlas store; check the URL")
             _install_guard(conn, sqlite, gaps)
             gaps = {}
         elif _add_missing_columns(conn, dry_run=read_only):
@@ -523,8 +525,9 @@ class Store:
     []
     """
 
-    def __init__(self, url: str, *, open_broken: bool = False):
-        """Open (or create) the store at ``url``. A store whose guard has gaps (``Store.gaps``: a missing
+    def __init__(self, url: str, *, open_broken: bool = False, create: bool = True):
+        """Open the store at ``url``, or create it (unless ``create`` is false: then a ``StoreUrlError``
+        says there is none). A store whose guard has gaps (``Store.gaps``: a missing
         trigger or table) is opened as it is, never repaired: its writes are refused, and a missing table
         refuses the store (``StoreTampered``) unless ``open_broken`` (``atlas verify``). A read-only SQLite
         store (``?mode=ro``, or a file this user may not write) is opened read-only: read, verified, reported
@@ -535,6 +538,9 @@ class Store:
         sqlite = parsed.get_backend_name() == "sqlite"
         read_only = _sqlite_read_only(parsed) if sqlite else None
         self.read_only = read_only is not None
+        if not create and sqlite and parsed.database not in (None, "", ":memory:") and not read_only \
+                and not Path(parsed.database).expanduser().exists():
+            raise StoreUrlError(f"no store at {self.shown_url}: the file does not exist; check the path")
         try:
             self.engine = create_engine(read_only or parsed, json_serializer=_strict_json,
                                         connect_args={"timeout": 60} if sqlite else {"connect_timeout": 10})
@@ -543,9 +549,9 @@ class Store:
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas_read_only if self.read_only else _sqlite_pragmas)
         try:
-            self.gaps = _prepare(self.engine, sqlite, self.read_only)
-        except ReadOnlyStore as exc:
-            raise ReadOnlyStore(f"the store {self.shown_url}: {exc}") from None
+            self.gaps = _prepare(self.engine, sqlite, self.read_only, create)
+        except (ReadOnlyStore, StoreUrlError) as exc:
+            raise type(exc)(f"the store {self.shown_url}: {exc}") from None
         except (OperationalError, DBAPIError) as exc:
             fix = ("check that the file's folder is writable" if sqlite else
                    "check that the server is running and reachable, and the user, password and database name")
@@ -563,6 +569,16 @@ class Store:
     def _appending(self) -> Iterator[_Appender]:
         """One write transaction under the store's write lock (``_lock``), sealing every record it adds.
         Refused, with nothing written, on a read-only store or one whose guard has gaps."""
+        self.check_writable()
+        with Session(self.engine, expire_on_commit=False) as session:
+            _lock(session.connection())
+            yield _Appender(session)
+            session.commit()
+
+    def check_writable(self) -> None:
+        """Refuse (``ReadOnlyStore``, ``StoreTampered``: one line naming the fix) a store that may not be
+        written: one opened read-only, or one whose guard has gaps. Every write checks it; CISP checks it
+        before it measures, so that nothing is measured in vain."""
         if self.read_only:
             raise ReadOnlyStore(f"the store {self.shown_url} is open read-only: nothing was written; open it "
                                 "writable (without ?mode=ro, a file this user may write) to measure, judge or import")
@@ -570,10 +586,6 @@ class Store:
             raise StoreTampered(f"the store {self.shown_url} is not guarded ({_gap_list(self.gaps)}): nothing was "
                                 "written; run atlas verify --db URL to see what is broken, and atlas verify --db URL "
                                 "--repair to re-create the guard (logged)")
-        with Session(self.engine, expire_on_commit=False) as session:
-            _lock(session.connection())
-            yield _Appender(session)
-            session.commit()
 
     def write_run(self, run: Run, tables: dict[str, pd.DataFrame], derivation: Derivation | None = None,
                   summaries: dict[str, pd.DataFrame] | None = None, events: list[ProtocolEvent] = ()) -> str:

@@ -196,6 +196,37 @@ def report(db, out):
 
 
 @main.command()
+@_DB_OPTION
+@click.option("--repair", is_flag=True,
+              help="re-create what the store's guard lacks (a dropped table, empty; a dropped, altered or disabled "
+                   "trigger) and log it in the protocol log; records that do not verify stay named")
+@click.option("--json", "as_json", is_flag=True,
+              help="print one JSON object: ok, records, gaps, problems, heads (and what --repair did)")
+def verify(db, repair, as_json):
+    """Check the whole store: every record against its content hash and its table's hash chain (a run's rows
+    and a verdict's runs included), and the triggers that keep it append-only. Every broken record is named.
+
+    Exit status: 0 the store verifies, 1 it does not (2: bad input, such as a store that does not exist).
+    Opening a store never repairs it; only --repair does, and says so. Keep the chains' heads (--json) elsewhere
+    to rule out a rewrite of a whole chain."""
+    from ._store import Store
+
+    store = Store(db, open_broken=True, create=False)
+    repaired = store.repair() if repair else []
+    result = store.verify()
+    if as_json:
+        click.echo(json.dumps({**result.as_dict(), "repaired": repaired}, ensure_ascii=False))
+    else:
+        for line in [*(f"repaired: {r}" for r in repaired), *result.lines()]:
+            click.echo(line)
+        checked = f"{sum(result.records.values())} record(s) in {len(result.records)} tables"
+        click.echo(f"{result.url}: {checked}, " + ("all verified" if result.ok else
+                                                   f"{len(result.lines())} problem(s): NOT VERIFIED"))
+    if not result.ok:
+        click.get_current_context().exit(1)
+
+
+@main.command()
 def models():
     """List the model registry."""
     from ._models import MODELS
