@@ -8,6 +8,9 @@ file, row count and the schema's column descriptions (``schema/<table>.yaml``). 
 prediction is exported as the runs its latest verdicts used, each as above, and
 ``DIR/<prediction>.verdicts.json`` with those verdicts (``atlas verdicts --json`` records).
 
+Every file is written whole (a temporary file of this process, renamed); a full disk or a folder that
+cannot be written is one ``BadInput`` line.
+
 Formats: ``csv`` (header row, missing values empty), ``json`` (a list of row objects,
 missing values null), ``parquet`` (column types kept; needs pyarrow, the ``export`` extra).
 """
@@ -20,6 +23,7 @@ import json
 from pathlib import Path
 
 from ._errors import ExportError
+from ._files import cannot_write, replacing
 from ._flips import verdict_json
 from ._jsonsafe import json_safe
 from ._report import prediction_page
@@ -55,6 +59,19 @@ def _write_table(df, path: Path, fmt: str) -> None:
         df.to_parquet(path, index=False)
 
 
+def _written(path: Path, write) -> Path:
+    """``write(tmp)`` into a temporary file of this process, renamed onto ``path`` (``atlas._files.replacing``);
+    a full disk or an unwritable folder is one ``BadInput`` naming the folder."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp:
+            write(tmp)
+    except OSError as exc:
+        raise cannot_write("the export", path.parent, exc, "free some space or choose another folder (--out DIR)") \
+            from None
+    return path
+
+
 def export_run(store: Store, run: Run, out_dir: str | Path, fmt: str = "csv",
                tables: tuple[str, ...] | None = None) -> list[Path]:
     """Write ``run``'s tables (all, or those named) and its provenance sidecar; returns the paths written."""
@@ -67,17 +84,14 @@ def export_run(store: Store, run: Run, out_dir: str | Path, fmt: str = "csv",
     if not stored:
         raise ExportError(f"run {run.id[:12]} ({run.instrument}, {run.status}) stored no tables")
     where = Path(out_dir) / run.id
-    where.mkdir(parents=True, exist_ok=True)
     written, described = [], {}
     for name, df in stored.items():
-        path = where / f"{name}.{fmt}"
-        _write_table(df, path, fmt)
+        path = _written(where / f"{name}.{fmt}", lambda tmp, df=df: _write_table(df, tmp, fmt))
         written.append(path)
         described[name] = {"file": path.name, "rows": len(df), "columns": _columns(name)}
-    provenance = {k: getattr(run, k) for k in Run.model_fields}
-    sidecar = where / "provenance.json"
-    sidecar.write_text(json.dumps(json_safe({"run": provenance, "tables": described}), indent=1) + "\n",
-                       encoding="utf-8")
+    provenance = json.dumps(json_safe({"run": {k: getattr(run, k) for k in Run.model_fields}, "tables": described}),
+                            indent=1) + "\n"
+    sidecar = _written(where / "provenance.json", lambda tmp: tmp.write_text(provenance, encoding="utf-8"))
     return [*written, sidecar]
 
 
@@ -108,8 +122,8 @@ def export_prediction(store: Store, prediction: str, out_dir: str | Path, fmt: s
         raise ExportError(f"the verdicts of {prediction} used no stored run (outcomes: "
                           f"{', '.join(sorted({v.outcome for v in latest}))})")
     written = [p for run in runs for p in export_run(store, run, out_dir, fmt)]
-    path = Path(out_dir) / prediction_page(prediction).replace(".html", ".verdicts.json")
     adjustments = store.adjustments()
-    path.write_text(json.dumps({"verdicts": [verdict_json(v, adjustments.get(v.id)) for v in latest]}, indent=1)
-                    + "\n", encoding="utf-8")
+    text = json.dumps({"verdicts": [verdict_json(v, adjustments.get(v.id)) for v in latest]}, indent=1) + "\n"
+    path = _written(Path(out_dir) / prediction_page(prediction).replace(".html", ".verdicts.json"),
+                    lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return [*written, path]

@@ -19,19 +19,29 @@ and every run's provenance; the store's URL with its password masked. ``terms/<i
 definition, formula, citations and flags, what measures it, and the runs, verdicts
 and judgments that touch it. ``predictions/<id>.html`` shows every stored verdict of
 a prediction over time (version, code version, model, corpus, profile).
+
+Whatever the store holds cannot break the page: every page is written whole (a temporary file of its own,
+renamed: reports written at once into one folder all succeed, and a full disk leaves no half page and no
+temporary file, only one ``BadInput`` line); any text wraps anywhere (``overflow-wrap: anywhere``, so a
+20,000-character id cannot widen a table beyond the page), and every value passes ``bidi_safe`` (a
+right-to-left override in a model name is shown, not obeyed; right-to-left text is isolated).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+import tempfile
+import unicodedata
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
-from ._errors import BadInput
+from ._files import cannot_write, replacing
 from ._figures import FIGURES, figures_for, forest, history
 from ._judgment import AWAITING, run_fields, verdict_fields
 from ._public import public
@@ -39,7 +49,7 @@ from ._schema import schema_for, table_names
 from ._store import Run, Store, VerdictRecord, latest_verdicts, utcnow
 from ._vocabulary import groups, vocabulary
 
-__all__ = ["prediction_page", "render_report", "seed_reference"]
+__all__ = ["bidi_safe", "prediction_page", "render_report", "seed_reference"]
 
 
 def seed_reference() -> dict:
@@ -61,8 +71,17 @@ def _term_links(terms: dict, instruments: set[str]) -> list:
 
 
 def prediction_page(prediction: str) -> str:
-    """The file name of a prediction's history page under ``predictions/``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", prediction) + ".html"
+    """The file name of a prediction's history page under ``predictions/``: its id with anything but letters,
+    digits, ``.``, ``_`` and ``-`` replaced by ``_``; a long id cut to 80 characters and the start of its hash
+    (a file name holds at most 255 bytes).
+
+    >>> prediction_page("P5d/seeds")
+    'P5d_seeds.html'
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", prediction)
+    if len(name) > 100:
+        name = f"{name[:80]}-{hashlib.sha256(prediction.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    return name + ".html"
 
 
 def _verdict_data(v: VerdictRecord, root: str = "") -> dict:
@@ -184,38 +203,67 @@ def _term_context(term, ctx: dict) -> dict:
             "term_verdicts": verdicts, "term_technician": technician}
 
 
-def _write(path: Path, html: str) -> None:
-    tmp = path.with_suffix(".html.partial")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+#: what to do when the report cannot be written
+_FIX = "free some space or choose another folder (atlas report --out DIR, pytest --atlas-reports DIR)"
+#: the explicit bidirectional formatting characters (embeddings, overrides, isolates): each opens or closes a scope
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def bidi_safe(value):
+    """What the report shows of a value (Jinja's ``finalize``, so every ``{{ ... }}`` of the report and its
+    figures): a string's explicit bidirectional controls shown as text (``<U+202E>``: an override in a model
+    name neither reverses what follows it nor hides itself), and a string with right-to-left letters isolated
+    (FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE, the characters of ``<bdi>``), so that it cannot reorder
+    the text around it. Anything else, markup the templates made included, is shown as it is.
+
+    >>> bidi_safe("gpt\u202e2")
+    'gpt<U+202E>2'
+    >>> bidi_safe("\u05e9\u05dc\u05d5\u05dd") == "\u2068\u05e9\u05dc\u05d5\u05dd\u2069"
+    True
+    """
+    if not isinstance(value, str) or isinstance(value, Markup):  # numbers, dates, the templates' own macros
+        return value
+    value = _BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m[0]):04X}>", value)
+    rtl = any(unicodedata.bidirectional(c) in ("R", "AL") for c in value)
+    return f"\u2068{value}\u2069" if rtl else value
+
+
+def _write(out_dir: Path, name: str, html: str) -> Path:
+    """Write one page whole (``atlas._files.replacing``); a full disk or an unwritable folder is one ``BadInput``."""
+    path = out_dir / name
+    try:
+        with replacing(path) as tmp:
+            tmp.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise cannot_write("the report", out_dir, exc, _FIX) from None
+    return path
 
 
 def render_report(store: Store, out_dir: str | Path) -> Path:
     """Write ``index.html``, ``terms/<id>.html`` and ``predictions/<id>.html`` for everything in ``store``
-    into ``out_dir``; returns the index's path. A folder that cannot be written is one ``BadInput`` naming it."""
+    into ``out_dir``; returns the index's path. Each page is written whole, so reports written at once into
+    one folder do not mix; a folder that cannot be written, or a full disk, is one ``BadInput`` naming it."""
     out_dir = Path(out_dir)
     try:
         for sub in ("terms", "predictions"):
             (out_dir / sub).mkdir(parents=True, exist_ok=True)
-        (out_dir / ".write-check").touch()
-        (out_dir / ".write-check").unlink()
+        with tempfile.TemporaryFile(dir=out_dir):  # writable, before anything is read
+            pass
     except OSError as exc:
-        raise BadInput(f"cannot write the report to {out_dir}: {exc.strerror or exc}; choose another folder "
-                       "(atlas report --out DIR, pytest --atlas-reports DIR)") from None
-    env = Environment(loader=PackageLoader("atlas", "templates"), autoescape=select_autoescape(["j2", "html"]))
+        raise cannot_write("the report", out_dir, exc, _FIX) from None
+    env = Environment(loader=PackageLoader("atlas", "templates"), autoescape=select_autoescape(["j2", "html"]),
+                      finalize=bidi_safe)
     env.filters["num"] = lambda x, d=3: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}g}"
     env.filters["page"] = prediction_page
     ctx = _context(store)
     for term in ctx["terms"].values():
-        _write(out_dir / "terms" / f"{term.id}.html",
+        _write(out_dir, f"terms/{term.id}.html",
                env.get_template("term.html.j2").render(**ctx, **_term_context(term, ctx), root="../"))
     for prediction in ctx["history"]:
-        _write(out_dir / "predictions" / prediction_page(prediction),
+        _write(out_dir, f"predictions/{prediction_page(prediction)}",
                env.get_template("prediction.html.j2").render(**ctx, **_prediction_context(prediction, ctx),
                                                               root="../"))
-    path = out_dir / "index.html"
-    _write(path, env.get_template("index.html.j2").render(**ctx, root=""))
-    return path
+    return _write(out_dir, "index.html", env.get_template("index.html.j2").render(**ctx, root=""))
 
 
 public("atlas", render_report)

@@ -41,12 +41,15 @@ modular-addition recipe: well under a second).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 from safetensors import safe_open
 
+from .._bounds import at_least
 from .._corpus import Corpus
-from .._errors import BadInput, SettingsError
+from .._errors import BadInput
 from .._models import LoadedModel
 from ._labruns import lab_run
 from ._order import fourier_sparsity, transition
@@ -86,7 +89,7 @@ def order_transitions(table: pd.DataFrame, *, n_resamples: int = 0, seed: int = 
 
 @instrument("phase_transitions", version="2", measures=("phase_transitions",), terms=("phase_transitions",),
             summaries={"phase_transitions_summary": order_transitions})
-def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: int = 5,
+def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: Annotated[int, at_least(1)] = 5,
                               progress: bool = True) -> dict[str, pd.DataFrame]:
     """Order parameters at every checkpoint of the model's Lab run (schema ``phase_transitions``).
 
@@ -95,8 +98,6 @@ def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: int
     """
     from ..lab._recipe import ModularData
 
-    if fourier_k < 1:
-        raise SettingsError("fourier_k must be at least 1 (the number of strongest frequencies counted)")
     checkpoint = lab_run(lm, "phase_transitions")
     trajectory = checkpoint.trajectory()
     if trajectory is None:
