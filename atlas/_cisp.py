@@ -49,6 +49,7 @@ import pandas as pd
 import torch
 
 from ._anatomy import hook_count
+from ._bounds import Declared, at_least, below, check_settings
 from ._corpus import Corpus
 from ._errors import BadInput, IsolationBreach, NotFinite, SchemaViolation, SettingsError
 from ._provenance import git_commit_of_atlas, package_versions, settings_hash
@@ -60,12 +61,15 @@ from ._store import Derivation, ProtocolLog, Run, Store, utcnow
 from .instruments import INSTRUMENTS, Instrument
 from .lab import LabRuns
 
-__all__ = ["RunResult", "RunSpec", "SummarySpec", "model_checksum", "resolve", "run_instrument",
-           "run_spec"]
+__all__ = ["RunResult", "RunSpec", "SummarySpec", "check_instrument_settings", "model_checksum", "resolve",
+           "run_instrument", "run_spec"]
 
-#: settings every instrument takes: the seed of the measurement and of its summaries, and the summaries' resamples
-#: (by default the default profile's)
-STATISTICS_DEFAULTS = {"bootstrap_resamples": PROFILES[DEFAULT_PROFILE].bootstrap_resamples, "seed": 0}
+#: settings every instrument takes: the summaries' resamples (by default the default profile's), and the seed of the
+#: measurement and of its summaries (numpy takes seeds below 2**32)
+STATISTICS = {s.name: s for s in (
+    Declared("bootstrap_resamples", PROFILES[DEFAULT_PROFILE].bootstrap_resamples, int, bounds=(at_least(1),)),
+    Declared("seed", 0, int, bounds=(at_least(0), below(2 ** 32))))}
+STATISTICS_DEFAULTS = {name: s.default for name, s in STATISTICS.items()}
 
 
 @dataclass(frozen=True)
@@ -128,21 +132,26 @@ def instrument_named(name: str) -> Instrument:
         raise SettingsError(f"no instrument {name!r}; known: {', '.join(INSTRUMENTS)}") from None
 
 
-def resolve(instrument: str, lm: LoadedModel, corpus: Corpus, settings: dict,
-            others: dict[str, LoadedModel] | None = None) -> tuple[RunSpec, SummarySpec | None]:
-    """Merge the instrument's defaults, the statistics defaults and ``settings`` into a RunSpec (and the
-    SummarySpec of its summary tables, if it has any). ``others``: the loaded models of a pairwise
-    instrument's model settings."""
-    inst, others = instrument_named(instrument), others or {}
+def check_instrument_settings(instrument: str, settings: dict) -> Instrument:
+    """The instrument, once every one of ``settings`` is one it takes and a value its declaration allows
+    (``atlas._bounds``): a ``SettingsError`` naming the first that is not. ``resolve`` calls it, and the
+    ``atlas measure`` command before it loads the model."""
+    inst = instrument_named(instrument)
     unknown = set(settings) - set(inst.defaults) - set(STATISTICS_DEFAULTS)
     if unknown:
         raise SettingsError(f"instrument {instrument!r} has no setting(s) {sorted(unknown)}; "
                             f"it takes {sorted({**inst.defaults, **STATISTICS_DEFAULTS})}")
+    check_settings({**inst.settings, **STATISTICS}, settings, f"instrument {instrument!r}")
+    return inst
+
+
+def resolve(instrument: str, lm: LoadedModel, corpus: Corpus, settings: dict,
+            others: dict[str, LoadedModel] | None = None) -> tuple[RunSpec, SummarySpec | None]:
+    """Merge the instrument's defaults, the statistics defaults and ``settings`` (checked first:
+    ``check_instrument_settings``) into a RunSpec (and the SummarySpec of its summary tables, if it has any).
+    ``others``: the loaded models of a pairwise instrument's model settings."""
+    inst, others = check_instrument_settings(instrument, settings), others or {}
     full = {**inst.defaults, **STATISTICS_DEFAULTS, **settings}
-    for name, allowed in inst.choices.items():
-        if full[name] not in allowed:
-            raise SettingsError(f"instrument {instrument!r}: {name} must be one of {', '.join(map(str, allowed))}, "
-                                f"not {full[name]!r}")
     measured = {k: full[k] for k in inst.defaults if k not in inst.models}
     measured.update({m: others[m].name if m in others else None for m in inst.models}, seed=full["seed"])
     spec = RunSpec(inst.name, inst.version, lm.name, lm.revision, corpus.name, corpus.hash, lm.dtype,

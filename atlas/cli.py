@@ -72,13 +72,15 @@ def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_dom
          **settings):
     """Load, measure through CISP, and return the run result (Atlas's errors reach ``main`` as one clear line).
 
-    The corpus and the store are opened before the model loads: a bad file or database URL fails in a moment."""
-    from ._cisp import run_instrument
+    The settings are checked against the instrument's declarations, then the corpus and the store are opened,
+    all before the model loads: a bad value, file or database URL fails in a moment, and nothing is stored."""
+    from ._cisp import check_instrument_settings, run_instrument
     from ._corpus import load_corpus
     from ._models import load_model
     from ._store import ProtocolLog, Store
     from .lab import LabRuns
 
+    check_instrument_settings(instrument, {**settings, "seed": seed})
     corpus = load_corpus(corpus_path).sample(per_domain)
     store = Store(db)
     log = ProtocolLog(store, f"cli-{uuid.uuid4().hex}")
@@ -93,12 +95,16 @@ def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_dom
 
 class _AtlasGroup(click.Group):
     """Every error Atlas raises on purpose (``atlas.AtlasError``) ends the command with one clear message:
-    exit code 2 for bad input, 1 for what is unavailable or refused. Anything else is a bug and keeps its
-    traceback."""
+    exit code 2 for bad input, 1 for what is unavailable or refused; so does a value click refuses for an
+    option (``click.BadParameter``: exit 2, the option and the problem on one line). Anything else is a bug and
+    keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.BadParameter as exc:
+            click.echo(f"Error: {' '.join(exc.format_message().split())}", err=True)
+            ctx.exit(2)
         except AtlasError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2 if isinstance(exc, BadInput) else 1)

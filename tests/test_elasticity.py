@@ -122,7 +122,7 @@ def test_run_instrument_validates_stores_and_leaves_the_model_as_found(store, ti
     ({"tune_domains": "vernacular_dialect,weather"}, r"names \['weather'\], not domains of the corpus"),
     ({"fisher_passages": 3}, "every domain needs more than fisher_passages=3"),
     ({"fisher_passages": 0}, "must be at least 1"), ({"steps": 0}, "must be at least 1"),
-    ({"lr": -1.0}, "lr must be a positive number"), ({"ewc_lambda": -1.0}, "ewc_lambda a number >= 0")])
+    ({"lr": -1.0}, "lr must be above 0"), ({"ewc_lambda": -1.0}, "ewc_lambda must be at least 0")])
 def test_bad_settings_are_one_clear_error(tiny_gpt2, small, settings, message):
     with pytest.raises(ValueError, match=message):
         measure_elasticity(tiny_gpt2, small, progress=False, **settings)

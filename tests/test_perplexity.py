@@ -85,7 +85,7 @@ def test_bos_policy_prepend_scores_every_text_token_after_the_document_start(tin
 
 
 def test_unknown_bos_policy(tiny_gpt2, small):
-    with pytest.raises(ValueError, match="unknown BOS policy 'first'"):
+    with pytest.raises(ValueError, match="unknown bos_policy 'first': use prepend or none"):
         measure_perplexity(tiny_gpt2, small, bos_policy="first", progress=False)["perplexity"]
 
 

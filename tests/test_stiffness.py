@@ -156,9 +156,9 @@ def test_run_instrument_validates_stores_and_leaves_the_model_as_found(store, ti
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"radii": "0.1,big"}, "radii must be a comma list"), ({"radii": "-0.1"}, "finite and >= 0"),
+    ({"radii": "0.1,big"}, "radii must be a comma list"), ({"radii": "-0.1"}, "finite numbers at least 0"),
     ({"directions": 0}, "must be at least 1"), ({"steps": 0}, "must be at least 1"),
-    ({"lr": 0.0}, "lr must be a positive number"), ({"max_tokens": 0}, "max_tokens must be at least 1")])
+    ({"lr": 0.0}, "lr must be above 0"), ({"max_tokens": 0}, "max_tokens must be at least 1")])
 def test_bad_settings_are_one_clear_error(tiny_gpt2, small, settings, message):
     with pytest.raises(ValueError, match=message):
         measure_stiffness(tiny_gpt2, small, progress=False, **settings)

@@ -13,9 +13,12 @@
   n_resamples, seed)``: CISP stores them as a derived run with its own key, so a new
   number of bootstrap resamples never repeats the measurement;
 * settings and their defaults are the entry function's keyword-only parameters (read
-  from its signature, never restated), except ``progress``; a ``Literal[...]`` annotation
-  makes a setting's values a set (CISP refuses others, the CLI offers them as choices),
-  and the docstring's ``Settings:`` section (``name: what it does``) is their help;
+  from its signature, never restated), except ``progress``; their annotations say what
+  each takes (``atlas._bounds``: finite numbers, ``Annotated[int, at_least(1)]``, comma
+  lists; a ``Literal[...]`` makes a setting's values a set, which the CLI offers as
+  choices), and every call is checked against them: CISP before it resolves a run, the
+  entry function (wrapped here) whenever it is called. The docstring's ``Settings:``
+  section (``name: what it does``) is their help;
 * ``lab``: an instrument that trains Lab runs of its own (``memory``) takes a keyword
   ``lab`` (not a setting): CISP passes the Lab resolver of the run's store and session
   (``atlas.lab.LabRuns``), so every training it asks for is stored as a run;
@@ -30,13 +33,14 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .._bounds import Declared, check_settings, declared_settings
 from .._catalog import NOT_SETTINGS
 from .._public import public
 
@@ -59,6 +63,8 @@ class Instrument:
     #: settings whose values are a set: from their ``Literal[...]`` annotations
     choices: dict[str, tuple] = field(default_factory=dict)
     trains: bool = False  # the entry function takes ``lab``, the Lab resolver: it trains Lab runs of its own
+    #: every setting as its signature declares it (``atlas._bounds``): what a value must be
+    settings: dict[str, Declared] = field(default_factory=dict)
 
     @property
     def table(self) -> str:
@@ -92,16 +98,20 @@ def instrument(name: str, *, version: str, measures: tuple[str, ...], terms: tup
         if missing or not measures:
             raise ValueError(f"instrument {name!r}: models {missing} must be keyword-only parameters of "
                              f"{fn.__name__}, and measures must name at least one table")
-        defaults = {p.name: p.default for p in params.values()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in NOT_SETTINGS}
-        hints = typing.get_type_hints(fn)
-        choices = {k: typing.get_args(hints[k]) for k in defaults
-                   if k in hints and typing.get_origin(hints[k]) is typing.Literal}
-        entry = Instrument(name, version, fn, tuple(measures), tuple(terms), dict(summaries or {}), tuple(models),
-                           defaults, choices, trains="lab" in params)
+        declared = declared_settings(fn, NOT_SETTINGS)
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            check_settings(declared, kwargs, f"instrument {name!r}")
+            return fn(*args, **kwargs)
+
+        entry = Instrument(name, version, checked, tuple(measures), tuple(terms), dict(summaries or {}),
+                           tuple(models), {k: s.default for k, s in declared.items()},
+                           {k: s.choices for k, s in declared.items() if s.choices is not None},
+                           trains="lab" in params, settings=declared)
         INSTRUMENTS[name] = entry
-        fn.instrument = entry
-        return fn
+        checked.instrument = entry
+        return checked
 
     return register
 

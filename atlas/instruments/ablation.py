@@ -37,6 +37,7 @@ with a 95% bootstrap CI over the layer's heads, and the mean importance.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -45,8 +46,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._anatomy import decoder_layers, final_norm, hooks, output_projection
+from .._bounds import at_least
 from .._corpus import Corpus
-from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, budgeted, token_nll
 from .._stats import bootstrap_ci
@@ -74,8 +75,9 @@ def layer_ablation(heads: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> p
 
 @instrument("ablation", version="3", measures=("ablation", "ablation_passages"),
             summaries={"ablation_layers": layer_ablation}, terms=("coupling", "viscosity"))
-def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048, tokens_per_passage: int = 0,
-                     batch_size: int = 8, heads_per_pass: int = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
+def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[int, at_least(1)] = 2048,
+                     tokens_per_passage: Annotated[int, at_least(0)] = 0, batch_size: Annotated[int, at_least(1)] = 8,
+                     heads_per_pass: Annotated[int, at_least(1)] = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Ablate every head of every layer in turn; one row per (layer, head) (schema ``ablation``).
 
     Settings:
@@ -84,8 +86,6 @@ def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 2048,
         batch_size: passages per forward pass
         heads_per_pass: ablations run side by side as replicas of a batch (speed only)
     """
-    if min(max_tokens, batch_size, heads_per_pass) < 1:
-        raise SettingsError("max_tokens, batch_size and heads_per_pass must be at least 1")
     chosen = budgeted(lm, corpus, max_tokens, tokens_per_passage)
     encoded = [ids for _, ids in chosen]
     scored = np.array([len(ids) - 1 for ids in encoded])  # [P]

@@ -37,11 +37,12 @@ Cost (modular-addition, p = 97, width 64; one thread): six checkpoint loads and 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 
+from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import BadInput, SettingsError
 from .._models import LoadedModel, load_model
@@ -63,8 +64,9 @@ def matched_checkpoints(losses_a: pd.Series, losses_b: pd.Series, target: float 
 @instrument("algorithmic_branches", version="2", measures=("algorithmic_branches", "algorithmic_branches_chunks"),
             terms=("algorithmic_branches",), models=("other",))
 def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None,
-                                 target_loss: float = 0.0, probes: int = 512, chunks: int = 8,
-                                 pooling: Literal["last", "mean"] = "last", permutations: int = 999,
+                                 target_loss: Annotated[float, at_least(0)] = 0.0, probes: Annotated[int, at_least(4)] = 512,
+                                 chunks: Annotated[int, at_least(1)] = 8, pooling: Literal["last", "mean"] = "last",
+                                 permutations: Annotated[int, at_least(1)] = 999,
                                  progress: bool = True) -> dict[str, pd.DataFrame]:
     """CKA per layer between two seeds at matched held-out loss, and within each seed against its adjacent
     checkpoint and its held-out loss peak.
@@ -80,9 +82,9 @@ def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: Load
     if other is None:
         raise SettingsError("algorithmic_branches compares two runs: pass other=<a second seed of the same Lab "
                             "recipe>, e.g. other=lab:modular-addition@1")
-    if target_loss < 0 or chunks < 1 or permutations < 1 or probes < 4 * chunks:
-        raise SettingsError("target_loss must be >= 0, chunks and permutations >= 1, and probes >= 4 * chunks "
-                            "(debiased CKA needs 4 inputs)")
+    if probes < 4 * chunks:
+        raise SettingsError(f"probes >= 4 * chunks is needed (debiased CKA needs 4 inputs a chunk), not {probes} "
+                            f"probes in {chunks} chunks")
     run_a, task = modular_run(lm, "algorithmic_branches")
     run_b, _ = modular_run(other, "algorithmic_branches")
     if run_b.split != run_a.split:
@@ -120,12 +122,11 @@ def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: Load
 
 
 def _losses(run) -> pd.Series:
-    trajectory = run.trajectory()
+    trajectory = run.trajectory()  # the whole run: a LabError when a checkpoint it lists is missing
     if trajectory is None:
         raise BadInput(f"the Lab run in {run.run_dir} has no trajectory yet (unfinished); finish it with "
                        "`atlas train RECIPE --seed S`")
-    on_disk = {step for step, _ in run.checkpoints}
-    kept = trajectory[trajectory["step"].isin(on_disk)].sort_values("step")
+    kept = trajectory.sort_values("step")
     if len(kept) < 2:
         raise BadInput(f"the Lab run in {run.run_dir} has {len(kept)} checkpoint(s); adjacent checkpoints need 2")
     return pd.Series(kept["heldout_loss"].to_numpy(float), index=kept["step"].to_numpy(int))

@@ -49,6 +49,7 @@ over passages with a 95% percentile-bootstrap CI over passages.
 from __future__ import annotations
 
 import warnings
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -56,8 +57,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._anatomy import attention, decoder_layers, eager_attention, hooks, kv_groups
+from .._bounds import at_least
 from .._corpus import Corpus
-from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, encode
 from .._stats import bootstrap_ci
@@ -208,16 +209,14 @@ _SINKS = ((True, ""), (False, "_no_sink"))
 
 @instrument("coupling", version="2", measures=("coupling_passages",), summaries={"coupling": layer_coupling},
             terms=("coupling",))
-def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, batch_size: int = 8,
-                     progress: bool = True) -> dict[str, pd.DataFrame]:
+def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[int, at_least(2)] = 128,
+                     batch_size: Annotated[int, at_least(1)] = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Per passage, layer and variant, the mean head-pair correlation (schema ``coupling_passages``).
 
     Settings:
         max_tokens: tokens of each passage fed (its opening), the document-start token included
         batch_size: passages per forward pass (numbers do not depend on it)
     """
-    if max_tokens < 2:
-        raise SettingsError(f"max_tokens must be at least 2 (the document-start token and a text token), not {max_tokens}")
     passages = corpus.passages
     encoded = [ids[:max_tokens] for ids in encode(lm, [p.text for p in passages], "prepend")]
     pairs = _pair_masks(lm.n_heads, kv_groups(lm.model), lm.device)

@@ -46,12 +46,16 @@ wall), about 10 s wall idle (scaled as in ``smoothness``).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .._bounds import above, at_least, comma_list
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
 from .._stats import bootstrap_ci
 from ._descent import Probe, start_point
@@ -64,14 +68,18 @@ _SHARE_COLUMNS = ["tuned_domain", "n_domains", "forgetting", "forgetting_ewc", "
                   "gain", "gain_ewc"]
 
 
+#: the ``tune_domains`` setting: first, all, or a comma list of the corpus's domains (checked by ``_tuned``)
+TUNE_DOMAINS = comma_list(str, words=("first", "all"))
+
+
 def _tuned(domains: list[str], tune_domains: str) -> list[str]:
-    if tune_domains == "first":
+    chosen = TUNE_DOMAINS.parse(tune_domains, "tune_domains")
+    if chosen == "first":
         return domains[:1]
-    if tune_domains == "all":
+    if chosen == "all":
         return list(domains)
-    chosen = [d.strip() for d in tune_domains.split(",")]
     if unknown := [d for d in chosen if d not in domains]:
-        raise ValueError(f"tune_domains names {unknown}, not domains of the corpus; use 'first', 'all' or a comma "
+        raise SettingsError(f"tune_domains names {unknown}, not domains of the corpus; use 'first', 'all' or a comma "
                          f"list of: {', '.join(domains)}")
     return chosen
 
@@ -102,9 +110,10 @@ def domain_elasticity(table: pd.DataFrame, *, n_resamples: int, seed: int = 0) -
 
 @instrument("elasticity", version="1", measures=("elasticity", "elasticity_fisher"),
             summaries={"elasticity_share": domain_elasticity}, terms=("elasticity",))
-def measure_elasticity(lm: LoadedModel, corpus: Corpus, *, tune_domains: str = "first", fisher_passages: int = 2,
-                       steps: int = 3, lr: float = 0.01, ewc_lambda: float = 1e6, max_tokens: int = 128,
-                       batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
+def measure_elasticity(lm: LoadedModel, corpus: Corpus, *, tune_domains: Annotated[str, TUNE_DOMAINS] = "first",
+                       fisher_passages: Annotated[int, at_least(1)] = 2, steps: Annotated[int, at_least(1)] = 3,
+                       lr: Annotated[float, above(0)] = 0.01, ewc_lambda: Annotated[float, at_least(0)] = 1e6,
+                       max_tokens: Annotated[int, at_least(1)] = 128, batch_size: Annotated[int, at_least(1)] = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Fine-tune copies on a domain with and without the EWC anchor; every domain's held-out loss change
     (schema ``elasticity``) and the Fisher per block (schema ``elasticity_fisher``).
 
@@ -118,15 +127,9 @@ def measure_elasticity(lm: LoadedModel, corpus: Corpus, *, tune_domains: str = "
         max_tokens: scored tokens per passage (the rest of a longer passage is cut off)
         batch_size: passages per forward pass
     """
-    if min(fisher_passages, steps, batch_size) < 1:
-        raise ValueError(f"fisher_passages, steps and batch_size must be at least 1 (got {fisher_passages}, {steps}, "
-                         f"{batch_size})")
-    if not np.isfinite(lr) or lr <= 0 or not np.isfinite(ewc_lambda) or ewc_lambda < 0:
-        raise ValueError(f"lr must be a positive number and ewc_lambda a number >= 0 (got lr={lr}, "
-                         f"ewc_lambda={ewc_lambda})")
     groups = domain_passages(lm, corpus, max_tokens)
     if short := [domain for domain, passages, _ in groups if len(passages) <= fisher_passages]:
-        raise ValueError(f"every domain needs more than fisher_passages={fisher_passages} passages (the rest are "
+        raise SettingsError(f"every domain needs more than fisher_passages={fisher_passages} passages (the rest are "
                          f"held out to measure forgetting); {', '.join(short)} {'has' if len(short) == 1 else 'have'} "
                          f"too few: lower fisher_passages or add passages")
     tuned = _tuned([domain for domain, _, _ in groups], tune_domains)

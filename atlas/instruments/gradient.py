@@ -24,13 +24,15 @@ root-sum-square is at most ``grad_norm``.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from .._anatomy import decoder_layers
+from .._bounds import at_least
 from .._corpus import Corpus, Passage
-from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, encode, token_nll
 from ._registry import instrument
@@ -40,16 +42,14 @@ __all__ = ["measure_gradient"]
 
 @instrument("gradient", version="1", measures=("gradient", "gradient_layers"),
             terms=("elevation", "steep_shallow", "probability", "hot_cold"))
-def measure_gradient(lm: LoadedModel, corpus: Corpus, *, max_tokens_per_domain: int = 512, batch_size: int = 8,
-                     progress: bool = True) -> dict[str, pd.DataFrame]:
+def measure_gradient(lm: LoadedModel, corpus: Corpus, *, max_tokens_per_domain: Annotated[int, at_least(1)] = 512,
+                     batch_size: Annotated[int, at_least(1)] = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """One row per domain (schema ``gradient``) and one per domain and layer (schema ``gradient_layers``).
 
     Settings:
         max_tokens_per_domain: each domain's leading passages, whole, while their scored tokens fit (at least one)
         batch_size: passages per forward pass
     """
-    if max_tokens_per_domain < 1 or batch_size < 1:
-        raise SettingsError("max_tokens_per_domain and batch_size must be at least 1")
     params = [p for _, p in lm.model.named_parameters()]
     layers = decoder_layers(lm.model)
     layer_of = {id(p): i for i, block in enumerate(layers) for p in block.parameters()}

@@ -71,7 +71,7 @@ import importlib
 import math
 import warnings
 from contextlib import contextmanager, nullcontext
-from typing import Literal
+from typing import Annotated, Literal
 from unittest import mock
 
 import numpy as np
@@ -82,6 +82,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._anatomy import attention_params, eager_attention, mlp_params
+from .._bounds import above, at_least, comma_list
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
@@ -91,7 +92,6 @@ from ._registry import instrument
 
 __all__ = ["measure_hessian"]
 
-BACKENDS = ("atlas", "pyhessian")
 BLOCKS = ("model", "attention", "mlp", "layers")
 PYHESSIAN_MAX_ITER = 100
 
@@ -129,15 +129,16 @@ def hessian_batch(lm: LoadedModel, corpus: Corpus, max_tokens: int, per_passage:
     return ids, mask
 
 
+#: the ``layers`` setting: "all", or a comma list of layer numbers (checked against the model by ``select_layers``)
+LAYERS = comma_list(int, at_least(0), words=("all",))
+
+
 def select_layers(model: nn.Module, layers: str) -> list[int]:
     """The decoder layers a ``layers`` setting names: "all", or a comma list such as "0,5,10"."""
     n_layers = model.config.num_hidden_layers
-    if layers == "all":
+    chosen = LAYERS.parse(layers, "layers")
+    if chosen == "all":
         return list(range(n_layers))
-    try:
-        chosen = [int(x) for x in layers.split(",")]
-    except ValueError:
-        raise SettingsError(f"layers must be 'all' or a comma list of layer numbers, not {layers!r}") from None
     if bad := [i for i in chosen if not 0 <= i < n_layers]:
         raise SettingsError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
     return chosen
@@ -262,9 +263,11 @@ def _pyhessian_rows(block, lm, ids, mask, top_k, samples, tol) -> tuple[list[dic
 
 @instrument("hessian", version="2", measures=("hessian",), terms=("viscosity", "coupling", "slick_sticky"))
 def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: Literal["atlas", "pyhessian"] = "atlas",
-                    blocks: Literal["model", "attention", "mlp", "layers"] = "model", layers: str = "all",
-                    top_k: int = 5, lanczos_steps: int = 30, hutchinson_samples: int = 20, slq_runs: int = 1,
-                    max_tokens: int = 256, tokens_per_passage: int = 0, tol: float = 1e-3,
+                    blocks: Literal["model", "attention", "mlp", "layers"] = "model",
+                    layers: Annotated[str, LAYERS] = "all", top_k: Annotated[int, at_least(1)] = 5,
+                    lanczos_steps: Annotated[int, at_least(1)] = 30, hutchinson_samples: Annotated[int, at_least(0)] = 20,
+                    slq_runs: Annotated[int, at_least(0)] = 1, max_tokens: Annotated[int, at_least(1)] = 256,
+                    tokens_per_passage: Annotated[int, at_least(0)] = 0, tol: Annotated[float, above(0)] = 1e-3,
                     progress: bool = True) -> dict[str, pd.DataFrame]:
     """Hessian eigenvalues (both ends), trace and density per block (schema ``hessian``).
 
@@ -280,10 +283,6 @@ def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: Literal["atlas"
         tokens_per_passage: at most this many tokens of each passage (0: whole passages)
         tol: relative residual under which a Ritz value counts as converged
     """
-    if backend not in BACKENDS:
-        raise SettingsError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if top_k < 1 or lanczos_steps < 1 or max_tokens < 1 or hutchinson_samples < 0 or slq_runs < 0 or tol <= 0:
-        raise SettingsError("need top_k, lanczos_steps, max_tokens >= 1; hutchinson_samples, slq_runs >= 0; tol > 0")
     if lm.model.dtype != torch.float32:  # products in float32 whatever the session dtype: a temporary copy
         lm = dataclasses.replace(lm, model=copy.deepcopy(lm.model).float(), dtype="float32")
     model = lm.model

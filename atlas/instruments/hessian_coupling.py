@@ -87,6 +87,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -96,11 +97,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._anatomy import eager_attention, head_axes, head_dim, kv_groups
+from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
 from ._registry import instrument
-from .hessian import BlockHessian, hessian_batch, mean_nll, only_block_requires_grad, select_layers
+from .hessian import LAYERS, BlockHessian, hessian_batch, mean_nll, only_block_requires_grad, select_layers
 
 __all__ = ["HeadUnits", "head_units", "layer_hessian_coupling", "measure_hessian_coupling", "pair_coupling",
            "probe_norms", "probe_rows"]
@@ -230,8 +232,9 @@ def layer_hessian_coupling(probes: pd.DataFrame, *, n_resamples: int = 0, seed: 
 
 @instrument("hessian_coupling", version="1", measures=("hessian_coupling_probes",), terms=("coupling",),
             summaries={"hessian_coupling": pair_coupling, "hessian_coupling_layers": layer_hessian_coupling})
-def measure_hessian_coupling(lm: LoadedModel, corpus: Corpus, *, layers: str = "all", probes: int = 8,
-                             max_tokens: int = 256, tokens_per_passage: int = 0,
+def measure_hessian_coupling(lm: LoadedModel, corpus: Corpus, *, layers: Annotated[str, LAYERS] = "all",
+                             probes: Annotated[int, at_least(2)] = 8, max_tokens: Annotated[int, at_least(1)] = 256,
+                             tokens_per_passage: Annotated[int, at_least(0)] = 0,
                              progress: bool = True) -> dict[str, pd.DataFrame]:
     """Off-diagonal Hessian between a layer's heads by probes: one row per (layer, probed unit, probe, unit).
 
@@ -241,10 +244,6 @@ def measure_hessian_coupling(lm: LoadedModel, corpus: Corpus, *, layers: str = "
         max_tokens: tokens of the one batch the loss is taken on, the domains taking turns
         tokens_per_passage: at most this many tokens of each passage (0: whole passages)
     """
-    if probes < 2:
-        raise SettingsError(f"probes must be at least 2 (the standard errors are variances over probes), not {probes}")
-    if max_tokens < 1:
-        raise SettingsError(f"max_tokens must be at least 1, not {max_tokens}")
     model = lm.model
     chosen = select_layers(model, layers)
     units = {layer: head_units(model, layer) for layer in chosen}

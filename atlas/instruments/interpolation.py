@@ -25,12 +25,15 @@ never written to.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 import torch
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import BadInput, SettingsError
 from .._models import LoadedModel
@@ -61,8 +64,10 @@ def interpolation_barrier(table: pd.DataFrame, *, n_resamples: int = 0, seed: in
 
 @instrument("interpolation", version="2", measures=("interpolation", "interpolation_passages"),
             summaries={"interpolation_barrier": interpolation_barrier}, terms=("basin_connectivity",), models=("other",))
-def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None, points: int = 11,
-                          max_tokens: int = 512, tokens_per_passage: int = 0, batch_size: int = 8,
+def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None, points: Annotated[int, at_least(2)] = 11,
+                          max_tokens: Annotated[int, at_least(1)] = 512,
+                          tokens_per_passage: Annotated[int, at_least(0)] = 0,
+                          batch_size: Annotated[int, at_least(1)] = 8,
                           progress: bool = True) -> dict[str, pd.DataFrame]:
     """Loss at each t of the line from the model to checkpoint ``other`` (schema ``interpolation``).
 
@@ -76,8 +81,6 @@ def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel
     if other is None:
         raise SettingsError("interpolation needs a second checkpoint to draw the line to: pass other=<registry name, "
                          "local checkpoint directory or hub id> (same architecture and tokenizer as the loaded model)")
-    if points < 2 or max_tokens < 1 or batch_size < 1:
-        raise SettingsError("points must be at least 2, max_tokens and batch_size at least 1")
     theta_a, theta_b = _state(lm.model), _state(other.model)
     _check_compatible(lm, other, theta_a, theta_b)
     chosen = budgeted(lm, corpus, max_tokens, tokens_per_passage)

@@ -57,7 +57,7 @@ seeds): twice that, about 150 CPU s cold and 55 s warm (scaled from these, not t
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._anatomy import eager_attention
+from .._bounds import above, at_least
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel, load_model
@@ -143,8 +144,9 @@ def _log_gap(a: float, b: float) -> float:
 
 @instrument("memory", version="1", measures=("memory", "memory_domains", "memory_pairs"), terms=("memory",))
 def measure_memory(lm: LoadedModel, corpus: Corpus, *, other: Literal["reversed", "shuffled"] = "reversed",
-                   seeds: int = 4, tolerance: float = 0.05, lanczos_steps: int = 20, hutchinson_samples: int = 20,
-                   tol: float = 1e-3, lab: LabRuns, progress: bool = True) -> dict[str, pd.DataFrame]:
+                   seeds: Annotated[int, at_least(2)] = 4, tolerance: Annotated[float, above(0)] = 0.05,
+                   lanczos_steps: Annotated[int, at_least(2)] = 20, hutchinson_samples: Annotated[int, at_least(2)] = 20,
+                   tol: Annotated[float, above(0)] = 1e-3, lab: LabRuns, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Endpoints of two curricula at matched held-out loss: Hessian spectra, domain losses, distances, CKA.
 
     Settings:
@@ -155,9 +157,6 @@ def measure_memory(lm: LoadedModel, corpus: Corpus, *, other: Literal["reversed"
         hutchinson_samples: Rademacher probes of the Hessian trace (at least 2: a standard error)
         tol: relative residual under which a Ritz value counts as converged
     """
-    if seeds < 2 or tolerance <= 0 or lanczos_steps < 2 or hutchinson_samples < 2:
-        raise SettingsError("memory needs seeds >= 2 (a spread within each curriculum), tolerance > 0, "
-                            "lanczos_steps >= 2 and hutchinson_samples >= 2 (a trace with a standard error)")
     if lm.path is None:
         raise SettingsError(f"{lm.name} is not a Lab checkpoint: memory needs a trajectory; give a Lab model "
                             "such as lab:memory-lm")

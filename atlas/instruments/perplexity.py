@@ -23,13 +23,14 @@ exceed its largest passage mean, so the check on passages covers the summaries.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import NotFinite
 from .._models import LoadedModel
@@ -75,7 +76,7 @@ def domain_perplexity(passages: pd.DataFrame, *, n_resamples: int, seed: int = 0
 @instrument("perplexity", version="2", measures=("perplexity",), summaries={"perplexity_domains": domain_perplexity},
             terms=("perplexity", "elevation"))
 def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: Literal["prepend", "none"] = "prepend",
-                       batch_size: int = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
+                       batch_size: Annotated[int, at_least(1)] = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Score every passage of the corpus; one row per passage (schema ``perplexity``).
 
     Settings:

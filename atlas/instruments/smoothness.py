@@ -53,11 +53,15 @@ the model (2.2 GB at n = 8).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._bounds import at_least
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
 from .._stats import bootstrap_ci
 from ._pergrad import HalfStore, block_names, domain_passages, parameters, passage_gradients
@@ -129,7 +133,7 @@ def domain_smoothness(gram: pd.DataFrame, *, n_resamples: int, seed: int = 0) ->
 
 @instrument("smoothness", version="2", measures=("smoothness_gram",), summaries={"smoothness": domain_smoothness},
             terms=("smooth_abrasive",))
-def measure_smoothness(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128,
+def measure_smoothness(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[int, at_least(1)] = 128,
                        progress: bool = True) -> dict[str, pd.DataFrame]:
     """Per domain and block, the Gram matrix of the passages' gradients (schema ``smoothness_gram``).
 
@@ -138,7 +142,7 @@ def measure_smoothness(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128
     """
     groups = domain_passages(lm, corpus, max_tokens)
     if single := [domain for domain, passages, _ in groups if len(passages) < 2]:
-        raise ValueError(f"smoothness compares passages within a domain and needs at least two per domain; "
+        raise SettingsError(f"smoothness compares passages within a domain and needs at least two per domain; "
                          f"{', '.join(single)} {'has' if len(single) == 1 else 'have'} one: add passages or "
                          "leave the domain out of the corpus")
     params, layer = parameters(lm.model)

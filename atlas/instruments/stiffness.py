@@ -55,6 +55,8 @@ in ``smoothness``).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 import torch
@@ -62,6 +64,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
+from .._bounds import above, at_least, comma_list
 from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import token_budget
@@ -96,14 +99,8 @@ def filter_normalised_direction(theta: Point, axes: dict[str, int], seed: int) -
     return direction
 
 
-def _parse_radii(radii: str) -> list[float]:
-    try:
-        values = [float(x) for x in radii.split(",")]
-    except ValueError:
-        raise ValueError(f"radii must be a comma list of numbers >= 0, e.g. '0.01,0.05', not {radii!r}") from None
-    if any(not np.isfinite(r) or r < 0 for r in values):
-        raise ValueError(f"radii must be finite and >= 0, not {radii!r}")
-    return values
+#: the ``radii`` setting: a comma list of push sizes, e.g. "0.01,0.05"
+RADII = comma_list(float, at_least(0))
 
 
 def radius_stiffness(table: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
@@ -131,8 +128,10 @@ def _undefined(radius: float, rise: float) -> str | None:
 
 @instrument("stiffness", version="2", measures=("stiffness",), summaries={"stiffness_radii": radius_stiffness},
             terms=("flexible_stiff",))
-def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1,0.2", directions: int = 3,
-                      steps: int = 3, lr: float = 0.004, max_tokens: int = 256, batch_size: int = 8,
+def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: Annotated[str, RADII] = "0.05,0.1,0.2",
+                      directions: Annotated[int, at_least(1)] = 3, steps: Annotated[int, at_least(1)] = 3,
+                      lr: Annotated[float, above(0)] = 0.004, max_tokens: Annotated[int, at_least(1)] = 256,
+                      batch_size: Annotated[int, at_least(1)] = 8,
                       progress: bool = True) -> dict[str, pd.DataFrame]:
     """Perturb along filter-normalised random directions, descend, measure what comes back (schema ``stiffness``).
 
@@ -144,12 +143,7 @@ def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: str = "0.05,0.1
         max_tokens: scored tokens of the loss, passages taken with the domains in turn
         batch_size: passages per forward pass
     """
-    radius_list = _parse_radii(radii)
-    if directions < 1 or steps < 1 or batch_size < 1:
-        raise ValueError(f"directions, steps and batch_size must be at least 1 (got {directions}, {steps}, "
-                         f"{batch_size})")
-    if not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive number (the gradient-descent step size), not {lr}")
+    radius_list = RADII.parse(radii, "radii")
     probe = Probe(lm, token_budget(lm, corpus, max_tokens), batch_size)
     start, axes = start_point(lm), filter_axes(lm.model)
     loss_start = probe.loss(start)

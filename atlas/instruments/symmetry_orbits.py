@@ -37,14 +37,16 @@ this 2-core machine under load (4-5) are ten times slower: a Lab model is measur
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .._bounds import at_least, comma_list
 from .._corpus import Corpus
-from .._errors import BadInput, SettingsError
+from .._errors import BadInput
 from .._models import LoadedModel
 from .._scoring import budgeted
 from ._labruns import heldout_nll, lab_run, modular_run, one_thread
@@ -57,13 +59,17 @@ __all__ = ["measure_symmetry_orbits"]
 
 FAMILIES = {"mlp": (True, False, False), "heads": (False, True, False), "residual": (False, False, True),
             "all": (True, True, True)}  # family -> (mlp, heads, residual) of random_permutation
+#: the ``families`` setting: a comma list of FAMILIES
+FAMILY_LIST = comma_list(str, choices=tuple(FAMILIES))
 
 
 @instrument("symmetry_orbits", version="1", measures=("symmetry_orbits", "symmetry_matching", "symmetry_matching_chunks"),
             terms=("symmetry_orbits",), models=("other",))
 def measure_symmetry_orbits(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None,
-                            permutations: int = 8, families: str = "mlp,heads,residual,all", probe_pairs: int = 1024,
-                            probe_tokens: int = 64, points: int = 11, chunks: int = 8,
+                            permutations: Annotated[int, at_least(1)] = 8,
+                            families: Annotated[str, FAMILY_LIST] = "mlp,heads,residual,all",
+                            probe_pairs: Annotated[int, at_least(1)] = 1024, probe_tokens: Annotated[int, at_least(2)] = 64,
+                            points: Annotated[int, at_least(3)] = 11, chunks: Annotated[int, at_least(1)] = 8,
                             progress: bool = True) -> dict[str, pd.DataFrame]:
     """Random permutations of the model (same function?) and, with ``other``, the barrier before and after matching.
 
@@ -76,12 +82,7 @@ def measure_symmetry_orbits(lm: LoadedModel, corpus: Corpus, *, other: LoadedMod
         points: evenly spaced t on each interpolation line, both ends included
         chunks: disjoint parts of the held-out pairs, each with its own barrier
     """
-    chosen = [f.strip() for f in families.split(",") if f.strip()]
-    if not chosen or set(chosen) - set(FAMILIES):
-        raise SettingsError(f"families must be a comma-separated list of {', '.join(FAMILIES)}, not {families!r}")
-    if permutations < 1 or points < 3 or chunks < 1 or probe_pairs < 1 or probe_tokens < 2:
-        raise SettingsError("permutations, chunks and probe_pairs must be at least 1, points at least 3 (a barrier "
-                            "needs an interior point), probe_tokens at least 2")
+    chosen = FAMILY_LIST.parse(families, "families")
     lab, probe = _probe(lm, corpus, probe_pairs, probe_tokens)  # probe [B, T]
     with one_thread() if lab else nullcontext():
         return _measure(lm, other, probe, chosen, permutations, points, chunks, progress)

@@ -41,12 +41,16 @@ on one thread under a load of 7-8 (97 s wall), about 10 s wall idle (scaled as i
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from tqdm.auto import tqdm
 
+from .._bounds import at_least
 from .._corpus import Corpus
+from .._errors import SettingsError
 from .._models import LoadedModel
 from ._pergrad import HalfStore, block_names, domain_gradient, domain_passages, parameters
 from ._registry import instrument
@@ -102,19 +106,17 @@ def block_mgda(pairs: pd.DataFrame, *, n_resamples: int = 0, seed: int = 0) -> p
 
 @instrument("tightness", version="1", measures=("tightness_pairs",),
             summaries={"tightness": block_tightness, "tightness_mgda": block_mgda}, terms=("loose_tight",))
-def measure_tightness(lm: LoadedModel, corpus: Corpus, *, max_tokens: int = 128, batch_size: int = 8,
-                      progress: bool = True) -> dict[str, pd.DataFrame]:
+def measure_tightness(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[int, at_least(1)] = 128,
+                      batch_size: Annotated[int, at_least(1)] = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Per block, the Gram matrix and cosines of the domains' gradients (schema ``tightness_pairs``).
 
     Settings:
         max_tokens: scored tokens per passage (the rest of a longer passage is cut off)
         batch_size: passages per forward and backward pass
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     groups = domain_passages(lm, corpus, max_tokens)
     if len(groups) < 2:
-        raise ValueError(f"tightness compares the gradients of different domains and needs at least two; the corpus "
+        raise SettingsError(f"tightness compares the gradients of different domains and needs at least two; the corpus "
                          f"has one ({groups[0][0]}): use a corpus with several domains")
     params, layer = parameters(lm.model)
     store = HalfStore(params, layer, capacity=len(groups))
