@@ -4,8 +4,9 @@ The Framework's *phase transitions* (global geometry, pre- / post-): "a behaviou
 order parameter Φ(θ) ... phase transition at λ* where ∂Φ/∂λ jumps while L(θ, λ) stays
 smooth". No single checkpoint shows it; a training run does. Given one checkpoint of an
 Atlas Lab run (a model loaded from ``lab:RECIPE@SEED`` or a checkpoint directory), the
-instrument reads the whole run (``atlas.lab.lab_checkpoint(path).checkpoints``) and
-tabulates, per checkpoint step λ (table ``phase_transitions``):
+instrument reads the whole run (``atlas.lab.lab_checkpoint(path).trajectory()``: every
+checkpoint the run lists, refused when one is missing from disk) and tabulates, per
+checkpoint step λ (table ``phase_transitions``):
 
 * the training and held-out loss and accuracy, from the run's trajectory (the trainer's
   own evaluation on the whole training and held-out sets, ``atlas.lab.evaluate_modular``
@@ -99,12 +100,11 @@ def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: Ann
     from ..lab._recipe import ModularData
 
     checkpoint = lab_run(lm, "phase_transitions")
-    trajectory = checkpoint.trajectory()
+    trajectory = checkpoint.trajectory()  # the whole run: a LabError when a checkpoint it lists is missing
     if trajectory is None:
         raise BadInput(f"{lm.name}: the Lab run in {checkpoint.run_dir} has no trajectory yet (unfinished); "
                        "finish it with `atlas train RECIPE --seed S`")
-    steps = [step for step, _ in checkpoint.checkpoints]
-    table = trajectory[trajectory["step"].isin(steps)].sort_values("step").reset_index(drop=True)
+    table = trajectory.sort_values("step").reset_index(drop=True)
     if len(table) < 3:
         raise BadInput(f"{lm.name}: {len(table)} checkpoints with a trajectory row; a transition needs at least 3 "
                        "(train with more checkpoints: the recipe's `checkpoints: {log, every}`)")

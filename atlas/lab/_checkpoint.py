@@ -23,7 +23,7 @@ from .._models import LoadedModel, load_model
 from .._public import public
 from ._data import ModularTask, split_passages
 from ._recipe import CorpusData, ModularData, Recipe, parse_recipe
-from ._train import METADATA, TRAJECTORY, TRAJECTORY_COLUMNS, evaluate
+from ._train import METADATA, TRAJECTORY, TRAJECTORY_COLUMNS, evaluate, missing_checkpoints
 
 __all__ = ["LabCheckpoint", "evaluate_modular", "lab_checkpoint"]
 
@@ -54,13 +54,20 @@ class LabCheckpoint:
         return sorted(found)
 
     def trajectory(self) -> pd.DataFrame | None:
-        """The run's trajectory table (schema ``trajectory``), or None while the run is unfinished."""
+        """The run's trajectory table (schema ``trajectory``), one row per checkpoint, or None while the run is
+        unfinished. A LabError when a checkpoint the finished run lists is no longer on disk: a reader of the
+        trajectory reads the whole run, never the part of it that is left."""
         path = self.run_dir / TRAJECTORY
         if not path.is_file():
             return None
         stored = json.loads(path.read_text())
         if stored["recipe_hash"] != self.recipe_hash:
             return None
+        if missing := missing_checkpoints(self.run_dir, stored):
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise LabError(f"the Lab run in {self.run_dir} lists {len(stored['checkpoints'])} checkpoints and "
+                           f"{len(missing)} are missing ({shown}); train it again (`atlas train RECIPE "
+                           f"--seed {self.seed}`, or load its lab: name), which restores them")
         return pd.DataFrame(stored["rows"], columns=list(TRAJECTORY_COLUMNS))
 
     def modular_task(self) -> ModularTask:

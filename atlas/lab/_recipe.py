@@ -43,6 +43,14 @@ description and the default seed, so every seed of one recipe shares its hash.
 Bad input raises ``LabError`` (a ``ValueError``) naming the field and the fix;
 YAML aliases are refused (no recipe needs them, and an alias bomb would expand to
 gigabytes when the recipe is hashed).
+
+Bounds. A recipe is refused in one line before anything is built when a size is absurd
+for a trainer on a CPU: each size field has a ceiling (``LIMITS``), the model's parameter
+count (``parameter_count``) at most ``MAX_PARAMETERS`` and the run's checkpoints at most
+``MAX_CHECKPOINTS``; seeds (the run's and the split's) lie in ``0 .. MAX_SEED``, which
+every random generator and every store takes. A recipe's name becomes a folder of the
+Lab cache, so it is a plain file name (letters, digits, ``.``, ``_``, ``-``; no ``..``):
+a bundled recipe is named exactly, and a recipe file is named by its stem.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -61,13 +70,36 @@ from .._errors import LabError
 from .._jsonsafe import json_safe
 from .._provenance import content_hash
 from .._public import public
+from .._yaml import load_yaml, problem_line
 
-__all__ = ["Architecture", "Checkpoints", "CorpusData", "ModularData", "Optimiser", "Recipe",
-           "Schedule", "load_recipe", "recipe_names"]
+__all__ = ["LIMITS", "MAX_CHECKPOINTS", "MAX_PARAMETERS", "MAX_SEED", "Architecture", "Checkpoints", "CorpusData",
+           "ModularData", "Optimiser", "Recipe", "Schedule", "check_seed", "load_recipe", "parameter_count",
+           "recipe_names"]
 
 KINDS = ("modular_addition", "corpus_lm", "finetune")
 SHAPES = ("gpt2", "llama")
 SCHEDULES = ("constant", "linear_warmup")
+
+#: the largest seed of a run or a data split (numpy's and the stores' 32-bit range)
+MAX_SEED = 2 ** 31 - 1
+#: the ceiling of each size field (field path -> largest value); far above every bundled recipe
+LIMITS = {"steps": 10_000_000, "batch": 65_536, "architecture.layers": 64, "architecture.heads": 256,
+          "architecture.kv_heads": 256, "architecture.d_model": 16_384, "architecture.d_mlp": 65_536,
+          "architecture.context": 65_536, "data.p": 1_000, "data.window": 65_536, "checkpoints.log": 10_000,
+          "checkpoints.every": 10_000_000, "schedule.warmup_steps": 10_000_000}
+#: the most parameters a recipe's fresh model may have (16 GB of weights and AdamW state in float32)
+MAX_PARAMETERS = 1_000_000_000
+#: the most checkpoints a run may write (each is a whole model on disk)
+MAX_CHECKPOINTS = 5_000
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` when it is a whole number in ``0 .. MAX_SEED``; LabError naming ``what`` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        shown = repr(seed) if len(repr(seed)) <= 30 else repr(seed)[:27] + "..."
+        raise LabError(f"{what} must be a whole number between 0 and {MAX_SEED}, not {shown}")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -194,31 +226,29 @@ def recipe_names() -> list[str]:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A bundled recipe by name (``modular-addition``) or a YAML file; its name is the file's stem."""
+    """A bundled recipe by name (``modular-addition``) or a YAML file; its name is the file's stem.
+
+    A name that is not a file path (``.yaml``, ``.yml``) must be a bundled recipe's, exactly: it is never
+    joined to a folder, so ``../../x`` is no recipe rather than a file outside the recipes."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise LabError(f"recipe file {path}: no such file")
         text, name = path.read_text(encoding="utf-8"), path.stem
     else:
-        bundled = _RECIPES / f"{name_or_path}.yaml"
-        if not bundled.is_file():
-            raise LabError(f"no recipe {str(name_or_path)!r}: use one of {', '.join(recipe_names())} "
+        if str(name_or_path) not in recipe_names():
+            shown = repr(str(name_or_path)[:60])
+            raise LabError(f"no recipe {shown}: use one of {', '.join(recipe_names())} "
                            "or the path of a .yaml recipe file")
-        text, name = bundled.read_text(encoding="utf-8"), str(name_or_path)
+        text, name = (_RECIPES / f"{name_or_path}.yaml").read_text(encoding="utf-8"), str(name_or_path)
     return parse_recipe(_read_yaml(text, name), name)
 
 
 def _read_yaml(text: str, name: str) -> dict:
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                line = event.start_mark.line + 1
-                raise LabError(f"recipe {name!r}, line {line}: YAML alias *{event.anchor} refused; "
-                               "a recipe is short, write the value out")
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)  # aliases and a key named twice refused (atlas._yaml)
     except yaml.YAMLError as exc:
-        raise LabError(f"recipe {name!r} is not valid YAML: {exc}") from None
+        raise LabError(f"recipe {name!r} is not valid YAML: {problem_line(exc)}") from None
     if not isinstance(raw, dict):
         raise LabError(f"recipe {name!r} must be a YAML mapping with fields {', '.join(_TOP)}; "
                        f"it holds a {type(raw).__name__}")
@@ -260,6 +290,8 @@ class _Fields:
         return self.raw[key]
 
     def int(self, key, default=None, *, low=None, high=None) -> int:
+        """A whole number in [low, high]; ``high`` by default the field's ceiling in ``LIMITS``, if it has one."""
+        high = LIMITS.get(self.path(key)) if high is None else high
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(f"must be a whole number, not {value!r}", key)
@@ -297,6 +329,9 @@ _REQUIRED = object()
 
 def parse_recipe(raw: dict, name: str, *, description: str | None = None) -> Recipe:
     """Validate a recipe mapping and fill in its defaults."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise LabError(f"recipe name {str(name)[:60]!r} cannot name a folder of the Lab cache: use letters, digits, "
+                       "'.', '_' and '-' (no '..'); a recipe file is named by its stem")
     top = _Fields(name, "", raw, _TOP)
     kind = top.choice("kind", KINDS, _REQUIRED)
     steps = top.int("steps", _REQUIRED, low=1)
@@ -331,6 +366,13 @@ def parse_recipe(raw: dict, name: str, *, description: str | None = None) -> Rec
     initial = checkpoints._get("initial", True)
     if not isinstance(initial, bool):
         raise checkpoints.error(f"must be true or false, not {initial!r}", "initial")
+    log, every = checkpoints.int("log", 0, low=0), checkpoints.int("every", 0, low=0)
+    if (most := 2 + log + (steps // every if every else 0)) > MAX_CHECKPOINTS:
+        raise checkpoints.error(f"would write up to {most} checkpoints of {steps} steps (at most {MAX_CHECKPOINTS}); "
+                                "raise checkpoints.every or lower checkpoints.log")
+    if architecture is not None and (size := parameter_count(architecture)) > MAX_PARAMETERS:
+        raise top.error(f"has about {size:.3g} parameters (at most {MAX_PARAMETERS:.0e} are trained here); "
+                        "make the model smaller", "architecture")
     return Recipe(
         name=name, kind=kind,
         description=description if description is not None else str(raw.get("description", "")).strip(),
@@ -342,9 +384,19 @@ def parse_recipe(raw: dict, name: str, *, description: str | None = None) -> Rec
         schedule=Schedule(schedule_kind, schedule.int("warmup_steps", 0, low=0) if schedule_kind != "constant"
                           else _no_warmup(schedule)),
         steps=steps, batch=batch,
-        checkpoints=Checkpoints(checkpoints.int("log", 0, low=0), checkpoints.int("every", 0, low=0), initial),
-        seed=top.int("seed", 0, low=0),
+        checkpoints=Checkpoints(log, every, initial),
+        seed=top.int("seed", 0, low=0, high=MAX_SEED),
     )
+
+
+def parameter_count(arch: Architecture) -> int:
+    """The weights of a fresh model of shape ``arch``, biases and norms aside: an upper estimate that takes the
+    vocabulary at its largest (1,024 tokens; ``p`` + 5 for modular addition, 261 for a byte-level LM)."""
+    vocab, d = 1_024, arch.d_model
+    attention = 2 * d * d + 2 * d * (d // arch.heads) * arch.kv_heads  # queries and output; keys and values
+    mlp = (2 if arch.shape == "gpt2" else 3) * d * arch.d_mlp  # GELU: in, out; SwiGLU: gate, up, down
+    embeddings = vocab * d * (1 if arch.shape == "gpt2" else 2) + (arch.context * d if arch.shape == "gpt2" else 0)
+    return arch.layers * (attention + mlp) + embeddings
 
 
 def _no_warmup(schedule: _Fields) -> int:
@@ -374,7 +426,7 @@ def _modular_data(name: str, raw) -> ModularData:
     f = _Fields(name, "data", raw, _MODULAR)
     return ModularData(f.int("p", _REQUIRED, low=2),
                        f.float("train_fraction", _REQUIRED, low=0, high=1, open_low=True, open_high=True),
-                       f.int("split_seed", 0, low=0))
+                       f.int("split_seed", 0, low=0, high=MAX_SEED))
 
 
 def _corpus_data(name: str, raw, kind: str) -> CorpusData:
@@ -404,7 +456,7 @@ def _corpus_data(name: str, raw, kind: str) -> CorpusData:
             raise f.error("must be an Atlas model name, e.g. smollm2-135m-instruct", "init")
     return CorpusData(corpus, None if domains is None else tuple(domains),
                       f.float("train_fraction", 0.75, low=0, high=1, open_low=True, open_high=True),
-                      f.int("split_seed", 0, low=0), f.int("window", _REQUIRED, low=2), curriculum, init)
+                      f.int("split_seed", 0, low=0, high=MAX_SEED), f.int("window", _REQUIRED, low=2), curriculum, init)
 
 
 def _drop_none(raw: dict) -> dict:

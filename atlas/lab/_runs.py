@@ -35,22 +35,28 @@ from .._provenance import content_hash, git_commit_of_atlas, package_versions, s
 from .._public import public
 from .._schema import coerce, validate_table
 from .._store import ProtocolLog, Run, Store, utcnow
-from ._recipe import Recipe, load_recipe
-from ._train import TrainResult, finished_run, train
+from ._recipe import MAX_SEED, Recipe, check_seed, load_recipe
+from ._train import TrainResult, finished_run, run_lock, train
 
 __all__ = ["LAB_PREFIX", "LabRuns", "lab_name", "parse_lab_name", "trained_on", "trained_run"]
 
-_NAME = re.compile(r"^lab:(?P<recipe>[^@]+?)(?:@(?P<seed>\d+))?$")
+_NAME = re.compile(r"^lab:(?P<recipe>[^@]+)(?:@(?P<seed>[^@]*))?$")
 
 
 def parse_lab_name(name: str) -> tuple[Recipe, int]:
-    """(recipe, seed) of a model name ``lab:RECIPE[@SEED]``."""
+    """(recipe, seed) of a model name ``lab:RECIPE[@SEED]``: the one reader of Lab names.
+
+    RECIPE is a bundled recipe's name, exactly, or a recipe file's path (``.yaml``); SEED a whole number in
+    ``0 .. MAX_SEED``. Anything else is a LabError in one line, before a file is read or a folder made."""
     match = _NAME.match(name)
     if match is None:
-        raise LabError(f"{name!r} is not a Lab model name: use lab:RECIPE or lab:RECIPE@SEED "
+        raise LabError(f"{name[:80]!r} is not a Lab model name: use lab:RECIPE or lab:RECIPE@SEED "
                        "(e.g. lab:modular-addition@1)")
+    seed = match["seed"]
+    if seed is not None and not re.fullmatch(r"[0-9]{1,10}", seed):
+        raise LabError(f"{name[:80]!r}: the seed after @ must be a whole number between 0 and {MAX_SEED}")
     recipe = load_recipe(match["recipe"])
-    return recipe, recipe.seed if match["seed"] is None else int(match["seed"])
+    return recipe, recipe.seed if seed is None else check_seed(int(seed), f"the seed of {name[:80]!r}")
 
 
 def lab_name(recipe: str, seed: int) -> str:
@@ -60,12 +66,20 @@ def lab_name(recipe: str, seed: int) -> str:
 def trained_run(store: Store, recipe: Recipe | str, seed: int | None = None, *, out: str | Path | None = None,
                 steps: int | None = None, progress: bool = True, log: ProtocolLog | None = None
                 ) -> tuple[TrainResult, Run]:
-    """Train (or reuse) a recipe's run and store its trajectory as a run; returns both."""
+    """Train (or reuse) a recipe's run and store its trajectory as a run; returns both.
+
+    The run's lock (``run_lock``) is held until the run is stored: a process that waited for this one finds
+    the run on disk and in the store, and reuses both."""
     recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
     recipe = recipe.updated({"steps": steps}) if steps is not None else recipe
-    seed = recipe.seed if seed is None else seed
+    seed = check_seed(recipe.seed if seed is None else seed)
+    with run_lock(recipe, seed, out, progress):
+        return _trained_run(store, recipe, seed, out, progress, log or ProtocolLog(store, ""))
+
+
+def _trained_run(store: Store, recipe: Recipe, seed: int, out: str | Path | None, progress: bool,
+                 log: ProtocolLog) -> tuple[TrainResult, Run]:
     key = settings_hash({"instrument": "lab", "recipe_hash": recipe.hash, "seed": seed})
-    log = log or ProtocolLog(store, "")
     result = train(recipe, seed=seed, out=out, progress=progress)
     data = {"instrument": "lab", "model": lab_name(recipe.name, seed), "corpus_hash": _data_hash(recipe)}
     stored = store.runs(settings_hash=key, status="complete")

@@ -9,10 +9,18 @@ that every version of a recipe has its own place and a model name ``lab:RECIPE@S
 Each ``step-<N>`` directory is a model name for ``atlas.load_model`` and for
 ``AutoModelForCausalLM.from_pretrained``; its ``lab.json`` holds the recipe name and
 hash, the seed, the step, the resolved recipe, the data split (``atlas.lab._data``:
-enough to rebuild the held-out set) and that checkpoint's trajectory row. A checkpoint
-is written to a temporary directory and renamed into place, so a crash never leaves a
-half-written one. A finished run of the same recipe hash and seed is reused as it lies
-on disk; a directory that holds another recipe's run is refused.
+enough to rebuild the held-out set) and that checkpoint's trajectory row. A finished run
+of the same recipe hash and seed is reused as it lies on disk; a directory that holds
+another recipe's run is refused.
+
+One trainer per run. A run is trained under a file lock beside it,
+``OUT/<recipe>/seed-<S>.lock`` (``run_lock``; an OS lock, released when its process ends,
+however it ends): a second process that needs the run waits for the first, then finds the
+run finished and reuses it. The trainer writes each checkpoint into a folder of its own
+(``.step-<N>.partial-<pid>-<random>``) and renames it into place, and the trajectory last
+the same way, so a crash or a kill never leaves a half-written checkpoint, and a run
+without its trajectory is never taken for a finished one. What a killed trainer left
+(partial folders, an unfinished run) is removed by the next trainer, which holds the lock.
 
 Determinism. The initial weights come from ``torch.manual_seed(seed)``, the data order
 from a generator seeded with ``seed``, dropout is 0 and
@@ -39,6 +47,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -49,6 +58,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .._errors import LabError
@@ -57,9 +67,10 @@ from .._public import public
 from .._schema import validate_table
 from ._data import IGNORE, Batch, build_task
 from ._model import initial_model
-from ._recipe import Recipe, load_recipe
+from ._recipe import Recipe, check_seed, load_recipe
 
-__all__ = ["TRAJECTORY_COLUMNS", "TrainResult", "default_out", "evaluate", "finished_run", "train"]
+__all__ = ["TRAJECTORY_COLUMNS", "TrainResult", "default_out", "evaluate", "finished_run", "missing_checkpoints",
+           "run_lock", "train"]
 
 TRAJECTORY_COLUMNS = ("step", "train_loss", "heldout_loss", "train_acc", "heldout_acc", "weight_norm", "grad_norm")
 METADATA = "lab.json"
@@ -88,21 +99,47 @@ def train(recipe: Recipe | str, seed: int | None = None, out: str | Path | None 
     """Train ``recipe`` (a Recipe, a bundled recipe name or a YAML path) with ``seed`` (default: the recipe's).
 
     ``steps`` overrides the recipe's step count (a new recipe hash). Returns the trajectory and the
-    checkpoints; a finished identical run under ``out`` is returned without training (``reused``).
+    checkpoints; a finished identical run under ``out`` is returned without training (``reused``), also when
+    another process has just trained it (this one waits for it: ``run_lock``).
     """
     recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
     if steps is not None:
         recipe = recipe.updated({"steps": steps})
-    seed = recipe.seed if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise LabError(f"seed must be a whole number >= 0, not {seed!r}")
+    seed = check_seed(recipe.seed if seed is None else seed)
     stored = finished_run(recipe, seed, out)
     if stored is not None:
         return stored
+    with run_lock(recipe, seed, out, progress) as run_dir:
+        stored = finished_run(recipe, seed, out)  # trained by the process this one waited for
+        if stored is not None:
+            return stored
+        _clear_unfinished(run_dir)
+        with _run_conditions(threads=None if recipe.kind == "finetune" else 1):
+            return _train(recipe, recipe.hash, seed, run_dir, progress)
+
+
+@contextmanager
+def run_lock(recipe: Recipe, seed: int, out: str | Path | None = None, progress: bool = True):
+    """Hold the run's lock (``OUT/<recipe>/seed-<S>.lock``) inside the block, waiting for another process that
+    holds it (with a line on stderr when ``progress``); yields the run's folder, made if need be.
+
+    The lock is re-entrant in one thread (``atlas.lab.LabRuns`` holds it around training and storing the run,
+    so a waiting process finds the run stored as well as trained), and exclusive between threads and
+    processes."""
     run_dir = _run_dir(recipe, seed, out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_conditions(threads=None if recipe.kind == "finetune" else 1):
-        return _train(recipe, recipe.hash, seed, run_dir, progress)
+    lock = FileLock(f"{run_dir}.lock", is_singleton=True)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        if progress:
+            print(f"waiting for another process training {recipe.name} seed {seed} (lock {lock.lock_file})",
+                  file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield run_dir
+    finally:
+        lock.release()
 
 
 def finished_run(recipe: Recipe, seed: int, out: str | Path | None = None) -> TrainResult | None:
@@ -214,10 +251,26 @@ def _norms(model: torch.nn.Module, train_batches: list[Batch]) -> dict[str, floa
 
 # --- files ---------------------------------------------------------------------------------
 
+def _partial(path: Path) -> Path:
+    """A name beside ``path`` that only this process writes: ``.<name>.partial-<pid>-<random>``."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _clear_unfinished(run_dir: Path) -> None:
+    """Before training a run again (under its lock): remove what killed trainers left, partial checkpoints and
+    trajectories, and the trajectory of an earlier run whose checkpoints are no longer all on disk, so that the
+    run is unfinished until this training ends."""
+    for stale in run_dir.glob("*.partial*"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+    (run_dir / TRAJECTORY).unlink(missing_ok=True)
+
+
 def _save_checkpoint(run_dir: Path, step: int, model, tokenizer, meta: dict) -> Path:
     final = run_dir / f"step-{step}"
-    partial = run_dir / f".step-{step}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = _partial(final)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     (partial / METADATA).write_text(json.dumps(meta, indent=1))
@@ -228,9 +281,14 @@ def _save_checkpoint(run_dir: Path, step: int, model, tokenizer, meta: dict) -> 
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
+    partial = _partial(path)
     partial.write_text(json.dumps(payload, indent=1))
     os.replace(partial, path)
+
+
+def missing_checkpoints(run_dir: Path, stored: dict) -> list[str]:
+    """The checkpoint folders that a finished run's trajectory file (``stored``) lists and ``run_dir`` lacks."""
+    return [c["path"] for c in stored["checkpoints"] if not (run_dir / c["path"] / METADATA).is_file()]
 
 
 def _stored_run(run_dir: Path, recipe: Recipe, recipe_hash: str, seed: int) -> TrainResult | None:
@@ -248,11 +306,9 @@ def _stored_run(run_dir: Path, recipe: Recipe, recipe_hash: str, seed: int) -> T
         raise LabError(f"{run_dir} holds a run of another version of recipe {recipe.name!r} (hash "
                        f"{found['recipe_hash'][:19]}, this one {recipe_hash[:19]}); give another --out "
                        "or remove that directory")
-    if "rows" not in found:
-        return None  # an unfinished run of this recipe: train again
+    if "rows" not in found or missing_checkpoints(run_dir, found):
+        return None  # an unfinished run of this recipe, or one with checkpoints removed since: train again
     checkpoints = [(c["step"], run_dir / c["path"]) for c in found["checkpoints"]]
-    if not all((p / METADATA).is_file() for _, p in checkpoints):
-        return None
     trajectory = pd.DataFrame(found["rows"], columns=list(TRAJECTORY_COLUMNS))
     return TrainResult(recipe, seed, trajectory, checkpoints, run_dir, found["wall_s"], found.get("cpu_s", math.nan),
                        reused=True)
