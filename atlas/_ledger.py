@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 from sqlalchemy import JSON, Integer
 
 from ._provenance import content_hash
@@ -60,7 +61,10 @@ def plain(column, value):
         kind = column.type.python_type
     except NotImplementedError:
         kind = object
-    value = value if kind is object else kind(value)  # SQLModel's text column names no type: text as it is
+    try:
+        value = value if kind is object else kind(value)  # SQLModel's text column names no type: text as it is
+    except (TypeError, ValueError):  # what no writer of Atlas stores (bytes in a number's column): as its repr
+        return repr(value)
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
@@ -83,7 +87,12 @@ def link(previous: str | None, seq: int, content: str) -> str:
 
 def seal(record, previous: tuple[int, str] | None, extra: dict | None = None) -> None:
     """Seal a record about to be written after ``previous`` (the position and chain hash of its table's last
-    record; None for the first)."""
+    record; None for the first). A numpy number in a column is first held as the plain number it stands for
+    (SQLite would store a numpy integer as bytes)."""
+    for column in _content_columns(record):
+        value = getattr(record, column.name)
+        if isinstance(value, np.generic):
+            setattr(record, column.name, value.item())
     seq = 0 if previous is None else previous[0] + 1
     record.content_hash = content_hash(record_content(record, extra))
     record.chain_seq = seq
