@@ -8,6 +8,14 @@ One record per line::
 optional and any other field is kept but ignored. Domain ids are free-form.
 A corpus is identified by a content hash over its (id, domain, text) triples,
 stored with every run, so two files with the same passages are the same corpus.
+
+What cannot be a corpus is refused as it is read, one ``CorpusError`` naming the file and the line,
+before any model sees a token: a file over ``MAX_FILE_BYTES`` or a line over ``MAX_LINE_BYTES`` (checked
+before the line is even decoded, so a 50 MB one-line passage is never tokenised); a line that is not UTF-8,
+not JSON, nested too deeply for JSON's parser, or that names one key twice; text holding a lone surrogate
+(``"\ud800"``: JSON can write it, UTF-8 cannot, and the corpus hash is taken over UTF-8); an id, domain or
+text with nothing visible in it once whitespace and format characters (zero-width spaces, direction marks:
+Unicode category Cf) are set aside; and an id seen before.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +48,39 @@ SEED_DOMAINS = {
 }
 
 _REQUIRED = ("id", "domain", "text")
+
+#: the largest line (one passage and its fields) a corpus may hold: beyond any model's context
+MAX_LINE_BYTES = 1 << 20
+#: the largest corpus file
+MAX_FILE_BYTES = 256 << 20
+
+
+class _DuplicateKey(Exception):
+    """A JSON object naming one key twice (``json.loads`` keeps the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen = dict(pairs)
+    if len(seen) < len(pairs):
+        raise _DuplicateKey(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
+    return seen
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` shows anything: a character that is neither whitespace nor a format character (Cf)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
+
+
+def _record(line: str, where: str) -> dict:
+    """One line as a JSON object with each key once; a ``CorpusError`` naming what is wrong otherwise."""
+    try:
+        return json.loads(line, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise CorpusError(f"{where}: nested too deeply to read as JSON; a passage is one flat object") from None
+    except _DuplicateKey as exc:
+        raise CorpusError(f"{where}: key {exc.args[0]!r} appears twice in one record; keep one") from None
 
 
 @dataclass(frozen=True)
@@ -95,30 +137,34 @@ class Corpus:
 def load_corpus(path: str | Path) -> Corpus:
     """Read and validate a JSONL corpus; ``"starter"`` names the bundled starter corpus.
 
-    Raises ``CorpusError`` naming the line for: an empty file, a line that is not
-    UTF-8 or not a JSON object, a missing or non-string required field, empty
-    text, or an id seen before.
+    Raises ``CorpusError`` naming the line for: an empty file, a file or line too
+    large, a line that is not UTF-8 or not a JSON object (or too deeply nested, or
+    with a key twice), a missing or non-string required field, text with a lone
+    surrogate, an id, domain or text with nothing visible, or an id seen before.
     """
     path = STARTER_CORPUS if str(path) == "starter" else Path(path)
     if path.is_dir():
         raise CorpusError(f"corpus {path}: a folder, not a file; give a JSON Lines file (one passage per line)")
     if not path.is_file():
         raise CorpusError(f"corpus {path}: no such file; give a JSON Lines file, or 'starter' for the bundled one")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise CorpusError(f"corpus {path}: {path.stat().st_size:,} bytes, over the limit of {MAX_FILE_BYTES:,}; "
+                          "split it into several corpora")
     passages: list[Passage] = []
     first_seen: dict[str, int] = {}
     with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
             where = f"corpus {path}, line {lineno}"
+            if len(raw) > MAX_LINE_BYTES:
+                raise CorpusError(f"{where}: longer than {MAX_LINE_BYTES:,} bytes, more than any model's context; "
+                                  "split long passages")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise CorpusError(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8") from None
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
+            record = _record(line, where)
             if not isinstance(record, dict):
                 raise CorpusError(f"{where}: expected a JSON object with fields {', '.join(_REQUIRED)}")
             for field in _REQUIRED:
@@ -126,10 +172,16 @@ def load_corpus(path: str | Path) -> Corpus:
                     raise CorpusError(f"{where}: missing field {field!r} (required: {', '.join(_REQUIRED)})")
                 if not isinstance(record[field], str):
                     raise CorpusError(f"{where}: field {field!r} must be a string")
-            if not record["text"].strip():
+                try:
+                    record[field].encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise CorpusError(f"{where}: field {field!r} holds a lone surrogate ({ascii(exc.object[exc.start])} "
+                                      f"at character {exc.start}), which is not text; fix the \\u escape") from None
+            if not _visible(record["text"]):
                 raise CorpusError(f"{where}: passage {record['id']!r} has empty text")
-            if not record["id"].strip() or not record["domain"].strip():
-                raise CorpusError(f"{where}: id and domain must not be empty")
+            if not _visible(record["id"]) or not _visible(record["domain"]):
+                raise CorpusError(f"{where}: id and domain must not be empty (nor only spaces or invisible "
+                                  "characters such as a zero-width space)")
             if record["id"] in first_seen:
                 raise CorpusError(f"{where}: duplicate id {record['id']!r} (first used on line {first_seen[record['id']]})")
             first_seen[record["id"]] = lineno

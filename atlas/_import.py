@@ -59,6 +59,7 @@ from ._judgment import _key, allowed_value
 from ._public import public
 from ._schema import TableSchema, schema_for, table_names, validate_table
 from ._store import Judgment, Run, Store, utcnow
+from ._yaml import load_yaml, problem_line
 
 __all__ = ["ImportResult", "Sheet", "import_sheet", "load_sheet", "reference_names",
            "reference_sheet"]
@@ -109,18 +110,7 @@ def reference_sheet(name: str) -> Sheet:
     path = files("atlas.schema") / "reference" / f"{name}.yaml"
     if not path.is_file():
         raise SheetError(name, [f"no reference sheet {name!r}; bundled: {', '.join(reference_names())}"])
-    return Sheet(f"reference:{name}", yaml.safe_load(path.read_text(encoding="utf-8")))
-
-
-class _NoAliases(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing aliases before they are expanded (a "billion laughs" sheet)."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refused: a sheet may not use YAML "
-                                              "aliases (&name / *name); write the values out", event.start_mark)
-        return super().compose_node(parent, index)
+    return Sheet(f"reference:{name}", load_yaml(path.read_text(encoding="utf-8")))
 
 
 def load_sheet(path: str | Path, *, table: str | None = None, model: str | None = None,
@@ -137,10 +127,11 @@ def load_sheet(path: str | Path, *, table: str | None = None, model: str | None 
         raise SheetError(path.name, ["holds NUL bytes: a sheet is a YAML, JSON or CSV text file, not a binary one"])
     if path.suffix.lower() != ".csv":
         try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_NoAliases)  # noqa: S506
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise SheetError(path.name, [f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
-                                         f"{exc}"]) from None
+            data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
+        except json.JSONDecodeError as exc:
+            raise SheetError(path.name, [f"not valid JSON: {exc}"]) from None
+        except yaml.YAMLError as exc:
+            raise SheetError(path.name, [f"not valid YAML: {problem_line(exc)}"]) from None
         except RecursionError:
             raise SheetError(path.name, ["nested too deeply to be a sheet (a record and table sections)"]) from None
         return Sheet(path.name, data)

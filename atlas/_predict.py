@@ -37,8 +37,7 @@ import pytest
 
 from ._cisp import RunResult, resolve, run_spec
 from ._corpus import Corpus, load_corpus
-from ._errors import (AtlasError, Inconclusive, ModelUnavailable, RefutedVerdict, SequencingRefused, SettingsError,
-                      Unavailable)
+from ._errors import AtlasError, Inconclusive, RefutedVerdict, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, load_model
 from ._profiles import DEFAULT_PROFILE, PROFILES, Profile
 from ._public import public
@@ -100,7 +99,8 @@ class AtlasSession:
         return self._corpus
 
     def model(self, name: str) -> LoadedModel:
-        """Load once per session; an unavailable model raises ``ModelUnavailable`` every time it is asked for."""
+        """Load once per session; a model that cannot be loaded here (its weights, or the device asked for:
+        ``Unavailable``) raises the same error every time it is asked for."""
         if name not in self._models:
             try:
                 with self.terminal():  # a Lab run may train first: its progress reaches the terminal
@@ -243,7 +243,7 @@ class Prediction:
                          "; the built-in Lab pair needs --atlas-model smollm2-135m-instruct")
         try:
             models = [self.session.model(name) for name in self.model_names]
-        except ModelUnavailable as exc:
+        except Unavailable as exc:  # weights or a device not on this machine
             self.not_run(str(exc))
         for i, lm in enumerate(models):
             for instrument, declared in self.needs.items():
@@ -257,7 +257,7 @@ class Prediction:
                 try:
                     self.evidence._results[instrument, lm.name] = self.session.measure(
                         instrument, lm, declared, prediction=self.id)
-                except ModelUnavailable as exc:  # the other model of a pairwise instrument
+                except Unavailable as exc:  # the other model of a pairwise instrument
                     self.not_run(str(exc))
                 except Exception as exc:  # noqa: BLE001 -- a crashed input is "not run: refused", never a refutation
                     self._log("refused", instrument, lm.name, f"its input failed: {type(exc).__name__}")

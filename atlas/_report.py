@@ -37,7 +37,6 @@ import unicodedata
 from importlib.resources import files
 from pathlib import Path
 
-import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
@@ -48,13 +47,14 @@ from ._public import public
 from ._schema import schema_for, table_names
 from ._store import Run, Store, VerdictRecord, latest_verdicts, utcnow
 from ._vocabulary import groups, vocabulary
+from ._yaml import load_yaml
 
 __all__ = ["bidi_safe", "prediction_page", "render_report", "seed_reference"]
 
 
 def seed_reference() -> dict:
     """The seed's April 2026 GPT-2 sheet (schema/reference/gpt2-april-2026.yaml), as parsed YAML."""
-    return yaml.safe_load((files("atlas.schema") / "reference" / "gpt2-april-2026.yaml").read_text("utf-8"))
+    return load_yaml((files("atlas.schema") / "reference" / "gpt2-april-2026.yaml").read_text("utf-8"))
 
 
 def _latest_measured(runs: list[Run], instrument: str) -> list[Run]:

@@ -32,6 +32,7 @@ import yaml
 
 from ._errors import BadInput, SchemaViolation
 from ._public import public
+from ._yaml import load_yaml, problem_line
 
 __all__ = ["TableSchema", "coerce", "schema_for", "validate_table", "table_names",
            "verdict_technician"]
@@ -97,13 +98,21 @@ def _technician(where: str, raw, columns) -> dict[str, dict]:
 
 
 @functools.cache
+def _read(path, name: str) -> dict:
+    """A schema file, read by the one YAML reader (``atlas._yaml``: a key named twice is refused)."""
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{name}: {problem_line(exc)}") from None
+
+
 def schema_for(table: str) -> TableSchema:
     """The schema of ``table`` (``schema/TABLE.yaml``): its instrument, columns with types and ranges, key,
     ordered column pairs and Technician fields. ``BadInput`` when no schema declares the table."""
     path = files("atlas.schema") / f"{table}.yaml"
     if not path.is_file() or path.name in _NOT_TABLES:
         raise BadInput(f"no schema for table {table!r}: expected schema/{table}.yaml")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = _read(path, f"schema/{table}.yaml")
     return TableSchema(raw["table"], raw["instrument"], raw.get("description", ""), raw["columns"],
                        tuple(raw.get("key", ())), tuple(raw.get("checks", ())), raw.get("empty") == "allowed",
                        _technician(f"schema/{table}.yaml", raw.get("technician"), raw["columns"]))
@@ -112,7 +121,7 @@ def schema_for(table: str) -> TableSchema:
 @functools.cache
 def verdict_technician() -> dict[str, dict]:
     """Technician fields a verdict can be judged on (``schema/verdicts.yaml``), e.g. ``interpretation``."""
-    raw = yaml.safe_load((files("atlas.schema") / "verdicts.yaml").read_text(encoding="utf-8"))
+    raw = _read(files("atlas.schema") / "verdicts.yaml", "schema/verdicts.yaml")
     return _technician("schema/verdicts.yaml", raw.get("technician"), {})
 
 

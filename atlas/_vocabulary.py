@@ -21,6 +21,7 @@ import yaml
 
 from ._errors import VocabularyError
 from ._public import public
+from ._yaml import load_yaml, problem_line
 
 __all__ = ["GROUPS", "MARKERS", "Term", "registry_mismatches", "vocabulary"]
 
@@ -105,7 +106,10 @@ def _term(raw, index: int) -> Term:
 
 def load_vocabulary(text: str) -> dict[str, Term]:
     """Parse and validate a vocabulary file's text; terms by id, in file order."""
-    raw = yaml.safe_load(text)
+    try:
+        raw = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise VocabularyError(f"vocabulary: {problem_line(exc)}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("terms"), list):
         raise VocabularyError("vocabulary: expected a mapping with a `terms` list")
     terms: dict[str, Term] = {}
@@ -126,7 +130,7 @@ def vocabulary() -> dict[str, Term]:
 @functools.cache
 def groups() -> dict[str, dict]:
     """Group id -> {name, source, description} from the same file."""
-    return yaml.safe_load((files("atlas.schema") / "vocabulary.yaml").read_text(encoding="utf-8"))["groups"]
+    return load_yaml((files("atlas.schema") / "vocabulary.yaml").read_text(encoding="utf-8"))["groups"]
 
 
 def registry_mismatches(instruments=None) -> list[str]:

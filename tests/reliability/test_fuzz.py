@@ -8,6 +8,7 @@ dtypes included, on SQLite and on PostgreSQL.
 
 import json
 import math
+import unicodedata
 
 import pandas as pd
 import pytest
@@ -33,9 +34,21 @@ records = st.fixed_dictionaries({}, optional={"id": st.one_of(st.text(max_size=1
                                               "domain": st.one_of(st.text(max_size=12), scalars),
                                               "text": st.one_of(st.text(max_size=40), scalars),
                                               "source": scalars})
+#: what JSON can say and a corpus must refuse: a lone surrogate, a key twice, a name of invisible characters,
+#: nesting deeper than the parser goes
+invisible = st.text(alphabet="\u200b\u200c\u200d\u2060\ufeff\u200e\u202e \t", min_size=1, max_size=4)
+hostile = st.one_of(
+    st.tuples(st.sampled_from(["id", "domain", "text"]), st.sampled_from(["\\ud800", "\\udfff", "a\\udc80b"])).map(
+        lambda p: json.dumps({"id": "s", "domain": "d", "text": "t"}).replace(f'"{p[0]}": "', f'"{p[0]}": "{p[1]}')),
+    st.sampled_from(["id", "domain", "text", "source"]).map(
+        lambda k: '{"id": "k", "domain": "d", "text": "t", "%s": "again"}' % k),
+    st.tuples(st.sampled_from(["id", "domain", "text"]), invisible).map(
+        lambda p: json.dumps({"id": "v", "domain": "d", "text": "t", p[0]: p[1]})),
+    st.integers(10_000, 200_000).map(lambda n: '{"id": "n", "domain": "d", "text": "t", "source": %s}'
+                                     % ("[" * n + "]" * n)))
 lines = st.one_of(records.map(lambda r: json.dumps(r).encode()),
                   json_values.map(lambda v: json.dumps(v).encode()),
-                  st.binary(max_size=30), st.text(max_size=30).map(str.encode))
+                  st.binary(max_size=30), st.text(max_size=30).map(str.encode), hostile.map(str.encode))
 
 
 @FUZZ
@@ -49,11 +62,14 @@ def test_the_corpus_loader_accepts_valid_lines_and_refuses_the_rest_with_one_err
         assert str(exc).startswith(f"corpus {path}")
     else:
         ids = [p.id for p in corpus.passages]
-        assert len(ids) == len(set(ids)) and all(p.text.strip() and p.domain.strip() for p in corpus.passages)
+        visible = lambda s: any(not c.isspace() and unicodedata.category(c) != "Cf" for c in s)  # noqa: E731
+        assert len(ids) == len(set(ids)) and all(visible(p.text) and visible(p.domain) and visible(p.id)
+                                                 for p in corpus.passages)
         decoded = (line.decode() for line in b"\n".join(content).split(b"\n"))
-        given_records = [json.loads(line) for line in decoded if line.strip()]
-        assert ids == [r["id"] for r in given_records]
-        assert corpus.hash == load_corpus(path).hash
+        given_pairs = [json.loads(line, object_pairs_hook=list) for line in decoded if line.strip()]
+        assert all(len({k for k, _ in pairs}) == len(pairs) for pairs in given_pairs)  # no key twice
+        assert ids == [dict(pairs)["id"] for pairs in given_pairs]
+        assert corpus.hash == load_corpus(path).hash  # the hash is taken: every string is UTF-8
     record("fuzz examples run", 1)
 
 

@@ -95,3 +95,38 @@ def test_the_report_escapes_hostile_text_everywhere(tmp_path, tiny_gpt2):
         assert s in text, f"{s!r} is not shown as text"
     assert "{{ 7*7 }}" in text and " 49 " not in text
     record("hostile strings rendered as text (no injected element)", len(HOSTILE))
+
+
+# text that is not text: JSON and YAML can write a lone surrogate ("\ud800"), which no UTF-8 file, hash or page can
+# hold; and a name of nothing but invisible characters. Each is one clear error where it is read, nothing stored.
+NOT_TEXT = {
+    "corpus: a lone surrogate": ("corpus.jsonl", '{"id": "a", "domain": "poetry", "text": "x \\udc80 y"}\n',
+                                 ["line 1", "lone surrogate", "'\\udc80'"]),
+    "corpus: an id of a zero-width space": ("corpus.jsonl", '{"id": "\u200b", "domain": "poetry", "text": "x"}\n',
+                                            ["line 1", "must not be empty"]),
+    "corpus: a domain of direction marks": ("corpus.jsonl", '{"id": "a", "domain": "\u200e\u202e", "text": "x"}\n',
+                                            ["line 1", "must not be empty"]),
+    "sheet: a lone surrogate": ("sheet.yaml", 'record: {source: "s\\ud800", model: m}\nt: {table: perplexity_domains, '
+                                              'rows: [{domain: poetry, n: 5, ppl: 58.6}]}\n',
+                                ["line 1", "lone surrogate", "fix the \\u escape"]),
+}
+
+
+@pytest.mark.parametrize("case", NOT_TEXT)
+def test_text_that_is_not_text_is_one_clear_error(case, tmp_path):
+    from click.testing import CliRunner
+
+    from atlas.cli import main
+
+    name, content, words = NOT_TEXT[case]
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'atlas.db'}"
+    args = (["import", str(path)] if name.endswith(".yaml") else
+            ["measure", "perplexity", "--model", "tiny-gpt2", "--corpus", str(path)])
+    result = CliRunner().invoke(main, [*args, "--db", db])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
+    assert not (tmp_path / "atlas.db").exists() or Store(db).runs() == []
+    record("hostile strings refused as not text (one clear error)", 1)
