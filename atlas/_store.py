@@ -245,8 +245,8 @@ class Judgment(Sealed, table=True):
 def _table_rows(tables: dict[str, pd.DataFrame]) -> dict[str, list[dict]]:
     """Each non-empty table's rows, in order, as the store keeps them (``Measurement.values``) and hashes them:
     strict JSON (NaN as null; ±inf and other objects refused, schemas refuse them first), as it reads them back."""
-    return {name: [json.loads(_strict_json(json_safe(record))) for record in df.to_dict(orient="records")]
-            for name, df in tables.items() if len(df)}
+    return {name: json.loads(_strict_json(json_safe(df.to_dict(orient="records")))) for name, df in tables.items()
+            if len(df)}
 
 
 def _extra(record: Sealed, tables: dict[str, list[dict]] | None = None, runs: dict[str, str | None] | None = None
