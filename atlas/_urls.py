@@ -5,16 +5,18 @@ Atlas shows the URL (terminal, report, errors, the pytest summary) -- through ``
 and ``redact`` alone:
 
 - the user information, ``postgresql+psycopg://atlas:PASSWORD@host/db``, whatever the
-  password holds (an unencoded ``@``, ``:`` or ``/`` included: SQLAlchemy then takes part of
-  it for the host, so the URL is masked as text, up to its last ``@``);
+  password holds (an unencoded ``@``, ``:`` or ``/`` included);
 - secret-looking query parameters, ``?password=...``, ``sslpassword``, ``sslkey``, ``token``
   ... (any name holding pass, pwd, secret, token, key, cred or auth);
 - libpq connection strings, ``host=h password=PASSWORD dbname=atlas`` (which SQLAlchemy
   cannot parse: the error names them masked);
-- any text SQLAlchemy cannot parse: masked as text, never echoed raw.
+- any text SQLAlchemy cannot parse.
 
-``check_store_url`` refuses a URL whose password holds an unencoded ``@`` (it would connect
-to a host made of the password's end), telling to percent-encode it.
+The URL is masked as written, never re-rendered, and under every reading of it at once: what
+SQLAlchemy takes for the password, the user information up to the last ``@``, and every secret
+parameter's value (``_secret_spans``), so that an ambiguous URL is masked more, never less.
+``check_store_url`` refuses a URL SQLAlchemy would misread (an unencoded ``@`` in the password
+makes its end the host), telling to percent-encode it.
 
     >>> shown_url("postgresql+psycopg://atlas:p@ss@db.lab/atlas?sslpassword=x&application_name=atlas")
     'postgresql+psycopg://atlas:***@db.lab/atlas?sslpassword=***&application_name=atlas'
@@ -48,53 +50,71 @@ _SCHEME = re.compile(r"(?s)([A-Za-z][\w+.-]*://)(.*)")
 _INSTALL = {"postgresql": "pip install 'psycopg[binary]' and write the URL as postgresql+psycopg://..."}
 
 
+def _raw(url: str | URL) -> str:
+    return url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+
+
 def _parsed(url: str | URL) -> URL | None:
     """``url`` as SQLAlchemy reads it, or None when it cannot, or when it reads part of the user information as
-    the host or the database (an unencoded ``@`` in the password, a ``/`` in the user name)."""
+    the host or the database (an unencoded ``@`` in the password, a ``/`` in the user name), or part of the
+    path and query as the password (an unencoded ``@`` in the query string of a URL without a password)."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)
     except (ArgumentError, ValueError, TypeError):
         return None
-    misread = "@" in (parsed.host or "") or (parsed.host and "@" in (parsed.database or ""))
+    misread = ("@" in (parsed.host or "") or (parsed.host and "@" in (parsed.database or ""))
+               or ("@" in (parsed.username or "") and re.search(r"[/?]", parsed.password or "")))
     return None if misread else parsed
 
 
-def _mask_text(text: str) -> str:
-    """``text`` masked without parsing it: the password of a ``scheme://user:password@`` (up to the last ``@``)
-    and the value of every secret parameter."""
-    match = _SCHEME.match(text)
+def _secret_spans(raw: str) -> list[tuple[int, int]]:
+    """Where ``raw`` holds a secret, under every reading of it: SQLAlchemy's (the password runs from the first
+    ``:`` of the user information to the next ``@``), the user information up to the last ``@``, every secret
+    parameter's value, and in text that is no URL any ``:...@``. A character any reading calls secret is one."""
+    spans = [m.span(1) for m in re.finditer(r"^[\w+]+://[^:/]*:([^@]*)@", raw)]
+    match = _SCHEME.match(raw)
     if match and "@" in match[2]:
-        scheme, rest = match.groups()
-        userinfo, host = rest.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":" + MASK
-        text = f"{scheme}{userinfo}@{host}"
-    elif not match:  # not a URL: a user:password@ anywhere
-        text = re.sub(r":[^\s@]*@", f":{MASK}@", text)
-    return _SECRET_PARAM.sub(rf"\1\2{MASK}", text)
+        start, at = match.end(1), raw.rindex("@")
+        colon = raw.find(":", start, at)
+        if colon >= 0:
+            spans.append((colon + 1, at))
+    elif not match:
+        spans += [(m.start() + 1, m.end() - 1) for m in re.finditer(r":[^\s@]*@", raw)]
+    spans += [m.span(3) for m in _SECRET_PARAM.finditer(raw)]
+    return sorted(s for s in spans if s[1] > s[0])
 
 
 def shown_url(url: str | URL) -> str:
-    """A database URL as it may be shown or stored: every secret masked (``***``).
+    """A database URL as it may be shown or stored: every secret masked (``***``), as written otherwise.
 
     >>> shown_url("postgresql+psycopg://atlas:s3cret@db.lab:5432/atlas")
     'postgresql+psycopg://atlas:***@db.lab:5432/atlas'
     >>> shown_url("sqlite:///atlas.db?password=s3cret")
     'sqlite:///atlas.db?password=***'
     """
-    parsed = _parsed(url)
-    if parsed is None:
-        return _mask_text(url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url))
-    return _SECRET_PARAM.sub(rf"\1\2{MASK}", parsed.render_as_string(hide_password=True))
+    raw = _raw(url)
+    return _masked(raw, _secret_spans(raw))
+
+
+def _masked(text: str, spans) -> str:
+    """``text`` with each run of characters inside any of ``spans`` replaced by one ``***``."""
+    merged: list[list[int]] = []
+    for start, stop in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    shown, end = [], 0
+    for start, stop in merged:
+        shown += [text[end:start], MASK]
+        end = stop
+    return "".join(shown) + text[end:]
 
 
 def _secrets(url: str | URL) -> set[str]:
     """Every secret ``url`` holds, as written and decoded: its password and its secret parameters' values."""
-    raw = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
-    found = {m[3].strip("'") for m in _SECRET_PARAM.finditer(raw)}
-    match = _SCHEME.match(raw)
-    if match and "@" in match[2] and ":" in match[2].rsplit("@", 1)[0]:
-        found.add(match[2].rsplit("@", 1)[0].split(":", 1)[1])
+    raw = _raw(url)
+    found = {raw[a:b].strip(quotes) for a, b in _secret_spans(raw) for quotes in ("", "'")}
     parsed = _parsed(url)
     if parsed is not None:
         found |= {parsed.password or ""} | {
@@ -106,9 +126,7 @@ def _secrets(url: str | URL) -> set[str]:
 
 def redact(text: str, url: str | URL) -> str:
     """``text`` (a driver's error, say) with every secret of ``url`` masked, wherever it appears."""
-    for secret in sorted(_secrets(url), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+    return _masked(text, [m.span() for secret in _secrets(url) for m in re.finditer(re.escape(secret), text)])
 
 
 def error_line(exc: BaseException, url: str | URL) -> str:
