@@ -17,7 +17,7 @@ from _support import record
 from atlas import Store, load_corpus, run_instrument
 from atlas._import import import_sheet, load_sheet
 from atlas._judgment import judge
-from atlas._report import render_report
+from atlas._report import bidi_safe, render_report
 from atlas._store import VerdictRecord
 
 pytestmark = pytest.mark.reliability
@@ -91,8 +91,9 @@ def test_the_report_escapes_hostile_text_everywhere(tmp_path, tiny_gpt2):
         assert not [a for a in page.attrs if "javascript:" in a[2].lower()], name
     index = hostile["index.html"]
     text = "".join(index.text)
-    for s in HOSTILE:
-        assert s in text, f"{s!r} is not shown as text"
+    for s in HOSTILE:  # shown as text; an explicit bidirectional control as its code point (it cannot act)
+        assert bidi_safe(s) in text, f"{s!r} is not shown as text"
+    assert "<U+202E>gnp.exe<U+202C>" in text
     assert "{{ 7*7 }}" in text and " 49 " not in text
     record("hostile strings rendered as text (no injected element)", len(HOSTILE))
 
