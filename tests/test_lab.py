@@ -372,6 +372,21 @@ def test_a_lab_run_is_a_model_name_and_every_path_that_trains_stores_it(tmp_path
         load_model("lab:", device="cpu", lab=LabRuns(store))
 
 
+def test_threads_resolving_one_lab_run_at_once_train_and_store_it_once(tmp_path, monkeypatch):
+    """The run's lock is exclusive between threads too (each has its own hold on it); within one thread it is
+    re-entrant (LabRuns holds it around train, which takes it again). Processes: tests/reliability/test_lab_races.py."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    lab = LabRuns(store, ProtocolLog(store, "s1"))
+    with ThreadPoolExecutor(3) as pool:
+        paths = set(pool.map(lambda _: lab("lab:tiny-modular@4"), range(3)))
+    assert len(paths) == 1 and len(store.runs(instrument="lab")) == 1
+    assert sorted(e.action for e in store.events()) == ["measured", "reused", "reused"]
+    assert list((tmp_path / "lab").glob("*/tiny-modular/seed-4.lock")) and not list(tmp_path.rglob("*.partial*"))
+
+
 def test_atlas_measure_stores_the_training_of_a_lab_model(tmp_path, monkeypatch):
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
     db = f"sqlite:///{tmp_path / 'a.db'}"

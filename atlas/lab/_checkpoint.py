@@ -65,8 +65,8 @@ class LabCheckpoint:
             return None
         if missing := missing_checkpoints(self.run_dir, stored):
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise LabError(f"the Lab run in {self.run_dir} lists {len(stored['checkpoints'])} checkpoints and "
-                           f"{len(missing)} are missing ({shown}); train it again (`atlas train RECIPE "
+            raise LabError(f"the Lab run in {self.run_dir} lists {len(stored['checkpoints'])} checkpoints; missing "
+                           f"from disk: {shown}; train it again (`atlas train RECIPE "
                            f"--seed {self.seed}`, or load its lab: name), which restores them")
         return pd.DataFrame(stored["rows"], columns=list(TRAJECTORY_COLUMNS))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from atlas.lab import LabError, LabRuns, lab_checkpoint, load_recipe, train
 
 pytestmark = pytest.mark.reliability
 
-PROCESSES = 3
+PROCESSES = 2
 
 #: a child process: import, say "ready", wait for the go file, resolve the Lab name (saying on stderr when it
 #: waits for another process), print its checkpoint
@@ -72,7 +73,7 @@ def _lab_steps(url: str) -> list[tuple[str, str]]:
 
 
 def test_processes_needing_one_lab_run_at_once_train_it_once(tmp_path):
-    """Three processes resolve lab:tiny-modular@7 together: all succeed, one trains, one Lab run is stored."""
+    """Two processes resolve lab:tiny-modular@7 together: all succeed, one trains, one Lab run is stored."""
     url, go, cache = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "go", tmp_path / "cache"
     children = [_start("lab:tiny-modular@7", url, go, f"s{i}", cache) for i in range(PROCESSES)]
     for child in children:
@@ -94,8 +95,8 @@ def test_processes_needing_one_lab_run_at_once_train_it_once(tmp_path):
 
 
 def _long_recipe(tmp_path) -> Path:
-    """tiny-modular made long enough (2000 steps, about 12 s) to be killed mid-run, as a recipe file."""
-    recipe = load_recipe("tiny-modular").updated({"steps": 2000, "checkpoints": {"log": 0, "every": 200}})
+    """tiny-modular made long enough (300 steps, a few seconds) to be killed mid-run, as a recipe file."""
+    recipe = load_recipe("tiny-modular").updated({"steps": 300, "checkpoints": {"log": 0, "every": 100}})
     path = tmp_path / "long-modular.yaml"
     path.write_text(json.dumps({k: v for k, v in recipe.as_dict().items() if k != "name"}))  # JSON is YAML
     return path
@@ -105,17 +106,18 @@ def test_a_killed_trainer_holds_the_run_until_it_dies_then_the_next_process_trai
     """While a trainer lives, a second process needing the run waits and touches nothing; killed (SIGKILL), the
     trainer leaves no run that passes for finished, and the waiting process trains it whole and stores it once."""
     name = f"lab:{_long_recipe(tmp_path)}@0"
-    url, go, cache = f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "go", tmp_path / "cache"
+    url, go, later, cache = (f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "go", tmp_path / "later",
+                             tmp_path / "cache")
     go.touch()
-    first = _start(name, url, go, "killed", cache)
+    first, second = _start(name, url, go, "killed", cache), _start(name, url, later, "waiter", cache)
     _wait_ready(first)
+    _wait_ready(second)
     deadline = time.monotonic() + 120
     while not list(cache.rglob("step-0/lab.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     [step0] = list(cache.rglob("step-0"))  # the trainer is under way
     before = step0.stat().st_ino
-    second = _start(name, url, go, "waiter", cache)
-    _wait_ready(second)
+    later.touch()  # the second process asks for the run now
     said = _first_line(second.stderr)
     assert said.startswith("waiting for another process training long-modular seed 0"), said
     assert first.poll() is None, "the trainer finished before it could be killed: lengthen the recipe"
@@ -145,15 +147,18 @@ def test_a_killed_trainers_partial_folders_are_cleaned_and_never_read(tmp_path):
     assert not _leftovers(tmp_path)
 
 
-def test_phase_transitions_refuses_a_run_with_a_checkpoint_missing(tmp_path):
-    from atlas.instruments import measure_phase_transitions
-    import shutil
+def test_instruments_reading_a_whole_run_refuse_one_with_a_checkpoint_missing(tmp_path):
+    """phase_transitions and algorithmic_branches read every checkpoint the run lists, or refuse: never the part
+    of a run that is left (the probe's 100 of 102 checkpoints measured as a complete run)."""
+    from atlas.instruments import measure_algorithmic_branches, measure_phase_transitions
 
-    run = train("tiny-modular", seed=0, out=tmp_path, progress=False)
-    lm = load_model(str(run.checkpoints[-1][1]), device="cpu")
-    shutil.rmtree(run.checkpoints[2][1])  # 5 of 6 checkpoints left
-    with pytest.raises(LabError, match=r"step-5.*missing|missing.*step-5"):
+    runs = [train("tiny-modular", seed=s, out=tmp_path, progress=False) for s in (0, 1)]
+    lm, other = (load_model(str(r.checkpoints[-1][1]), device="cpu") for r in runs)
+    shutil.rmtree(runs[0].checkpoints[2][1])  # 5 of 6 checkpoints left
+    with pytest.raises(LabError, match="lists 6 checkpoints; missing from disk: step-5;"):
         measure_phase_transitions(lm, None, progress=False)
+    with pytest.raises(LabError, match="missing from disk: step-5;"):
+        measure_algorithmic_branches(lm, None, other=other, probes=32, chunks=2, permutations=9, progress=False)
 
 
 @pytest.mark.parametrize("name, message", [
@@ -173,7 +178,7 @@ def test_bad_lab_names_are_refused_before_anything_is_trained(name, message, tmp
     assert not store.runs() and not (tmp_path / "cache").exists() and not (REPO / "x").exists()
 
 
-@pytest.mark.parametrize("change, field", [
+HUGE = [
     ({"architecture": {"d_model": 10 ** 12, "heads": 1, "kv_heads": 1}}, "architecture.d_model"),
     ({"architecture": {"layers": 10 ** 9}}, "architecture.layers"),
     ({"architecture": {"d_mlp": 2 ** 40}}, "architecture.d_mlp"),
@@ -183,28 +188,36 @@ def test_bad_lab_names_are_refused_before_anything_is_trained(name, message, tmp
     ({"checkpoints": {"every": 1}, "steps": 10 ** 6}, "checkpoints"),
     ({"architecture": {"layers": 64, "d_model": 8192, "heads": 8, "kv_heads": 8, "d_mlp": 32768}}, "parameters"),
     ({"seed": 2 ** 40}, "seed"),
-    ({"data": {"split_seed": -1}}, "data.split_seed"),
-])
-def test_absurd_recipe_sizes_are_one_line_exit_2_and_nothing_stored(change, field, tmp_path):
+    ({"data": {"split_seed": 2 ** 40}}, "data.split_seed"),
+]
+
+
+def _huge_recipe(tmp_path, change: dict) -> Path:
+    """tiny-modular with ``change`` merged in, as a recipe file (the file is read, never trained, when refused)."""
     base = {k: v for k, v in load_recipe("tiny-modular").as_dict().items() if k != "name"}
     for key, value in change.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) else value
     path = tmp_path / "huge.yaml"
     path.write_text(json.dumps(base))
+    return path
+
+
+@pytest.mark.parametrize("change, field", HUGE)
+def test_absurd_recipe_sizes_are_refused_in_one_line_before_anything_is_built(change, field, tmp_path):
+    with pytest.raises(LabError, match=field) as refused:
+        load_recipe(_huge_recipe(tmp_path, change))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("args", [["--seed", "-1"], ["--seed", "2147483648"], ["--seed", "99999999999999999999999"],
+                                  ["--huge"]])
+def test_atlas_train_with_a_bad_seed_or_a_huge_recipe_is_one_line_exit_2_and_nothing_stored(args, tmp_path):
+    recipe = _huge_recipe(tmp_path, HUGE[0][0]) if args == ["--huge"] else "tiny-modular"
     db = f"sqlite:///{tmp_path / 'a.db'}"
-    started = time.monotonic()
-    done = atlas_command("train", path, "--out", tmp_path / "out", "--db", db, timeout=120)
-    assert done.returncode == 2, done.stderr
+    done = atlas_command("train", recipe, *(args if args != ["--huge"] else []), "--out", tmp_path / "out",
+                         "--db", db, timeout=120)
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and field in lines[0] and "Traceback" not in done.stderr, done.stderr
-    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
-    assert not Path(db.removeprefix("sqlite:///")).exists() or not Store(db).runs()
-
-
-@pytest.mark.parametrize("seed", ["-1", "2147483648", "99999999999999999999999"])
-def test_atlas_train_with_a_bad_seed_is_one_line_exit_2(seed, tmp_path):
-    db = f"sqlite:///{tmp_path / 'a.db'}"
-    done = atlas_command("train", "tiny-modular", "--seed", seed, "--out", tmp_path / "out", "--db", db, timeout=120)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "seed" in done.stderr
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert ("seed" if args != ["--huge"] else "architecture.d_model") in lines[0]
     assert not (tmp_path / "out").exists()
+    assert not Path(db.removeprefix("sqlite:///")).exists() or not Store(db).runs()
