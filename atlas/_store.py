@@ -359,7 +359,7 @@ def _prepare(engine, sqlite: bool, read_only: bool, create: bool = True) -> dict
                 raise StoreUrlError("it holds no Atlas store; check the URL")
             _install_guard(conn, sqlite, gaps)
             gaps = {}
-        elif _add_missing_columns(conn, dry_run=read_only):
+        elif _add_missing_columns(conn, dry_run=read_only) and read_only:  # writable: added above
             raise ReadOnlyStore("an older Atlas made it and it lacks columns added since; open it once writable "
                                 "(atlas verify --db URL) to add them")
         conn.commit()

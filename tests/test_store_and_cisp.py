@@ -94,6 +94,19 @@ def test_concurrent_writers_keep_one_chain(tmp_path):
     assert sorted(e.chain_seq for e in store.events()) == list(range(64))
 
 
+def test_a_store_an_older_atlas_made_gains_the_columns_added_since(tmp_path):
+    """A writable store that lacks a column added since (here the runs' seal) is brought up to date when opened,
+    and opened; read-only, it is refused in one line naming the fix."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store(url).engine.dispose()
+    with Store(url).engine.begin() as conn:
+        conn.execute(text("ALTER TABLE run DROP COLUMN content_hash"))
+    with pytest.raises(Exception, match="open it once writable"):
+        Store(url + "?mode=ro")
+    store = Store(url)
+    assert store.gaps == {} and store.runs() == [] and store.verify().ok
+
+
 def test_a_failed_write_leaves_nothing_behind(store):
     bad = pd.DataFrame({"x": [1, object()]})  # the second row cannot be serialised
     with pytest.raises((TypeError, StatementError)):
