@@ -543,8 +543,10 @@ def train_cmd(recipe, seed, out, steps, as_json, db):
     A finished run of the same recipe and seed under OUT is reused, not retrained; the trajectory is
     stored in the store as a run (instrument ``lab``), reused in the same way."""
     from ._store import ProtocolLog, Store
+    from .lab._recipe import load_recipe
     from .lab._runs import trained_run
 
+    recipe = load_recipe(recipe)  # a bad recipe is refused before the store is opened
     store = Store(db)
     result, run = trained_run(store, recipe, seed, out=out, steps=steps, progress=not as_json,
                               log=ProtocolLog(store, f"cli-{uuid.uuid4().hex}"))
