@@ -52,8 +52,8 @@ _EXPORTS = {
     "._errors": ("AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
                  "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
                  "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation",
-                 "SequencingRefused", "SettingsError", "SheetError", "StoreTampered", "StoreUrlError", "Unavailable",
-                 "VocabularyError"),
+                 "SequencingRefused", "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError",
+                 "Unavailable", "VocabularyError"),
     "._import": ("import_sheet", "load_sheet", "reference_sheet"),
     "._judgment": ("judge",),
     "._predict": ("SECOND_OF_PAIR", "Evidence", "Prediction"),
@@ -96,5 +96,5 @@ __all__ = [
     "AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable", "Inconclusive",
     "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite", "NotSupported",
     "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused", "SettingsError",
-    "SheetError", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError",
+    "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError",
 ]

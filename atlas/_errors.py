@@ -21,7 +21,8 @@ package is defined here, and nowhere else.
     │   ├── NotFinite                non-finite weights, or numbers beyond float64
     │   ├── SequencingRefused        evidence a prediction did not declare
     │   ├── StoreTampered            a store whose guard (a table, a trigger) is missing
-    │   └── ReadOnlyStore            a write to a store opened read-only
+    │   ├── ReadOnlyStore            a write to a store opened read-only
+    │   └── StoreFull                a write the store had no room for (a full disk)
     └── NotSupported                 ``conclude`` judged a claim other than supported: it ends the
         │                            prediction's body and is reported as that outcome, not as an error
         ├── Inconclusive             inconclusive or no effect
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
            "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
            "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
-           "SettingsError", "SheetError", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError"]
+           "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable",
+           "VocabularyError"]
 
 
 class AtlasError(Exception):
@@ -159,6 +161,11 @@ class StoreTampered(Refused):
 
 class ReadOnlyStore(Refused):
     """A write to a store opened read-only (``?mode=ro``, or a file this user may not write)."""
+
+
+class StoreFull(Refused):
+    """A write the store had no room for: its disk is full (SQLite's ``SQLITE_FULL``, PostgreSQL's
+    ``disk_full``) or its size limit reached. The transaction is rolled back whole: nothing was written."""
 
 
 # --- a verdict other than supported --------------------------------------------------------------------

@@ -66,7 +66,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-from ._errors import ReadOnlyStore, StoreTampered, StoreUrlError
+from ._errors import ReadOnlyStore, StoreFull, StoreTampered, StoreUrlError
 from ._jsonsafe import json_safe
 from ._ledger import Problem, check_chain, seal, trust
 from ._public import public
@@ -517,6 +517,12 @@ def _sqlite_read_only(url: URL) -> URL | None:
     return url.set(database="file:" + quote(str(path)), query={**query, "mode": "ro", "uri": "true"})
 
 
+def _full(exc: DBAPIError) -> bool:
+    """Whether a database error says the store had no room: SQLite's SQLITE_FULL (13), PostgreSQL's
+    disk_full (SQLSTATE 53100)."""
+    return getattr(exc.orig, "sqlite_errorcode", None) == 13 or getattr(exc.orig, "sqlstate", None) == "53100"
+
+
 class Store:
     """Append-only access to an Atlas database.
 
@@ -571,9 +577,15 @@ class Store:
         Refused, with nothing written, on a read-only store or one whose guard has gaps."""
         self.check_writable()
         with Session(self.engine, expire_on_commit=False) as session:
-            _lock(session.connection())
-            yield _Appender(session)
-            session.commit()
+            try:
+                _lock(session.connection())
+                yield _Appender(session)
+                session.commit()
+            except DBAPIError as exc:
+                if not _full(exc):
+                    raise
+                raise StoreFull(f"the store {self.shown_url} has no room for the write (disk full, or its size "
+                                "limit reached): nothing was written; free space on its disk and run again") from None
 
     def check_writable(self) -> None:
         """Refuse (``ReadOnlyStore``, ``StoreTampered``: one line naming the fix) a store that may not be

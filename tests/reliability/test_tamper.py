@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from _support import record
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
-from atlas import Store, StoreTampered, load_corpus, load_model, run_instrument
+from atlas import Store, StoreFull, StoreTampered, load_corpus, load_model, run_instrument
 from atlas._store import Judgment, VerdictRecord
 from atlas.cli import main
 
@@ -245,3 +245,24 @@ def test_a_session_measures_afresh_rather_than_reuse_a_forged_run(prediction_pro
     assert second.run_ids != first.run_ids
     assert f"stored run {run.id} not reused" in reason_measured(db, second.run_ids[0])
     record("forged runs measured afresh, never reused", 1)
+
+
+def test_a_store_with_no_room_refuses_the_write_whole(tmp_path, lm, corpus):
+    """A full disk at the store write (here SQLite's own size limit, ``max_page_count``, which fails a write as
+    a full disk does: SQLITE_FULL) is one line naming the fix, and the transaction rolls back whole: the store
+    holds what it held and still verifies."""
+    path = tmp_path / "atlas.db"
+    url = f"sqlite:///{path}"
+    measure(url, lm, corpus)
+    store = Store(url)
+    with store.engine.connect() as conn:
+        pages = conn.execute(text("PRAGMA page_count")).scalar()
+    event.listen(store.engine, "connect", lambda dbapi, _: dbapi.execute(f"PRAGMA max_page_count = {pages}"))
+    store.engine.dispose()
+    with pytest.raises(StoreFull, match="no room for the write .* free space on its disk") as raised:
+        run_instrument(store, lm, corpus, "perplexity", progress=False, bootstrap_resamples=100, session="full",
+                       reuse=False)
+    assert "\n" not in str(raised.value)
+    after = Store(url)
+    assert len(after.runs()) == 1 and after.verify().ok
+    record("bad inputs tried (one clear error, nothing stored)", 1)
