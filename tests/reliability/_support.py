@@ -22,6 +22,18 @@ HARNESS = Path(__file__).with_name("harness.py")
 FIGURES = REPO / "reports" / "reliability-figures.jsonl"
 FUZZ_EXAMPLES = int(os.environ.get("ATLAS_FUZZ_EXAMPLES", "100"))
 
+#: a prediction module whose named model (GPT-2) is never in the test cache: its session reports "not run",
+#: writes the report and stores nothing of a measurement
+NOT_RUN = '''
+import pytest
+from atlas import Criterion
+
+@pytest.mark.prediction(id="T-not-run", claim="needs real GPT-2", model="gpt2", form="named", needs=("perplexity",),
+                        criterion=Criterion("a ratio", ">", 0.5))
+def test_not_run(prediction):
+    raise AssertionError("never reached: gpt2 is not in the cache")
+'''
+
 
 def record(figure: str, value: int) -> None:
     """Add ``value`` to one of the suite's figures (kills survived, writers held, ...)."""

@@ -16,7 +16,7 @@ import sys
 from urllib.parse import quote, quote_plus
 
 import pytest
-from _support import FUZZ_EXAMPLES, REPO, all_text, atlas_command, child_env, record
+from _support import FUZZ_EXAMPLES, NOT_RUN, REPO, all_text, atlas_command, child_env, record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import make_url
@@ -175,21 +175,10 @@ def test_a_generated_password_never_leaves_the_commands(tmp_path_factory, words,
     record("outputs searched for a generated store password (none found)", len(outputs) + len(files) + 1)
 
 
-_NOT_RUN = '''
-import pytest
-from atlas import Criterion
-
-@pytest.mark.prediction(id="T-not-run", claim="needs real GPT-2", model="gpt2", form="named", needs=("perplexity",),
-                        criterion=Criterion("a ratio", ">", 0.5))
-def test_not_run(prediction):
-    raise AssertionError("never reached: gpt2 is not in the cache")
-'''
-
-
 def test_a_query_string_password_never_leaves_pytest(tmp_path):
     """The plugin names the store in its summary, masked, and writes the report; the password in ``?password=``
     (with an unencoded ``@`` and ``:``) appears nowhere."""
-    (tmp_path / "test_not_run.py").write_text(_NOT_RUN)
+    (tmp_path / "test_not_run.py").write_text(NOT_RUN)
     url = f"sqlite:///{tmp_path / 'atlas.db'}?password=ZqSecret@one:two&sslmode=disable"
     done = subprocess.run([sys.executable, "-m", "pytest", "test_not_run.py", "-p", "no:cacheprovider", "-rA",
                            f"--atlas-db={url}", f"--atlas-reports={tmp_path / 'reports'}"],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _support import REPO, child_env, record
+from _support import NOT_RUN, REPO, child_env, record
 
 from atlas import BadInput, Store, render_report
 from atlas._export import export_run
@@ -179,20 +179,10 @@ def failing(self, data, *args, **kwargs):  # the reports folder's disk is full
 Path.write_text = failing
 '''
 
-_NOT_RUN = '''
-import pytest
-from atlas import Criterion
-
-@pytest.mark.prediction(id="T-not-run", claim="needs real GPT-2", model="gpt2", form="named", needs=("perplexity",),
-                        criterion=Criterion("a ratio", ">", 0.5))
-def test_not_run(prediction):
-    raise AssertionError("never reached: gpt2 is not in the cache")
-'''
-
 
 def test_a_full_disk_under_pytest_is_one_line_in_the_summary(tmp_path):
     (tmp_path / "conftest.py").write_text(_FULL_DISK_CONFTEST)
-    (tmp_path / "test_not_run.py").write_text(_NOT_RUN)
+    (tmp_path / "test_not_run.py").write_text(NOT_RUN)
     out = tmp_path / "reports"
     done = subprocess.run([sys.executable, "-m", "pytest", "test_not_run.py", "-p", "no:cacheprovider", "-rs",
                            f"--atlas-db=sqlite:///{tmp_path / 'atlas.db'}", f"--atlas-reports={out}"],
