@@ -238,10 +238,7 @@ def test_every_exception_is_still_in_the_docs():
 def test_the_instrument_table_is_the_registry(monkeypatch):
     """docs/instruments.md holds a placeholder the build fills from the registry and schema/, and the table
     names every instrument, version, table, schema column and setting; an instrument without a schema fails."""
-    from atlas import BadInput
-    from atlas._catalog import instrument_table
-    from atlas._schema import schema_for
-    from atlas.instruments import INSTRUMENTS
+    from atlas import INSTRUMENTS, BadInput, instrument_table, schema_for
 
     assert "<!-- instrument-table -->" in (ROOT / "docs" / "instruments.md").read_text(encoding="utf-8")
     rows = {line.split("`")[1]: line for line in instrument_table(INSTRUMENTS, schema_for).splitlines()[2:]}
@@ -262,12 +259,28 @@ def test_the_instrument_table_is_the_registry(monkeypatch):
 
 
 def test_the_settings_table_is_the_options():
-    """docs/getting-started.md holds the placeholder of the run's settings, rendered from atlas._options."""
-    from atlas._catalog import settings_table
-    from atlas._options import SETTINGS
+    """docs/getting-started.md holds the placeholder of the run's settings, rendered from atlas.SETTINGS."""
+    from atlas import SETTINGS, settings_table
 
     assert "<!-- settings-table -->" in (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     rows = settings_table(SETTINGS).splitlines()[2:]
     assert [row.split("`")[1] for row in rows] == [f"--atlas-{name}" for name in SETTINGS]
     for row, setting in zip(rows, SETTINGS.values()):
         assert f"`{setting.env}`" in row and setting.help in row and (not setting.default or setting.default in row)
+
+
+def test_the_reliability_table_is_the_suite_s_last_run():
+    """docs/reliability.md's table is rendered from the figures a full run of the suite wrote: the copy in docs/
+    names exactly the figures the reliability tests record (a figure added, renamed or dropped since that run
+    means the run is stale), from a run in which nothing failed."""
+    import ast
+    import json
+
+    recorded = {node.args[0].value for path in (ROOT / "tests" / "reliability").glob("*.py")
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "record"
+                and node.args and isinstance(node.args[0], ast.Constant)}
+    run = json.loads((ROOT / "docs" / "reliability-figures.json").read_text(encoding="utf-8"))
+    assert "<!-- reliability-table -->" in (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert set(run["figures"]) == recorded, "rerun the suite and copy reports/reliability-figures.json to docs/"
+    assert run["tests"]["passed"] > 0 and run["tests"]["failed"] == run["tests"]["error"] == 0
