@@ -39,12 +39,20 @@ import transformers.models.llama.modeling_llama  # noqa: E402, F401
 import transformers.models.opt.modeling_opt  # noqa: E402, F401
 from hypothesis import settings  # noqa: E402
 
+import importlib  # noqa: E402
+import pkgutil  # noqa: E402
+
+import atlas  # noqa: E402
 from atlas import STARTER_CORPUS, Store, load_corpus, load_model  # noqa: E402
 from atlas._anatomy import decoder_layers  # noqa: E402
 
 # pytester's in-process runs drop the modules first imported during a run. Lazily imported modules that
 # keep global state (great-expectations' active context, the torch operators transformers' model code
-# registers, which cannot be registered twice) are therefore imported here, once.
+# registers, which cannot be registered twice) are therefore imported here, once; so is every module of atlas,
+# so that a lazy export such as atlas.judge comes from the module the rest of the session sees, not from one a
+# run imported and pytester dropped.
+for _module in pkgutil.walk_packages(atlas.__path__, "atlas."):
+    importlib.import_module(_module.name)
 pytest_plugins = ["pytester"]
 
 # Examples run models and write stores: their time depends on the machine's load, not on correctness.
