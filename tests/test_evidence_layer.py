@@ -243,7 +243,7 @@ def test_the_cli_gives_bad_input_one_line_and_exit_2_and_a_bug_its_traceback(mon
                                     "--db", "sqlite://"])
     assert bad.exit_code == 2 and "'first' is not one of 'prepend', 'none'" in bad.output
     assert "Traceback" not in bad.output
-    with pytest.raises(atlas.SettingsError, match="bos_policy must be one of prepend, none, not 'first'"):
+    with pytest.raises(atlas.SettingsError, match="unknown bos_policy 'first': use prepend or none"):
         run_instrument(Store("sqlite://"), load_model("tiny-gpt2", device="cpu"), atlas.load_corpus("starter"),
                        "perplexity", bos_policy="first")
 
