@@ -20,6 +20,7 @@ Unicode category Cf) are set aside; and an id seen before.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -55,14 +56,12 @@ MAX_LINE_BYTES = 1 << 20
 MAX_FILE_BYTES = 256 << 20
 
 
-class _DuplicateKey(Exception):
-    """A JSON object naming one key twice (``json.loads`` keeps the last silently)."""
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+def _unique_keys(where: str, pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict, refusing a key named twice (``json.loads`` keeps the last silently)."""
     seen = dict(pairs)
     if len(seen) < len(pairs):
-        raise _DuplicateKey(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
+        twice = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+        raise CorpusError(f"{where}: key {twice!r} appears twice in one record; keep one")
     return seen
 
 
@@ -74,13 +73,11 @@ def _visible(text: str) -> bool:
 def _record(line: str, where: str) -> dict:
     """One line as a JSON object with each key once; a ``CorpusError`` naming what is wrong otherwise."""
     try:
-        return json.loads(line, object_pairs_hook=_unique_keys)
+        return json.loads(line, object_pairs_hook=functools.partial(_unique_keys, where))
     except json.JSONDecodeError as exc:
         raise CorpusError(f"{where}: not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise CorpusError(f"{where}: nested too deeply to read as JSON; a passage is one flat object") from None
-    except _DuplicateKey as exc:
-        raise CorpusError(f"{where}: key {exc.args[0]!r} appears twice in one record; keep one") from None
 
 
 @dataclass(frozen=True)
