@@ -18,7 +18,6 @@ one-line error that names the folder, the reason and the fix.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,17 +31,13 @@ __all__ = ["cannot_write", "replacing"]
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path``, renamed onto it (atomically) when the block ends without an error and
-    removed when it ends with one. The block may make a file or a folder there (a folder replaces only a
-    missing or empty one: the block removes an older folder first)."""
+    removed when it ends with one."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        else:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def cannot_write(what: str, where: Path, exc: OSError, fix: str, error: type[BadInput] = BadInput) -> BadInput:

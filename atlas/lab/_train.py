@@ -17,7 +17,7 @@ One trainer per run. A run is trained under a file lock beside it,
 ``OUT/<recipe>/seed-<S>.lock`` (``run_lock``; an OS lock, released when its process ends,
 however it ends): a second process that needs the run waits for the first, then finds the
 run finished and reuses it. The trainer writes each checkpoint into a folder of its own
-(``.step-<N>.<random>.partial``, ``atlas._files.replacing``) and renames it into place, and the trajectory last
+(``.step-<N>.partial-<pid>-<random>``) and renames it into place, and the trajectory last
 the same way, so a crash or a kill never leaves a half-written checkpoint, and a run
 without its trajectory is never taken for a finished one. What a killed trainer left
 (partial folders, an unfinished run) is removed by the next trainer, which holds the lock.
@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
 import shutil
 import sys
 import time
@@ -59,7 +61,6 @@ import torch.nn.functional as F
 from filelock import FileLock, Timeout
 
 from .._errors import LabError
-from .._files import replacing
 from .._models import cache_dir
 from .._progress import progress_bar, transformers_bars_off
 from .._public import public
@@ -250,6 +251,11 @@ def _norms(model: torch.nn.Module, train_batches: list[Batch]) -> dict[str, floa
 
 # --- files ---------------------------------------------------------------------------------
 
+def _partial(path: Path) -> Path:
+    """A name beside ``path`` that only this process writes: ``.<name>.partial-<pid>-<random>``."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+
+
 def _clear_unfinished(run_dir: Path) -> None:
     """Before training a run again (under its lock): remove what killed trainers left, partial checkpoints and
     trajectories, and the trajectory of an earlier run whose checkpoints are no longer all on disk, so that the
@@ -264,18 +270,20 @@ def _clear_unfinished(run_dir: Path) -> None:
 
 def _save_checkpoint(run_dir: Path, step: int, model, tokenizer, meta: dict) -> Path:
     final = run_dir / f"step-{step}"
-    with replacing(final) as partial:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        (partial / METADATA).write_text(json.dumps(meta, indent=1))
-        if final.exists():  # an unfinished earlier run of the same recipe and seed
-            shutil.rmtree(final)
+    partial = _partial(final)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / METADATA).write_text(json.dumps(meta, indent=1))
+    if final.exists():  # an unfinished earlier run of the same recipe and seed
+        shutil.rmtree(final)
+    os.replace(partial, final)
     return final
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    with replacing(path) as partial:
-        partial.write_text(json.dumps(payload, indent=1))
+    partial = _partial(path)
+    partial.write_text(json.dumps(payload, indent=1))
+    os.replace(partial, path)
 
 
 def missing_checkpoints(run_dir: Path, stored: dict) -> list[str]:
