@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from ._errors import AtlasError, Inconclusive, RefutedVerdict
 from ._predict import AtlasSession, Prediction, store_adjustments
 from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
+from ._progress import routed
 from ._options import SETTINGS, model_pair
 from ._urls import shown_url
 from .lab import LabRuns
@@ -94,16 +96,24 @@ def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
 
 
 def _show_progress(config: pytest.Config, session: AtlasSession) -> None:
-    """While an instrument measures, its progress reaches the terminal (pytest captures output otherwise): a
-    live tqdm bar on a TTY, and one line per run (measured or reused, wall time) in any case. Under xdist
-    the workers' output is not shown: the controller's summary lists every run instead."""
+    """While a Lab run trains or an instrument measures, its progress reaches the terminal (pytest captures output
+    otherwise): a live tqdm bar on a TTY; off one (CI, a log), a line when a step starts, at most one every 30 s
+    and one when it ends, each written by pytest's terminal writer on a line of its own (``atlas._progress``);
+    nothing with ``-q``. One line per run (measured or reused, wall time) in any case. Under xdist the workers'
+    output is not shown: the controller's summary lists every run instead."""
     capture = config.pluginmanager.getplugin("capturemanager")
     terminal = config.pluginmanager.getplugin("terminalreporter")
     if hasattr(config, "workerinput") or capture is None or terminal is None:
         return
-    session.terminal = capture.global_and_fixture_disabled
-    session.live = bool(terminal.isatty)
-    session.say = lambda line: terminal.write_line(f"  atlas: {line}")
+    say = session.say = lambda line: terminal.write_line(f"  atlas: {line}")
+
+    @contextmanager
+    def lines() -> Iterator[None]:  # off a terminal: each progress line through pytest's writer, on a line of its own
+        with capture.global_and_fixture_disabled(), routed(say):
+            yield
+
+    session.terminal = capture.global_and_fixture_disabled if terminal.isatty else lines
+    session.live = config.get_verbosity() >= 0  # -q: quiet
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -43,7 +43,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .._anatomy import decoder_layers, final_norm, hooks, output_projection
 from .._bounds import at_least
@@ -51,6 +50,7 @@ from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import batches, budgeted, token_nll
 from .._stats import bootstrap_ci
+from .._progress import progress_bar
 from ._registry import instrument
 
 __all__ = ["measure_ablation", "layer_ablation"]
@@ -184,8 +184,8 @@ def ablate_heads(lm: LoadedModel, encoded: list[list[int]], layers: list[int], b
     groups = [g.tolist() for g in np.array_split(np.arange(n_heads), math.ceil(n_heads / heads_per_pass))]
     data = list(batches(encoded, batch_size, lm.doc_start_id, lm.device, MAX_PADDING))
     base, nll = np.zeros(len(encoded)), np.zeros((len(encoded), len(layers), n_heads))
-    with torch.no_grad(), tqdm(total=len(data) * len(layers) * len(groups), desc=f"ablation {lm.name}",
-                               disable=not progress, leave=False) as bar:
+    with torch.no_grad(), progress_bar(total=len(data) * len(layers) * len(groups), desc=f"ablation {lm.name}",
+                                       unit="forward passes", enabled=progress) as bar:
         for idx, ids, mask in data:
             records, final = _record_layer_inputs(model, ids, mask)
             base[idx] = _row_nll(model, final, ids, mask).cpu().numpy()

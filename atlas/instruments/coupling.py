@@ -54,7 +54,6 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .._anatomy import attention, decoder_layers, eager_attention, hooks, kv_groups
 from .._bounds import at_least
@@ -62,6 +61,7 @@ from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import batches, encode
 from .._stats import bootstrap_ci
+from .._progress import progress_bar
 from ._registry import instrument
 
 __all__ = ["DEFAULT_VARIANT", "head_pair_matrix", "layer_coupling", "measure_coupling", "row_pair_matrix",
@@ -221,8 +221,8 @@ def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[i
     encoded = [ids[:max_tokens] for ids in encode(lm, [p.text for p in passages], "prepend")]
     pairs = _pair_masks(lm.n_heads, kv_groups(lm.model), lm.device)
     rows: list[list[dict]] = [[] for _ in passages]
-    with torch.no_grad(), eager_attention(lm.model), tqdm(total=len(passages), desc=f"coupling {lm.name}",
-                                                         disable=not progress, leave=False) as bar:
+    with torch.no_grad(), eager_attention(lm.model), progress_bar(total=len(passages), desc=f"coupling {lm.name}",
+                                                                  unit="passages", enabled=progress) as bar:
         for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
             maps = _attention_maps(lm.model, ids, mask)  # [B, L, H, T, T]
             for row, i in enumerate(idx):

@@ -51,13 +51,13 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .._bounds import above, at_least, comma_list
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
 from .._stats import bootstrap_ci
+from .._progress import progress_bar
 from ._descent import Probe, start_point
 from ._pergrad import block_names, domain_passages, parameters, passage_gradients
 from ._registry import instrument
@@ -137,7 +137,7 @@ def measure_elasticity(lm: LoadedModel, corpus: Corpus, *, tune_domains: Annotat
     fisher_sets = [encoded[:fisher_passages] for _, _, encoded in groups]
     n_fisher = sum(len(s) for s in fisher_sets)
     fisher = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-    with tqdm(total=n_fisher + len(tuned), desc=f"elasticity {lm.name}", disable=not progress, leave=False) as bar:
+    with progress_bar(total=n_fisher + len(tuned), desc=f"elasticity {lm.name}", unit="steps", enabled=progress) as bar:
         for encoded in fisher_sets:
             for g in passage_gradients(lm, encoded, params):
                 for f, x in zip(fisher, g):

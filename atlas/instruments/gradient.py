@@ -28,13 +28,13 @@ from typing import Annotated
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .._anatomy import decoder_layers
 from .._bounds import at_least
 from .._corpus import Corpus, Passage
 from .._models import LoadedModel
 from .._scoring import batches, encode, token_nll
+from .._progress import progress_bar
 from ._registry import instrument
 
 __all__ = ["measure_gradient"]
@@ -59,7 +59,7 @@ def measure_gradient(lm: LoadedModel, corpus: Corpus, *, max_tokens_per_domain: 
         for p in frozen:
             p.requires_grad_(True)
         with torch.enable_grad():
-            for domain in tqdm(corpus.domains, desc=f"gradient {lm.name}", disable=not progress, leave=False):
+            for domain in progress_bar(corpus.domains, desc=f"gradient {lm.name}", unit="domains", enabled=progress):
                 passages, encoded = _budget(lm, [p for p in corpus.passages if p.domain == domain],
                                             max_tokens_per_domain)
                 row, grads = _domain(lm, encoded, params, batch_size)

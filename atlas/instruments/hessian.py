@@ -79,7 +79,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._anatomy import attention_params, eager_attention, mlp_params
 from .._bounds import above, at_least, comma_list
@@ -87,6 +86,7 @@ from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, token_budget, token_nll
+from .._progress import progress_bar
 from ._lanczos import Ritz, hutchinson, lanczos, rademacher
 from ._registry import instrument
 
@@ -292,7 +292,7 @@ def measure_hessian(lm: LoadedModel, corpus: Corpus, *, backend: Literal["atlas"
     model.eval()
     try:
         with eager_attention(model), torch.enable_grad():
-            for block, params in tqdm(chosen, desc=f"hessian {lm.name}", disable=not progress, leave=False):
+            for block, params in progress_bar(chosen, desc=f"hessian {lm.name}", unit="blocks", enabled=progress):
                 generator = torch.Generator().manual_seed(0)
                 with only_block_requires_grad(model, params):
                     if backend == "pyhessian":

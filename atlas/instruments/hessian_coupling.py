@@ -94,13 +94,13 @@ import pandas as pd
 import torch
 from scipy import stats
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._anatomy import eager_attention, head_axes, head_dim, kv_groups
 from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
+from .._progress import progress_bar
 from ._registry import instrument
 from .hessian import LAYERS, BlockHessian, hessian_batch, mean_nll, only_block_requires_grad, select_layers
 
@@ -254,9 +254,9 @@ def measure_hessian_coupling(lm: LoadedModel, corpus: Corpus, *, layers: Annotat
     training, frames = model.training, []
     model.eval()
     try:
-        with eager_attention(model), torch.enable_grad(), tqdm(
-                total=len(chosen) * n_units * probes, desc=f"hessian_coupling {lm.name}", disable=not progress,
-                leave=False) as bar:
+        with eager_attention(model), torch.enable_grad(), progress_bar(
+                total=len(chosen) * n_units * probes, desc=f"hessian_coupling {lm.name}", unit="probes",
+                enabled=progress) as bar:
             for layer, unit in units.items():
                 with only_block_requires_grad(model, unit.params):
                     H = BlockHessian(unit.params, mean_nll(model, ids, mask))

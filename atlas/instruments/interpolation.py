@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import BadInput, SettingsError
 from .._models import LoadedModel
 from .._scoring import batches, budgeted, token_nll
+from .._progress import progress_bar
 from ._registry import instrument
 
 __all__ = ["measure_interpolation", "interpolation_barrier"]
@@ -90,8 +90,8 @@ def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel
     theta = {k: a.clone() for k, a in theta_a.items()}
     nll = np.zeros((points, len(encoded)))  # [points, P]: each passage's summed NLL at each t
     with torch.no_grad():
-        for row, t in enumerate(tqdm(ts, desc=f"interpolation {lm.name} -> {other.name}", disable=not progress,
-                                     leave=False)):
+        for row, t in enumerate(progress_bar(ts, desc=f"interpolation {lm.name} -> {other.name}", unit="points",
+                                             enabled=progress)):
             for k, a in theta_a.items():
                 if a.is_floating_point():
                     torch.lerp(a, theta_b[k], float(t), out=theta[k])

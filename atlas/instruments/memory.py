@@ -62,7 +62,6 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .._anatomy import eager_attention
 from .._bounds import above, at_least
@@ -70,6 +69,7 @@ from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel, load_model
 from .._scoring import token_nll
+from .._progress import progress_bar
 from ..lab import LabRuns, Recipe, lab_checkpoint
 from ..lab._data import build_task
 from ..lab._model import tokenizer_for
@@ -168,7 +168,7 @@ def measure_memory(lm: LoadedModel, corpus: Corpus, *, other: Literal["reversed"
     target, chosen = matched_endpoints({k: r.trajectory for k, r in runs.items()}, last_phase)
     ids, mask, domains = _heldout(first)  # [n, T], [n, T], [n]
     rows, domain_rows, weights, reps = [], [], {}, {}
-    for (label, s), run in tqdm(runs.items(), desc=f"memory {lm.name}", disable=not progress, leave=False):
+    for (label, s), run in progress_bar(runs.items(), desc=f"memory {lm.name}", unit="runs", enabled=progress):
         step, loss = chosen[label, s]
         endpoint = load_model(str(dict(run.checkpoints)[step]), device="cpu", dtype="float32").model
         with torch.no_grad():

@@ -28,7 +28,6 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .._bounds import at_least
 from .._corpus import Corpus
@@ -36,6 +35,7 @@ from .._errors import NotFinite
 from .._models import LoadedModel
 from .._scoring import batches, encode, token_nll
 from .._stats import bootstrap_ci
+from .._progress import progress_bar
 from ._registry import instrument
 
 __all__ = ["measure_perplexity", "domain_perplexity"]
@@ -88,8 +88,8 @@ def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: Literal["
     encoded = encode(lm, [p.text for p in passages], bos_policy)
     nll_sum = [0.0] * len(passages)
     n_tokens = [0] * len(passages)
-    with torch.no_grad(), tqdm(total=len(passages), desc=f"perplexity {lm.name}", disable=not progress,
-                               leave=False) as bar:
+    with torch.no_grad(), progress_bar(total=len(passages), desc=f"perplexity {lm.name}", unit="passages",
+                                       enabled=progress) as bar:
         for idx, ids, mask in batches(encoded, batch_size, lm.doc_start_id, lm.device):
             nll = token_nll(lm.model, ids, mask).double()  # [B, T-1]
             for row, i in enumerate(idx):

@@ -57,13 +57,13 @@ from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
 from .._stats import bootstrap_ci
+from .._progress import progress_bar
 from ._pergrad import HalfStore, block_names, domain_passages, parameters, passage_gradients
 from ._registry import instrument
 
@@ -149,7 +149,8 @@ def measure_smoothness(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated
     names = block_names(lm.n_layers)
     store = HalfStore(params, layer, capacity=max(len(passages) for _, passages, _ in groups))
     tables = []
-    with tqdm(total=len(corpus.passages), desc=f"smoothness {lm.name}", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(corpus.passages), desc=f"smoothness {lm.name}", unit="passages",
+                      enabled=progress) as bar:
         for domain, passages, encoded in groups:
             store.clear()
             for g in passage_gradients(lm, encoded, params):

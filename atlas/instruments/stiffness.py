@@ -61,7 +61,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
 from .._bounds import above, at_least, comma_list
@@ -69,6 +68,7 @@ from .._corpus import Corpus
 from .._models import LoadedModel
 from .._scoring import token_budget
 from .._stats import bootstrap_ci
+from .._progress import progress_bar
 from ._descent import Point, Probe, distance, start_point
 from ._registry import instrument
 
@@ -150,8 +150,8 @@ def measure_stiffness(lm: LoadedModel, corpus: Corpus, *, radii: Annotated[str, 
     control = probe.descend(start, steps, lr)
     loss_control = probe.loss(control)
     rows = []
-    with tqdm(total=directions * len(radius_list), desc=f"stiffness {lm.name}", disable=not progress,
-              leave=False) as bar:
+    with progress_bar(total=directions * len(radius_list), desc=f"stiffness {lm.name}", unit="probes",
+                      enabled=progress) as bar:
         for number in range(directions):
             direction = filter_normalised_direction(start, axes, seed=number)
             for radius in radius_list:

@@ -42,13 +42,13 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .._bounds import at_least, comma_list
 from .._corpus import Corpus
 from .._errors import BadInput
 from .._models import LoadedModel
 from .._scoring import budgeted
+from .._progress import progress_bar
 from ._labruns import heldout_nll, lab_run, modular_run, one_thread
 from ._rebasin import weight_matching
 from ._registry import instrument
@@ -93,7 +93,7 @@ def _measure(lm: LoadedModel, other: LoadedModel | None, probe: torch.Tensor, ch
     """The three tables: the orbit draws on ``probe``, then (with ``other``) the alignment."""
     weight_norm = float(sum(p.detach().double().pow(2).sum() for p in lm.model.parameters())) ** 0.5
     rows = []
-    for draw in tqdm(range(permutations), desc=f"symmetry orbits {lm.name}", disable=not progress, leave=False):
+    for draw in progress_bar(range(permutations), desc=f"symmetry orbits {lm.name}", unit="draws", enabled=progress):
         for family in chosen:
             mlp, heads, residual = FAMILIES[family]
             moved = permute(lm.model, random_permutation(lm.model, draw, mlp=mlp, heads=heads, residual=residual))

@@ -46,12 +46,12 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from tqdm.auto import tqdm
 
 from .._bounds import at_least
 from .._corpus import Corpus
 from .._errors import SettingsError
 from .._models import LoadedModel
+from .._progress import progress_bar
 from ._pergrad import HalfStore, block_names, domain_gradient, domain_passages, parameters
 from ._registry import instrument
 
@@ -120,7 +120,7 @@ def measure_tightness(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[
                          f"has one ({groups[0][0]}): use a corpus with several domains")
     params, layer = parameters(lm.model)
     store = HalfStore(params, layer, capacity=len(groups))
-    for _, _, encoded in tqdm(groups, desc=f"tightness {lm.name}", disable=not progress, leave=False):
+    for _, _, encoded in progress_bar(groups, desc=f"tightness {lm.name}", unit="domains", enabled=progress):
         store.add(domain_gradient(lm, encoded, params, batch_size))
     gram = store.gram(lm.n_layers)  # [1 + L, D, D]
     del store

@@ -59,10 +59,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from filelock import FileLock, Timeout
-from tqdm.auto import tqdm
 
 from .._errors import LabError
 from .._models import cache_dir
+from .._progress import progress_bar
 from .._public import public
 from .._schema import validate_table
 from ._data import IGNORE, Batch, build_task
@@ -171,7 +171,7 @@ def _train(recipe: Recipe, recipe_hash: str, seed: int, run_dir: Path, progress:
             "split": task.describe(), "init": start.revision, "doc_start_token": start.doc_start_token,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "resolved_recipe": recipe.as_dict()}
     rows, checkpoints = [], []
-    bar = _progress(recipe, seed, progress)
+    bar = progress_bar(total=recipe.steps, desc=f"train {recipe.name} seed {seed}", unit="steps", enabled=progress)
     loss = float("nan")
     for step in range(recipe.steps + 1):
         if step in saved_at:
@@ -337,30 +337,6 @@ def _run_conditions(threads: int | None):
         torch.use_deterministic_algorithms(deterministic)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-class _Lines:
-    """A text stream for tqdm when stderr is not a terminal: each refresh becomes one whole line
-    (a log gets a line every ``mininterval`` seconds, not a flood of carriage returns)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        text = text.replace("\r", "").rstrip()
-        if text:
-            self.stream.write(text + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-def _progress(recipe: Recipe, seed: int, enabled: bool) -> tqdm:
-    tty = sys.stderr.isatty()
-    lines = "{desc}: step {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
-    return tqdm(total=recipe.steps, desc=f"train {recipe.name} seed {seed}", unit="step", disable=not enabled,
-                file=sys.stderr if tty else _Lines(sys.stderr), mininterval=0.5 if tty else 15.0, dynamic_ncols=tty,
-                bar_format=None if tty else lines)
 
 
 public("atlas.lab", TrainResult, default_out, train)
