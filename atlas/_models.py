@@ -19,10 +19,12 @@ SmolLM2 GGUF declares ``<|im_start|>``, which inflates perplexity).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ import torch
 
 from ._errors import HardwareUnavailable, ModelUnavailable, SettingsError
 from ._options import SETTINGS
+from ._progress import progress_bar, transformers_bars_off
 from ._public import public
 
 __all__ = ["LAB_PREFIX", "MODELS", "LoadedModel", "ModelSpec", "load_model", "cache_dir", "model_checksum",
@@ -207,7 +210,8 @@ def _doc_start(spec: ModelSpec, tok) -> tuple[str, int, str]:
 def _load_pretrained(where: str, torch_dtype, local_only: bool, **kw):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, local_files_only=local_only, **kw)
+    with transformers_bars_off() if local_only else contextlib.nullcontext():  # a download shows its bar
+        return AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, local_files_only=local_only, **kw)
 
 
 def _load_tokenizer(where: str, local_only: bool = True, **kw):
@@ -343,13 +347,20 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     def build(where: Path) -> None:
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model.hf_quantizer = None  # the weights are already de-quantised; let save_pretrained write them
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(where)
-        tok.save_pretrained(where)
+        with transformers_bars_off(), progress_bar(total=3, desc=f"convert {gguf_path.name} (once)",
+                                                   unit="steps") as bar:
+            with contextlib.redirect_stderr(io.StringIO()):  # its per-tensor bar, which no switch turns off
+                model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                             dtype=torch.float32)
+            bar.update(1)  # de-quantised
+            tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            bar.update(1)
+            model.hf_quantizer = None  # the weights are already de-quantised; let save_pretrained write them
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(where)
+            tok.save_pretrained(where)
+            bar.update(1)
 
     build_once(target, build, done=lambda d: (d / "config.json").is_file())
 

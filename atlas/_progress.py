@@ -32,7 +32,7 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
-__all__ = ["LOG_INTERVAL_S", "progress_bar", "routed"]
+__all__ = ["LOG_INTERVAL_S", "progress_bar", "routed", "transformers_bars_off"]
 
 #: the least time between two lines of one step in a log
 LOG_INTERVAL_S = 30.0
@@ -98,3 +98,19 @@ def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, 
                     mininterval=0.5, dynamic_ncols=True)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, file=_Lines(stream), leave=True,
                 mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, bar_format=_LINE)
+
+
+@contextmanager
+def transformers_bars_off() -> Iterator[None]:
+    """Inside it, transformers draws none of its own bars (loading weights, saving a checkpoint): a local load or
+    save is a moment, and its carriage returns would flood a log; the caller's progress bar says the step. The
+    setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

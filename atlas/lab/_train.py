@@ -62,7 +62,7 @@ from filelock import FileLock, Timeout
 
 from .._errors import LabError
 from .._models import cache_dir
-from .._progress import progress_bar
+from .._progress import progress_bar, transformers_bars_off
 from .._public import public
 from .._schema import validate_table
 from ._data import IGNORE, Batch, build_task
@@ -322,21 +322,16 @@ def _run_conditions(threads: int | None):
     ``save_pretrained`` during the run; the caller's settings are restored afterwards. The small recipes train
     on one thread, so their weights are the same bits on a machine of any core count (the float summation
     order of a matrix product follows the thread count); a fine-tune of a real model keeps the machine's."""
-    from transformers.utils import logging as hf_logging
-
-    deterministic, bars = torch.are_deterministic_algorithms_enabled(), hf_logging.is_progress_bar_enabled()
-    before = torch.get_num_threads()
+    deterministic, before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
-    hf_logging.disable_progress_bar()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        yield
+        with transformers_bars_off():
+            yield
     finally:
         torch.set_num_threads(before)
         torch.use_deterministic_algorithms(deterministic)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 public("atlas.lab", TrainResult, default_out, train)
