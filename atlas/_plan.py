@@ -139,12 +139,13 @@ def _input(session: AtlasSession, name: str, instrument: str, declared: dict, un
     if old is not None and not doubt:
         return key, Step("reuse", instrument, name, passages, run=old.id[:8])
     cost = calibrated().get(instrument)
+    trains = "trains Lab runs of its own" if INSTRUMENTS[instrument].trains else ""
     if cost is None:
-        return key, Step("measure", instrument, name, passages, note="no estimate (uncalibrated)")
+        return key, Step("measure", instrument, name, passages,
+                         note="; ".join(filter(None, ("no estimate (uncalibrated)", trains))))
     parameters = sum(p.numel() for p in lm.model.parameters())
-    trains = "; trains its own Lab runs" if INSTRUMENTS[instrument].trains else ""
     return key, Step("measure", instrument, name, passages, seconds=cost.seconds(parameters, passages),
-                     peak_mb=cost.peak_mb(parameters), note=trains.lstrip("; "))
+                     peak_mb=cost.peak_mb(parameters), note=trains)
 
 
 def _line(exc: Exception) -> str:

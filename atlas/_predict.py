@@ -417,4 +417,4 @@ def _plain(value):
         return None
 
 
-public("atlas", Evidence, Prediction)
+public("atlas", AtlasSession, Evidence, Prediction)

@@ -1,15 +1,16 @@
-"""Calibrate the plan's cost model (``atlas._costs``): time every instrument the way a prediction runs it.
+"""Calibrate the plan's cost model (``atlas.Cost``): time every instrument the way a prediction runs it.
 
 For each model (``--models``, default the tiny GPT-2 and the offline model) and instrument (``--instruments``,
 default every instrument that measures a single pretrained model), one run through CISP with the profile's
 corpus and settings (``AtlasSession.corpus_for`` and ``settings_for``: what ``pytest predictions/`` measures),
 never reused, its wall time and peak resident memory taken by ``_common.measure``. ``interpolation`` draws its
-line to the model itself. The fitted coefficients and every timing go to ``atlas/costs.json``, rewritten after
-each run (an interrupted calibration keeps what it timed), with the load average before and after: timings
-from a busy machine say so.
+line to the model itself. The fitted coefficients (of an instrument timed on two model sizes at least: the
+plan has no estimate for the others) and every timing go to ``atlas/costs.json``, rewritten after each run (an
+interrupted calibration keeps what it timed), with the load average before and after: timings from a busy
+machine say so.
 
-    python benchmarks/costs.py                       # minutes on a 2-core CPU
-    python benchmarks/costs.py --models tiny-gpt2    # seconds: the fixed cost only
+    python benchmarks/costs.py                                   # the offline model: an hour on a 2-core CPU
+    python benchmarks/costs.py --instruments perplexity,coupling # some instruments only
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from pathlib import Path
 import torch
 from _common import measure, warm_up
 
-from atlas import PROFILES, load_model, package_versions
-from atlas._costs import COSTS, fit
-from atlas._predict import AtlasSession
+from atlas import COST_MODEL_FILE, PROFILES, AtlasSession, fit_cost, load_model, package_versions
 
 #: the instruments a single pretrained model is measured with (the others train or read Lab runs)
 SINGLE_MODEL = ("perplexity", "gradient", "coupling", "ablation", "hessian", "hessian_coupling", "smoothness",
@@ -39,7 +38,7 @@ def main() -> None:
     parser.add_argument("--profile", default="quick", choices=tuple(PROFILES))
     parser.add_argument("--corpus", default="starter")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--out", type=Path, default=COSTS)
+    parser.add_argument("--out", type=Path, default=COST_MODEL_FILE)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     timings = []
@@ -72,9 +71,15 @@ def _write(args, timings: list[dict], load_before) -> None:
         "written_by": "benchmarks/costs.py", "profile": args.profile, "corpus": args.corpus,
         "machine": {"cpus": os.cpu_count(), "torch_threads": args.threads, "load_before": load_before,
                     "load_after": os.getloadavg(), "torch": package_versions().get("torch")},
-        "instruments": {name: {"cost": vars(fit([(t["parameters"], t["passages"], t["seconds"], t["peak_mb"])
-                                                 for t in points])), "timings": points}
-                        for name, points in instruments.items()}}, indent=1) + "\n", encoding="utf-8")
+        "instruments": {name: {"cost": _fitted(points), "timings": points} for name, points in instruments.items()}},
+        indent=1) + "\n", encoding="utf-8")
+
+
+def _fitted(points: list[dict]) -> dict | None:
+    """The fitted coefficients, once the instrument was timed on two model sizes (None before: uncalibrated)."""
+    if len({t["parameters"] for t in points}) < 2:
+        return None
+    return vars(fit_cost([(t["parameters"], t["passages"], t["seconds"], t["peak_mb"]) for t in points]))
 
 
 if __name__ == "__main__":

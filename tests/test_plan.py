@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from atlas import load_corpus
-from atlas._costs import calibrated, fit
+from atlas._costs import calibrated, fit_cost
 from atlas._store import Store
 from atlas.cli import main
 from atlas.instruments import INSTRUMENTS
@@ -138,10 +138,10 @@ def test_atlas_plan_prints_the_same_plan(project, monkeypatch):
 
 
 def test_the_cost_model_fits_its_timings():
-    cost = fit([(1e5, 10, 1.0, 20.0), (1e6, 10, 10.0, 110.0), (1e7, 10, 100.0, 1010.0)])
+    cost = fit_cost([(1e5, 10, 1.0, 20.0), (1e6, 10, 10.0, 110.0), (1e7, 10, 100.0, 1010.0)])
     assert cost.seconds(1e8, 10) == pytest.approx(1000.0) and cost.s0 == pytest.approx(0.0, abs=1e-9)
     assert cost.peak_mb(1e8) == pytest.approx(10010.0)
-    alone = fit([(1e5, 10, 2.0, 5.0)])  # one timing: the line through zero
-    assert alone.seconds(2e5, 10) == pytest.approx(4.0)
+    through_zero = fit_cost([(1e5, 10, 0.5, 5.0), (1e6, 10, 20.0, 50.0)])  # a negative fixed cost is none
+    assert through_zero.s0 == 0.0 and through_zero.seconds(1e6, 10) == pytest.approx(19.8, rel=1e-2)
     for name, entry in calibrated().items():
         assert entry.a >= 0 and entry.s0 >= 0 and entry.b >= 0 and entry.m0 >= 0, name
