@@ -3,21 +3,24 @@
 ``pytest predictions/ --atlas-plan`` (and ``atlas plan``) collects the selected predictions, lists
 their steps and ends without running a test body, training or measuring anything::
 
-    Atlas plan: profile quick, corpus starter (sha256:1f0c…), store sqlite:///atlas.db
-    step     instrument  model      passages  run       est. time  est. peak  for
-    train    lab         lab:memory-lm@0                no estimate (uncalibrated)  P12-memory-vs-viscosity
-    measure  perplexity  tiny-gpt2        96               8.7 s     89 MiB  P0b-domain-perplexity-spread
-    reuse    coupling    tiny-gpt2        64  3f2a9c1b                        P5d-coupling-rises
-    not run  perplexity  gpt2                 gpt2 is not on this machine ...  P0a-seed-perplexity-map
+    Atlas plan: profile quick, corpus starter-v1 (sha256:ce46e9ac469e…), store sqlite:///atlas.db
+    step    instrument model                 passages reused run est. time est. peak for        note
+    train   lab        lab:memory-lm@0                                               P12-memory… no estimate (uncalibrated)
+    measure memory     lab:memory-lm@0                                               P12-memory… no estimate (after training lab:memory-lm@0)
+    measure perplexity smollm2-135m-instruct       96                3.6 min   632 MiB P0b-domain…
+    reuse   coupling   smollm2-135m-instruct       64 70dd0a1f                         P5d-coupling-rises
+    not run perplexity gpt2                                                          P0a-seed-… model 'gpt2' (openai-community/gpt2) is not available: ...
+    total: 1 to train, 2 to measure, 1 to reuse, 1 not run; estimated 3.6 min for 1 step(s), 1 step(s) without an estimate; largest peak 632 MiB
 
 The steps are the ones a run takes, found the way it finds them: each prediction is built from its
 marker (``atlas._predict.Prediction``: its models, ``needs`` and their order, ``Prediction.steps``)
 and each input resolved by the session (``AtlasSession.resolve``: the profile's corpus and settings,
 the RunSpec and its key); a step is "reuse" when CISP's reuse rule finds a stored run for that key
 (``atlas._cisp.reusable``), else "measure". A Lab model (``lab:RECIPE@SEED``) not yet trained in
-the Lab cache is a "train" step, and the inputs on it are measured after it trains; a model that
-cannot be loaded here is "not run" with the reason the run would give. Loading a model to resolve
-its steps never trains one.
+the Lab cache is a "train" step (one finished there is "trained"), and the inputs on it are measured
+after it trains; the runs an instrument trains of its own (``memory``) are inside its step. A model
+that cannot be loaded here is "not run" with the reason the run would give. Loading a model to
+resolve its steps never trains one.
 
 Each step to run carries an estimated wall time and peak memory from the cost model
 (``atlas._costs``, calibrated by ``benchmarks/costs.py``); an instrument that was not calibrated,
@@ -138,14 +141,15 @@ def _input(session: AtlasSession, name: str, instrument: str, declared: dict, un
     passages = len(corpus.passages)
     if old is not None and not doubt:
         return key, Step("reuse", instrument, name, passages, run=old.id[:8])
+    unverified = f"stored run {old.id[:8]} does not verify" if old is not None else ""
     cost = calibrated().get(instrument)
     trains = "trains Lab runs of its own" if INSTRUMENTS[instrument].trains else ""
     if cost is None:
         return key, Step("measure", instrument, name, passages,
-                         note="; ".join(filter(None, ("no estimate (uncalibrated)", trains))))
+                         note="; ".join(filter(None, ("no estimate (uncalibrated)", trains, unverified))))
     parameters = sum(p.numel() for p in lm.model.parameters())
     return key, Step("measure", instrument, name, passages, seconds=cost.seconds(parameters, passages),
-                     peak_mb=cost.peak_mb(parameters), note=trains)
+                     peak_mb=cost.peak_mb(parameters), note="; ".join(filter(None, (trains, unverified))))
 
 
 def _line(exc: Exception) -> str:

@@ -124,6 +124,17 @@ def test_a_lab_run_not_trained_is_to_train_and_a_model_not_here_is_not_run(proje
     assert not (Path(os.environ["ATLAS_CACHE"]) / "lab").exists()  # nothing trained
 
 
+def test_a_lab_run_trained_is_listed_as_trained(project):
+    pytester, db, args = project
+    pytester.makepyfile(test_predictions=MODULE + MORE)
+    trained = CliRunner().invoke(main, ["train", "tiny-modular", "--seed", "7", "--db", db, "--json"])
+    assert trained.exit_code == 0, trained.output
+    plan = _plan(pytester.runpytest(*args, "--atlas-plan", "-k", "T-lab").stdout.str())
+    assert "T-lab" in _step(plan, "trained", "lab", "lab:tiny-modular@7")
+    assert " MiB " in _step(plan, "measure", "perplexity", "lab:tiny-modular@7")  # loaded: an estimate
+    assert plan[-1].startswith("total: 0 to train, 1 to measure, 0 to reuse, 0 not run")
+
+
 def test_atlas_plan_prints_the_same_plan(project, monkeypatch):
     pytester, db, args = project
     expected = _plan(pytester.runpytest(*args, "--atlas-plan").stdout.str())
