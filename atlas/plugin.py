@@ -76,6 +76,8 @@ def _check_options(config: pytest.Config) -> None:
             setting.check(_option(config, name))
         except AtlasError as exc:
             raise pytest.UsageError(f"--atlas-{name}: {exc}") from None
+    if _option(config, "plan") == "yes" and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("--atlas-plan lists what this process collects: drop -n (xdist's workers collect)")
 
 
 @pytest.fixture(scope="session")

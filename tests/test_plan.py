@@ -148,6 +148,12 @@ def test_atlas_plan_prints_the_same_plan(project, monkeypatch):
                                                      "tiny-gpt2", "--corpus", corpus, "--db", db]).output
 
 
+def test_the_plan_is_refused_with_xdist(project):
+    pytester, _, args = project
+    run = pytester.runpytest(*args, "--atlas-plan", "-n", "2")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR and "--atlas-plan lists what this process collects" in run.stderr.str()
+
+
 def test_the_cost_model_fits_its_timings():
     cost = fit_cost([(1e5, 10, 1.0, 20.0), (1e6, 10, 10.0, 110.0), (1e7, 10, 100.0, 1010.0)])
     assert cost.seconds(1e8, 10) == pytest.approx(1000.0) and cost.s0 == pytest.approx(0.0, abs=1e-9)
