@@ -16,7 +16,8 @@ The public API is this package and its public modules; a name that starts with a
 
 * ``atlas``: what a prediction module declares and concludes with (``Criterion``, ``Prediction``, ``Evidence``,
   ``SECOND_OF_PAIR``, ``Outcome``), models and corpora (``load_model``, ``load_corpus``), running and storing
-  (``run_instrument``, ``Store``), profiles, and the error tree
+  (``run_instrument``, ``Store``), a prediction session (``AtlasSession``), profiles, the plan's cost model
+  (``Cost``, ``fit_cost``), and the error tree
 * ``atlas.stats``: confidence intervals, ``bootstrap_ci``, ``hierarchical_ci``, ``t_interval`` ...
 * ``atlas.evidence``: the common steps of a prediction body, layer profiles, domain perplexities
 * ``atlas.models``: the model registry, ``tiny_model``, decoder anatomy, ``hooks``, token scoring
@@ -48,6 +49,7 @@ import importlib
 #: ``atlas`` command's help -- does not pay for torch, transformers and great-expectations up front
 _EXPORTS = {
     "._cisp": ("RunResult", "RunSpec", "SummarySpec", "run_instrument"),
+    "._costs": ("COST_MODEL_FILE", "Cost", "fit_cost"),
     "._corpus": ("STARTER_CORPUS", "Corpus", "Passage", "load_corpus"),
     "._errors": ("AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
                  "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
@@ -56,7 +58,7 @@ _EXPORTS = {
                  "Unavailable", "VocabularyError"),
     "._import": ("import_sheet", "load_sheet", "reference_sheet"),
     "._judgment": ("judge",),
-    "._predict": ("SECOND_OF_PAIR", "Evidence", "Prediction"),
+    "._predict": ("SECOND_OF_PAIR", "AtlasSession", "Evidence", "Prediction"),
     "._provenance": ("package_versions",),
     "._profiles": ("PROFILES", "Profile", "active_profile", "using_profile"),
     "._report": ("render_report",),
@@ -86,10 +88,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "INSTRUMENTS", "MODELS", "PROFILES", "SECOND_OF_PAIR", "SETTINGS", "STARTER_CORPUS",
-    "Corpus", "Criterion", "Evidence", "Instrument", "Judgment", "LoadedModel", "ModelSpec", "Outcome", "Passage",
+    "COST_MODEL_FILE", "INSTRUMENTS", "MODELS", "PROFILES", "SECOND_OF_PAIR", "SETTINGS", "STARTER_CORPUS",
+    "AtlasSession", "Corpus", "Cost", "Criterion", "Evidence", "Instrument", "Judgment", "LoadedModel", "ModelSpec", "Outcome", "Passage",
     "Prediction", "Profile", "RunResult", "RunSpec", "Store", "SummarySpec", "Term",
-    "active_profile", "bootstrap_ci", "import_sheet", "instrument_table", "judge", "load_corpus", "load_model",
+    "active_profile", "bootstrap_ci", "fit_cost", "import_sheet", "instrument_table", "judge", "load_corpus", "load_model",
     "load_sheet", "package_versions", "reference_sheet", "render_report", "run_instrument", "schema_for",
     "settings_table", "spearman", "using_profile", "validate_table", "vocabulary",
     # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused | NotSupported

@@ -62,7 +62,7 @@ from .instruments import INSTRUMENTS, Instrument
 from .lab import LabRuns
 
 __all__ = ["RunResult", "RunSpec", "SummarySpec", "check_instrument_settings", "model_checksum", "resolve",
-           "run_instrument", "run_spec"]
+           "reusable", "run_instrument", "run_spec"]
 
 #: settings every instrument takes: the summaries' resamples (by default the default profile's), and the seed of the
 #: measurement and of its summaries (numpy takes seeds below 2**32)
@@ -215,16 +215,14 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
             raise NotFinite(reason)
     why = "no stored run with these settings"  # why it is measured, for the protocol log
     if reuse:
-        stored = store.runs(settings_hash=spec.key, status="complete", provenance="measured")
-        doubt = _doubt(store, stored[-1], summary) if stored else ""
-        if stored and not doubt:
-            old = stored[-1]
+        old, doubt = reusable(store, spec, summary)
+        if old is not None and not doubt:
             tables = _with_summaries(store, inst, old, summary)
             store.write_event(step("reused", old.id, f"identical stored run of {old.started_at:%Y-%m-%d %H:%M}"))
             return RunResult(old, tables, reused=True, spec=spec, summary=summary)
         stale = _staleness(store.runs(instrument=instrument, model=lm.name, corpus_hash=corpus.hash,
                                       status="complete", provenance="measured"), inst.version, lm.revision)
-        why = (f"stored run {stored[-1].id} not reused, it does not verify: {doubt}" if doubt else stale or why)
+        why = (f"stored run {old.id} not reused, it does not verify: {doubt}" if doubt else stale or why)
 
     run = Run(instrument=instrument, instrument_version=inst.version, model=lm.name, model_revision=lm.revision,
               others={m: {"name": name, "revision": revision} for m, name, revision in spec.others},
@@ -263,6 +261,13 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
     store.write_run(run, measured, derivation, summaries,
                     events=[step("measured", run.id, why)])
     return RunResult(run, {**measured, **summaries}, reused=False, spec=spec, summary=summary)
+
+
+def reusable(store: Store, spec: RunSpec, summary: SummarySpec | None) -> tuple[Run | None, str]:
+    """CISP's reuse rule: the newest complete measured run stored under ``spec``'s key (None when there is none)
+    and why it may not be reused ("" when it may: ``_doubt``). ``run_spec`` reuses by it; the plan lists by it."""
+    stored = store.runs(settings_hash=spec.key, status="complete", provenance="measured")
+    return (stored[-1], _doubt(store, stored[-1], summary)) if stored else (None, "")
 
 
 def _store_failed(store: Store, run: Run, exc: Exception, step: Callable[..., ProtocolEvent]) -> None:

@@ -9,7 +9,8 @@ default, a choice or a help text of its own, so the two cannot drift apart:
 
     pytest predictions/ --atlas-device cuda:1       atlas measure perplexity --device cuda:1
 
-A value is the option's, else the environment variable's, else the default, and it is
+A flag (``plan``) is given without a value (``--atlas-plan``, the plugin's alone: the command's
+``atlas plan`` runs the plugin with it). A value is the option's, else the environment variable's, else the default, and it is
 checked by ``Setting.check`` in both: a bad one is one usage error naming the option
 and the values it takes, before any model is loaded. The default profile's bootstrap
 resamples, the default of every summary's interval, are ``PROFILES[DEFAULT_PROFILE]``'s
@@ -42,6 +43,7 @@ class Setting:
     pattern: str | None = None
     opens: Callable[[str], object] | None = None
     metavar: str | None = None  # how the value is shown in help when it has no choices
+    flag: bool = False  # given without a value: ``--atlas-NAME`` sets it to ``yes``
 
     @property
     def env(self) -> str:
@@ -108,4 +110,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             help="sample sizes and bootstrap resamples (quick: CPU, under 10 minutes; full: GPU, nightly)"),
     Setting("pair", "", metavar="BASE,OTHER", opens=model_pair,
             help="the model pair of the pairwise general forms (P2, P3)"),
+    Setting("plan", "no", choices=("no", "yes"), flag=True,
+            help="list the Lab runs to train and the instrument runs to measure or reuse, with estimated time and "
+                 "memory, and run nothing (atlas._plan)"),
 )}

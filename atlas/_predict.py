@@ -35,7 +35,7 @@ from types import MappingProxyType
 import pandas as pd
 import pytest
 
-from ._cisp import RunResult, resolve, run_spec
+from ._cisp import RunResult, RunSpec, SummarySpec, resolve, run_spec
 from ._corpus import Corpus, load_corpus
 from ._errors import AtlasError, Inconclusive, RefutedVerdict, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, load_model
@@ -53,6 +53,9 @@ __all__ = ["SECOND_OF_PAIR", "AtlasSession", "Evidence", "Prediction", "store_ad
 #: model, towards the second (e.g. ``needs={"interpolation": {"other": SECOND_OF_PAIR}}``, the line from A to B);
 #: models (A1, B1, A2, B2, ...) are consecutive pairs, each measured on its first model towards its second
 SECOND_OF_PAIR = "<the second model of the pair>"
+#: why a pairwise prediction without a pair is not run
+NO_PAIR = ("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct); the built-in "
+           "Lab pair needs --atlas-model smollm2-135m-instruct")
 
 
 @dataclass
@@ -122,13 +125,21 @@ class AtlasSession:
         return {"bootstrap_resamples": self.profile.bootstrap_resamples,
                 **self.profile.settings.get(instrument, {}), **declared}
 
-    def measure(self, instrument: str, lm: LoadedModel, declared: dict, prediction: str | None = None) -> RunResult:
-        """Run (or reuse) ``instrument`` on ``lm`` and the profile's corpus for it, resolved once into a RunSpec."""
+    def resolve(self, instrument: str, lm: LoadedModel, declared: dict
+                ) -> tuple[RunSpec, SummarySpec | None, Corpus, dict[str, LoadedModel]]:
+        """A prediction's input resolved once (``atlas._cisp.resolve``): its RunSpec and SummarySpec on ``lm`` and
+        the profile's corpus and settings for ``instrument``, with that corpus and the other models of a pairwise
+        instrument (loaded). ``measure`` runs what it resolves; the plan (``atlas._plan``) lists it."""
         corpus, settings = self.corpus_for(instrument), self.settings_for(instrument, declared)
         models = INSTRUMENTS[instrument].models
         others = {m: self.model(v) for m, v in settings.items() if m in models and v}
         spec, summary = resolve(instrument, lm, corpus, {k: v for k, v in settings.items() if k not in models},
                                 others)
+        return spec, summary, corpus, others
+
+    def measure(self, instrument: str, lm: LoadedModel, declared: dict, prediction: str | None = None) -> RunResult:
+        """Run (or reuse) ``instrument`` on ``lm`` and the profile's corpus for it, resolved once into a RunSpec."""
+        spec, summary, corpus, others = self.resolve(instrument, lm, declared)
         key = (spec.key, None if summary is None else summary.key(""))
         if key in self._runs:
             result = self._runs[key]
@@ -233,37 +244,45 @@ class Prediction:
         """``atlas.bootstrap_ci`` with the profile's number of resamples."""
         return bootstrap_ci(samples, statistic, paired=paired, n_resamples=self.profile.bootstrap_resamples)
 
-    def gather(self) -> None:
-        """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction, in the
-        declared order, before the body runs. An unavailable model makes the prediction "not run"; an input
-        that CISP refused, that failed on this model's weights, or whose instrument crashed, refuses the
-        prediction ("not run: refused by CISP", with the reason): a crash never looks like a refutation."""
-        if not self.model_names:
-            self.not_run("no model pair given: pass --atlas-pair BASE,OTHER (e.g. mistral-7b,mistral-7b-instruct)"
-                         "; the built-in Lab pair needs --atlas-model smollm2-135m-instruct")
-        try:
-            models = [self.session.model(name) for name in self.model_names]
-        except Unavailable as exc:  # weights or a device not on this machine
-            self.not_run(str(exc))
-        for i, lm in enumerate(models):
+    def steps(self) -> list[tuple[str, str, dict]]:
+        """(model, instrument, declared settings) of every input ``gather`` measures, in its order: each needed
+        instrument on each model, and one with a ``SECOND_OF_PAIR`` setting on each pair's first model towards
+        its second. The plan (``atlas._plan``) lists the same steps."""
+        steps = []
+        for i, name in enumerate(self.model_names):
             for instrument, declared in self.needs.items():
                 if SECOND_OF_PAIR in declared.values():  # a line from each pair's first model to its second
                     if i % 2:
                         continue
-                    if i + 1 == len(models):
-                        raise SettingsError(f"{self.id}: {lm.name} has no second model: {instrument} measures "
+                    if i + 1 == len(self.model_names):
+                        raise SettingsError(f"{self.id}: {name} has no second model: {instrument} measures "
                                             "consecutive pairs of the models (A1, B1, A2, B2, ...)")
                     declared = {k: self.model_names[i + 1] if v == SECOND_OF_PAIR else v for k, v in declared.items()}
-                try:
-                    self.evidence._results[instrument, lm.name] = self.session.measure(
-                        instrument, lm, declared, prediction=self.id)
-                except Unavailable as exc:  # the other model of a pairwise instrument
-                    self.not_run(str(exc))
-                except Exception as exc:  # noqa: BLE001 -- a crashed input is "not run: refused", never a refutation
-                    self._log("refused", instrument, lm.name, f"its input failed: {type(exc).__name__}")
-                    first_line = str(exc).splitlines()[0] if str(exc) else ""
-                    self.not_run(f"refused by CISP: the input {instrument!r} on {lm.name} failed "
-                                 f"({type(exc).__name__}: {first_line}); the protocol log has the step")
+                steps.append((name, instrument, declared))
+        return steps
+
+    def gather(self) -> None:
+        """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction, in the
+        declared order (``steps``), before the body runs. An unavailable model makes the prediction "not run"; an
+        input that CISP refused, that failed on this model's weights, or whose instrument crashed, refuses the
+        prediction ("not run: refused by CISP", with the reason): a crash never looks like a refutation."""
+        if not self.model_names:
+            self.not_run(NO_PAIR)
+        try:
+            models = {name: self.session.model(name) for name in self.model_names}
+        except Unavailable as exc:  # weights or a device not on this machine
+            self.not_run(str(exc))
+        for name, instrument, declared in self.steps():
+            try:
+                self.evidence._results[instrument, name] = self.session.measure(
+                    instrument, models[name], declared, prediction=self.id)
+            except Unavailable as exc:  # the other model of a pairwise instrument
+                self.not_run(str(exc))
+            except Exception as exc:  # noqa: BLE001 -- a crashed input is "not run: refused", never a refutation
+                self._log("refused", instrument, name, f"its input failed: {type(exc).__name__}")
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                self.not_run(f"refused by CISP: the input {instrument!r} on {name} failed "
+                             f"({type(exc).__name__}: {first_line}); the protocol log has the step")
 
     def refuse_undeclared(self, instrument: str, model: str):
         """Evidence a pre-registration did not name is refused (and logged)."""
@@ -398,4 +417,4 @@ def _plain(value):
         return None
 
 
-public("atlas", Evidence, Prediction)
+public("atlas", AtlasSession, Evidence, Prediction)

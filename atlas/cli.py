@@ -9,6 +9,7 @@
     atlas judge RUN territory elevated --row poetry --by NAME      # a Technician's call
     atlas train modular-addition --seed 1 --json                   # a Lab recipe's checkpoints
     atlas calibrate P5d --reps 200 --json                          # false "supported" rate and power
+    atlas plan predictions/ --model tiny-gpt2                      # what a run would train, measure, reuse
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import click
 from ._errors import AtlasError, BadInput
 from ._jsonsafe import json_safe
 from ._options import SETTINGS
+from ._table import aligned
 
 
 def _setting(name: str, *declarations: str):
@@ -191,6 +193,30 @@ _DOMAIN_FIELDS = ("domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte")
 
 
 @main.command()
+@click.argument("paths", nargs=-1)
+@click.option("-k", "keyword", default=None, help="only the predictions this expression selects (as pytest -k)")
+@_setting("model")
+@_setting("corpus")
+@_DB_OPTION
+@_setting("device")
+@_setting("dtype")
+@_setting("profile")
+def plan(paths, keyword, model, corpus, db, device, dtype, profile):
+    """List what `pytest predictions/` would do, and run nothing: the Lab runs to train, the instrument runs to
+    measure or reuse from the store, each with an estimated wall time and peak memory, and the total.
+
+    PATHS: prediction modules or folders (default: predictions). It is `pytest PATHS --atlas-plan` with these
+    options (atlas._plan), so the plan is the one a run would take."""
+    import pytest
+
+    options = {"model": model, "corpus": corpus, "db": db, "device": device, "dtype": dtype, "profile": profile}
+    args = [*(paths or ["predictions"]), "--atlas-plan", "-q", "--no-header", "-p", "no:cacheprovider",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning",  # atlas is imported already: the command runs it
+            *(f"--atlas-{name}={value}" for name, value in options.items()), *(["-k", keyword] if keyword else [])]
+    click.get_current_context().exit(int(pytest.main(args)))
+
+
+@main.command()
 @_DB_OPTION
 @_setting("reports", "--out")
 def report(db, out):
@@ -241,13 +267,6 @@ def models():
         click.echo(f"{spec.name:24} {spec.source:5} {spec.location:48} {spec.description}")
 
 
-def _aligned(headers: tuple[str, ...], rows: list[tuple], right: set[int]) -> list[str]:
-    """Rows as text columns under a header, padded to the widest cell; columns in ``right`` right-aligned."""
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
-    return [" ".join((str(x).rjust(w) if i in right else str(x).ljust(w)) for i, (x, w) in
-                     enumerate(zip(line, widths, strict=True))).rstrip() for line in (headers, *rows)]
-
-
 def _g(x) -> str:
     return "—" if x is None else f"{x:.4g}"
 
@@ -284,7 +303,7 @@ def verdicts(db, corpus, profile, as_json):
             for v in latest]
     headers = ("prediction", "version", "form", "model", "corpus", "profile", "outcome", "after Holm", "effect",
                "95% CI", "n", "scope")
-    for line in _aligned(headers, rows, right={8, 9}):
+    for line in aligned(headers, rows, right={8, 9}):
         click.echo(line)
 
 
@@ -348,7 +367,7 @@ def _print_calibration(results: list[dict]) -> None:
                          ""))
         if not entry["nulls"]:
             rows.append((entry["id"], entry.get("note", ""), "-", "-", "NO"))
-    for line in _aligned(("prediction", "simulated", "supported", "MC error", "<= 5%"), rows, {2, 3}):
+    for line in aligned(("prediction", "simulated", "supported", "MC error", "<= 5%"), rows, {2, 3}):
         click.echo(line)
 
 

@@ -43,7 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     given falls back to the environment variable, then to the setting's default (``_option``)."""
     group = parser.getgroup("atlas", "Atlas predictions")
     for name, setting in SETTINGS.items():
-        group.addoption(f"--atlas-{name}", dest=f"atlas_{name}", default=None, metavar=setting.shown,
+        how = {"action": "store_const", "const": "yes"} if setting.flag else {"metavar": setting.shown}
+        group.addoption(f"--atlas-{name}", dest=f"atlas_{name}", default=None, **how,
                         help=f"{setting.help} (env {setting.env}; default {setting.default or 'none'})")
 
 
@@ -75,12 +76,22 @@ def _check_options(config: pytest.Config) -> None:
             setting.check(_option(config, name))
         except AtlasError as exc:
             raise pytest.UsageError(f"--atlas-{name}: {exc}") from None
+    if _option(config, "plan") == "yes" and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("--atlas-plan lists what this process collects: drop -n (xdist's workers collect)")
 
 
 @pytest.fixture(scope="session")
 def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
-    """Options, store, model cache and measurement cache shared by every prediction of the run. A store that
-    cannot be opened (unreachable, unwritable) ends the run with one usage error before any model loads."""
+    """Options, store, model cache and measurement cache shared by every prediction of the run."""
+    session = _atlas_session(pytestconfig)
+    _show_progress(pytestconfig, session)
+    session.lab = LabRuns(session.store, session.log, progress=session.live)  # the Lab resolver: trains are stored
+    return session
+
+
+def _atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
+    """The run's session, from its options. A store that cannot be opened (unreachable, unwritable) ends the run
+    with one usage error before any model loads."""
     session = AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
                            db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
                            device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
@@ -90,9 +101,24 @@ def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
         session.store
     except AtlasError as exc:
         pytest.exit(f"--atlas-db: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
-    _show_progress(pytestconfig, session)
-    session.lab = LabRuns(session.store, session.log, progress=session.live)  # the Lab resolver: trains are stored
     return session
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """``--atlas-plan``: print the plan of the collected predictions (``atlas._plan``) and end the session there,
+    without running a test body, training or measuring anything. Collection errors end it as they would a run."""
+    config = session.config
+    if _option(config, "plan") != "yes" or (session.testsfailed and not config.option.continue_on_collection_errors):
+        return None
+    from ._plan import plan, plan_lines
+
+    atlas = _atlas_session(config)
+    terminal = config.pluginmanager.getplugin("terminalreporter")
+    terminal.write_sep("-", "Atlas plan")
+    for line in plan_lines(atlas, plan(atlas, session.items)):
+        terminal.write_line(line)
+    return True
 
 
 def _show_progress(config: pytest.Config, session: AtlasSession) -> None:

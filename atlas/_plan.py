@@ -1,0 +1,188 @@
+"""A plan before the run: what ``pytest predictions/`` would train, measure and reuse, and what it would cost.
+
+``pytest predictions/ --atlas-plan`` (and ``atlas plan``) collects the selected predictions, lists
+their steps and ends without running a test body, training or measuring anything::
+
+    Atlas plan: profile quick, corpus starter-v1 (sha256:ce46e9ac469e…), store sqlite:///atlas.db
+    step    instrument model                 passages reused run est. time est. peak for        note
+    train   lab        lab:memory-lm@0                                               P12-memory… no estimate (uncalibrated)
+    measure memory     lab:memory-lm@0                                               P12-memory… no estimate (after training lab:memory-lm@0)
+    measure perplexity smollm2-135m-instruct       96                3.6 min   632 MiB P0b-domain…
+    reuse   coupling   smollm2-135m-instruct       64 70dd0a1f                         P5d-coupling-rises
+    not run perplexity gpt2                                                          P0a-seed-… model 'gpt2' (openai-community/gpt2) is not available: ...
+    total: 1 to train, 2 to measure, 1 to reuse, 1 not run; estimated 3.6 min for 1 step(s), 1 step(s) without an estimate; largest peak 632 MiB
+
+The steps are the ones a run takes, found the way it finds them: each prediction is built from its
+marker (``atlas._predict.Prediction``: its models, ``needs`` and their order, ``Prediction.steps``)
+and each input resolved by the session (``AtlasSession.resolve``: the profile's corpus and settings,
+the RunSpec and its key); a step is "reuse" when CISP's reuse rule finds a stored run for that key
+(``atlas._cisp.reusable``), else "measure". A Lab model (``lab:RECIPE@SEED``) not yet trained in
+the Lab cache is a "train" step (one finished there is "trained"), and the inputs on it are measured
+after it trains; the runs an instrument trains of its own (``memory``) are inside its step. A model
+that cannot be loaded here is "not run" with the reason the run would give. Loading a model to
+resolve its steps never trains one.
+
+Each step to run carries an estimated wall time and peak memory from the cost model
+(``atlas._costs``, calibrated by ``benchmarks/costs.py``); an instrument that was not calibrated,
+a Lab training and a step on a model not trained yet have "no estimate". The last line totals the
+steps, the estimated time of those with an estimate and the largest estimated peak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pytest
+
+from ._cisp import reusable
+from ._costs import calibrated
+from ._errors import AtlasError, Unavailable
+from ._models import LAB_PREFIX
+from ._predict import NO_PAIR, AtlasSession, Prediction
+from ._table import aligned
+from ._urls import shown_url
+from .instruments import INSTRUMENTS
+from .lab._runs import parse_lab_name
+from .lab._train import finished_run
+
+__all__ = ["Step", "plan", "plan_lines"]
+
+
+@dataclass
+class Step:
+    """One line of the plan."""
+
+    action: str  # train | trained | measure | reuse | not run
+    instrument: str  # "lab" for a training
+    model: str
+    passages: int | None = None
+    run: str = ""  # the stored run reused
+    seconds: float | None = None
+    peak_mb: float | None = None
+    note: str = ""  # why it has no estimate, or why it is not run
+    predictions: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> bool:
+        return self.action in ("train", "measure")
+
+
+def plan(session: AtlasSession, items: Iterable[pytest.Item]) -> list[Step]:
+    """The steps of the predictions among ``items``, in the order a run takes them, each once (with every
+    prediction that needs it). ``session`` is the run's; its Lab resolver is replaced by one that only finds
+    trained runs, so planning never trains."""
+    session.lab = _trained_checkpoint
+    steps: dict[tuple, Step] = {}
+
+    def add(key: tuple, step: Step, prediction: str) -> None:
+        steps.setdefault(key, step).predictions.append(prediction)
+
+    for item in items:
+        marker = item.get_closest_marker("prediction")
+        if marker is None:
+            continue
+        pid = marker.kwargs.get("id", item.nodeid)
+        try:
+            prediction = Prediction(session, item, **marker.kwargs)
+            inputs = prediction.steps()
+        except AtlasError as exc:
+            add(("not run", pid), Step("not run", "", "", note=_line(exc)), pid)
+            continue
+        if not prediction.model_names:
+            add(("not run", NO_PAIR), Step("not run", "", "", note=NO_PAIR), pid)
+        for name, instrument, declared in inputs:
+            lab = {m: _trained(m) for m in _models_of(session, name, instrument, declared) if m.startswith(LAB_PREFIX)}
+            untrained = [m for m, trained in lab.items() if trained is False]
+            for model, trained in lab.items():
+                if trained is not None:
+                    add((model,), Step("trained" if trained else "train", "lab", model,
+                                       note="" if trained else "no estimate (uncalibrated)"), pid)
+            key, step = _input(session, name, instrument, declared, untrained)
+            add(key, step, pid)
+    return list(steps.values())
+
+
+def _models_of(session: AtlasSession, name: str, instrument: str, declared: dict) -> list[str]:
+    """The model an input is measured on and the other models its settings name (a pairwise instrument's)."""
+    settings = session.settings_for(instrument, declared)
+    return [name, *(v for m, v in settings.items() if m in INSTRUMENTS[instrument].models and v)]
+
+
+def _trained(name: str) -> bool | None:
+    """Whether a Lab model's run is finished in the Lab cache (None for a bad Lab name: loading refuses it)."""
+    try:
+        return finished_run(*parse_lab_name(name)) is not None
+    except AtlasError:
+        return None
+
+
+def _trained_checkpoint(name: str) -> str:
+    """The Lab resolver of a plan: a trained run's last checkpoint, never a training."""
+    return str(finished_run(*parse_lab_name(name)).checkpoints[-1][1])
+
+
+def _input(session: AtlasSession, name: str, instrument: str, declared: dict, untrained: list[str]
+           ) -> tuple[tuple, Step]:
+    """One input's key (what the session measures once) and step."""
+    plain = (instrument, name, repr(sorted(declared.items())))
+    if untrained:
+        return ("measure", *plain), Step("measure", instrument, name, note=f"no estimate (after training "
+                                                                            f"{', '.join(untrained)})")
+    try:
+        lm = session.model(name)
+        spec, summary, corpus, _ = session.resolve(instrument, lm, declared)
+        old, doubt = reusable(session.store, spec, summary)
+    except Unavailable as exc:
+        return ("not run", *plain), Step("not run", instrument, name, note=_line(exc))
+    except AtlasError as exc:
+        return ("not run", *plain), Step("not run", instrument, name, note=f"refused by CISP: {_line(exc)}")
+    key = (spec.key, None if summary is None else summary.key(""))
+    passages = len(corpus.passages)
+    if old is not None and not doubt:
+        return key, Step("reuse", instrument, name, passages, run=old.id[:8])
+    unverified = f"stored run {old.id[:8]} does not verify" if old is not None else ""
+    cost = calibrated().get(instrument)
+    trains = "trains Lab runs of its own" if INSTRUMENTS[instrument].trains else ""
+    if cost is None:
+        return key, Step("measure", instrument, name, passages,
+                         note="; ".join(filter(None, ("no estimate (uncalibrated)", trains, unverified))))
+    parameters = sum(p.numel() for p in lm.model.parameters())
+    return key, Step("measure", instrument, name, passages, seconds=cost.seconds(parameters, passages),
+                     peak_mb=cost.peak_mb(parameters), note="; ".join(filter(None, (trains, unverified))))
+
+
+def _line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def plan_lines(session: AtlasSession, steps: list[Step]) -> list[str]:
+    """The plan as text: a header (profile, corpus, store), one line per step, and the total."""
+    try:
+        corpus = f"{session.corpus.name} ({session.corpus.hash[:19]}…)"
+    except AtlasError as exc:
+        corpus = f"{session.corpus_path} ({_line(exc)})"
+    header = f"Atlas plan: profile {session.profile.name}, corpus {corpus}, store {shown_url(session.db_url)}"
+    rows = [(s.action, s.instrument, s.model, "" if s.passages is None else s.passages, s.run,
+             "" if s.seconds is None else _seconds(s.seconds), "" if s.peak_mb is None else f"{s.peak_mb:.0f} MiB",
+             ", ".join(sorted(set(s.predictions))), s.note) for s in steps]
+    table = aligned(("step", "instrument", "model", "passages", "reused run", "est. time", "est. peak", "for",
+                     "note"), rows, right={3, 5, 6})
+    return [header, *table, _total(steps)]
+
+
+def _total(steps: list[Step]) -> str:
+    counts = {a: sum(s.action == a for s in steps) for a in ("train", "measure", "reuse", "not run")}
+    running = [s for s in steps if s.runs]
+    timed = [s for s in running if s.seconds is not None]
+    unknown = len(running) - len(timed)
+    peak = max((s.peak_mb for s in timed), default=None)
+    return (f"total: {counts['train']} to train, {counts['measure']} to measure, {counts['reuse']} to reuse, "
+            f"{counts['not run']} not run; estimated {_seconds(sum(s.seconds for s in timed))}"
+            + (f" for {len(timed)} step(s), {unknown} step(s) without an estimate" if unknown else "")
+            + ("" if peak is None else f"; largest peak {peak:.0f} MiB"))
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
