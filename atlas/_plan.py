@@ -30,7 +30,7 @@ steps, the estimated time of those with an estimate and the largest estimated pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -78,16 +78,9 @@ def plan(session: AtlasSession, items: Iterable[pytest.Item]) -> list[Step]:
     def add(key: tuple, step: Step, prediction: str) -> None:
         steps.setdefault(key, step).predictions.append(prediction)
 
-    for item in items:
-        marker = item.get_closest_marker("prediction")
-        if marker is None:
-            continue
-        pid = marker.kwargs.get("id", item.nodeid)
-        try:
-            prediction = Prediction(session, item, **marker.kwargs)
-            inputs = prediction.steps()
-        except AtlasError as exc:
-            add(("not run", pid), Step("not run", "", "", note=_line(exc)), pid)
+    for pid, prediction, inputs in _inputs(session, items):
+        if isinstance(prediction, AtlasError):
+            add(("not run", pid), Step("not run", "", "", note=_line(prediction)), pid)
             continue
         if not prediction.model_names:
             add(("not run", NO_PAIR), Step("not run", "", "", note=NO_PAIR), pid)
@@ -101,6 +94,29 @@ def plan(session: AtlasSession, items: Iterable[pytest.Item]) -> list[Step]:
             key, step = _input(session, name, instrument, declared, untrained)
             add(key, step, pid)
     return list(steps.values())
+
+
+def lab_runs(session: AtlasSession, items: Iterable[pytest.Item]) -> list[tuple]:
+    """(recipe, seed) of every Lab model the predictions among ``items`` measure, each once, in the order a run
+    needs them (a bad Lab name is left to the run, which refuses it)."""
+    names = (m for _, prediction, inputs in _inputs(session, items) for name, instrument, declared in inputs
+             for m in _models_of(session, name, instrument, declared) if m.startswith(LAB_PREFIX))
+    return [parse_lab_name(name) for name in dict.fromkeys(names) if _trained(name) is not None]
+
+
+def _inputs(session: AtlasSession, items: Iterable[pytest.Item]) -> Iterator[tuple[str, object, list]]:
+    """(id, prediction, its inputs) of each prediction among ``items``; the prediction is the AtlasError that
+    refused it (no inputs) when it cannot be set up."""
+    for item in items:
+        marker = item.get_closest_marker("prediction")
+        if marker is None:
+            continue
+        pid = marker.kwargs.get("id", item.nodeid)
+        try:
+            prediction = Prediction(session, item, **marker.kwargs)
+            yield pid, prediction, prediction.steps()
+        except AtlasError as exc:
+            yield pid, exc, []
 
 
 def _models_of(session: AtlasSession, name: str, instrument: str, declared: dict) -> list[str]:

@@ -32,7 +32,7 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
-__all__ = ["LOG_INTERVAL_S", "progress_bar", "routed", "transformers_bars_off"]
+__all__ = ["LOG_INTERVAL_S", "progress_bar", "progress_line", "routed", "transformers_bars_off"]
 
 #: the least time between two lines of one step in a log
 LOG_INTERVAL_S = 30.0
@@ -98,6 +98,12 @@ def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, 
                     mininterval=0.5, dynamic_ncols=True)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, file=_Lines(stream), leave=True,
                 mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, bar_format=_LINE)
+
+
+def progress_line(line: str) -> None:
+    """One whole line among the bars (e.g. a worker process's progress line, passed on): to where ``routed``
+    sends lines, else to stderr above a live bar."""
+    tqdm.write(line, file=_ROUTE.get() or sys.stderr)
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
 from ._progress import routed
 from ._options import SETTINGS, model_pair
+from ._plan import lab_runs, plan, plan_lines
 from ._urls import shown_url
 from .lab import LabRuns
 
@@ -81,11 +82,17 @@ def _check_options(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
-    """Options, store, model cache and measurement cache shared by every prediction of the run."""
-    session = _atlas_session(pytestconfig)
-    _show_progress(pytestconfig, session)
+def atlas_session(request: pytest.FixtureRequest) -> AtlasSession:
+    """Options, store, model cache and measurement cache shared by every prediction of the run. The Lab runs the
+    collected predictions need and that are not on disk are trained first, side by side on the machine's cores
+    (``LabRuns.prepare``; not in an xdist worker, where the workers already share the cores)."""
+    config = request.config
+    session = _atlas_session(config)
+    _show_progress(config, session)
     session.lab = LabRuns(session.store, session.log, progress=session.live)  # the Lab resolver: trains are stored
+    if not hasattr(config, "workerinput"):
+        with session.terminal():
+            session.lab.prepare(lab_runs(session, request.session.items))
     return session
 
 
@@ -111,8 +118,6 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     config = session.config
     if _option(config, "plan") != "yes" or (session.testsfailed and not config.option.continue_on_collection_errors):
         return None
-    from ._plan import plan, plan_lines
-
     atlas = _atlas_session(config)
     terminal = config.pluginmanager.getplugin("terminalreporter")
     terminal.write_sep("-", "Atlas plan")

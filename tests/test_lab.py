@@ -387,6 +387,25 @@ def test_threads_resolving_one_lab_run_at_once_train_and_store_it_once(tmp_path,
     assert list((tmp_path / "lab").glob("*/tiny-modular/seed-4.lock")) and not list(tmp_path.rglob("*.partial*"))
 
 
+def test_runs_prepared_side_by_side_are_the_bits_of_one_after_another(tmp_path, monkeypatch, capsys):
+    """LabRuns.prepare trains the missing small runs in worker processes (progress lines passed on); each is
+    then stored when first asked for, with the weights a lone training gives."""
+    monkeypatch.setenv("ATLAS_CACHE", str(tmp_path / "cache"))
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    lab = LabRuns(store, ProtocolLog(store, "s1"), progress=True)
+    tiny = load_recipe("tiny-modular")
+    lab.prepare([(tiny, 5), (tiny, 6), (tiny, 5)], workers=2)
+    assert "train 2 Lab runs, 2 at a time" in capsys.readouterr().err and not store.runs()  # nothing stored yet
+    alone = train(tiny, seed=6, out=tmp_path / "alone", progress=False)
+    prepared = lab.train(tiny, 6)
+    assert prepared.reused and prepared.trajectory.equals(alone.trajectory)
+    assert all(torch.equal(weights(prepared.checkpoints[-1][1])[k], v)
+               for k, v in weights(alone.checkpoints[-1][1]).items())
+    assert [e.action for e in store.events()] == ["measured"]  # stored once, from the checkpoints on disk
+    lab.prepare([(tiny, 5), (tiny, 6)], workers=2)  # both on disk: nothing to train
+    assert "Lab runs" not in capsys.readouterr().err
+
+
 def test_atlas_measure_stores_the_training_of_a_lab_model(tmp_path, monkeypatch):
     monkeypatch.setenv("ATLAS_CACHE", str(tmp_path))
     db = f"sqlite:///{tmp_path / 'a.db'}"

@@ -135,6 +135,18 @@ def test_a_lab_run_trained_is_listed_as_trained(project):
     assert plan[-1].startswith("total: 0 to train, 1 to measure, 0 to reuse, 0 not run")
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="trains side by side on two cores or more")
+def test_a_run_trains_the_lab_runs_it_needs_side_by_side_first(project):
+    """The Lab runs the collected predictions need are trained in worker processes before the first prediction
+    (LabRuns.prepare), then each is stored when its prediction loads it."""
+    pytester, db, args = project
+    pytester.makepyfile(test_predictions=MODULE + MORE.replace('model="lab:tiny-modular@7"',
+                                                               'model=("lab:tiny-modular@7", "lab:tiny-modular@8")'))
+    run = pytester.runpytest(*args, "-k", "T-lab")
+    assert re.search(r"atlas: train 2 Lab runs, 2 at a time: 2/2 runs", run.stdout.str()), run.stdout.str()
+    assert sorted(r.model for r in Store(db).runs(instrument="lab")) == ["lab:tiny-modular@7", "lab:tiny-modular@8"]
+
+
 def test_atlas_plan_prints_the_same_plan(project, monkeypatch):
     pytester, db, args = project
     expected = _plan(pytester.runpytest(*args, "--atlas-plan").stdout.str())

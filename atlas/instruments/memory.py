@@ -164,6 +164,7 @@ def measure_memory(lm: LoadedModel, corpus: Corpus, *, other: Literal["reversed"
     first = recipes[next(iter(recipes))]
     phases = len(first.data.curriculum)
     last_phase = (phases - 1) * first.steps // phases
+    lab.prepare((r, s) for r in recipes.values() for s in range(seeds))  # side by side on the cores
     runs = {(label, s): lab.train(r, s) for label, r in recipes.items() for s in range(seeds)}  # stored as runs
     target, chosen = matched_endpoints({k: r.trajectory for k, r in runs.items()}, last_phase)
     ids, mask, domains = _heldout(first)  # [n, T], [n, T], [n]

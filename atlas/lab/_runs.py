@@ -24,11 +24,16 @@ CISP hands it to an instrument that trains runs of its own (``memory``)::
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import re
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._corpus import load_corpus
+from .._progress import progress_bar, progress_line, routed
 from .._errors import LabError
 from .._models import LAB_PREFIX
 from .._provenance import content_hash, git_commit_of_atlas, package_versions, settings_hash
@@ -148,6 +153,45 @@ class LabRuns:
     def __call__(self, name: str) -> str:
         recipe, seed = parse_lab_name(name)
         return str(self.train(recipe, seed).checkpoints[-1][1])
+
+    def prepare(self, runs: Iterable[tuple[Recipe, int]], workers: int | None = None) -> None:
+        """Train, side by side in worker processes, the runs among ``runs`` (recipe, seed) that are not on disk,
+        before they are needed one at a time: a small recipe trains on one thread (``train``), so on a
+        machine of C cores C of them (``workers``, default C) train at once and give the same bits as one after
+        another. A fine-tune
+        (all threads) and a lone run are left to ``train``. Each worker's progress lines come back through a
+        queue and are written here. Nothing is stored here: each run is stored when it is first asked for
+        (``train``, which then finds it on disk). A run that fails in a worker is left untrained, to fail
+        again where it is needed, with its error there."""
+        pending = list(dict.fromkeys((r, s) for r, s in runs if r.kind != "finetune" and finished_run(r, s) is None))
+        workers = min(len(pending), workers or len(os.sched_getaffinity(0)))
+        if workers < 2:
+            return
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
+        lines = spawn.Queue()
+        with (ProcessPoolExecutor(workers, mp_context=spawn, initializer=_report_to, initargs=(lines,)) as pool,
+              progress_bar(total=len(pending), desc=f"train {len(pending)} Lab runs, {workers} at a time",
+                           unit="runs", enabled=self.progress) as bar):
+            running = {pool.submit(_train_reporting, recipe, seed, self.progress) for recipe, seed in pending}
+            while running:
+                done, running = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                while not lines.empty():
+                    progress_line(lines.get())
+                bar.update(len(done))
+
+
+_LINES = None  # a worker's queue of progress lines (set by ``_report_to``)
+
+
+def _report_to(lines) -> None:
+    global _LINES
+    _LINES = lines
+
+
+def _train_reporting(recipe: Recipe, seed: int, progress: bool) -> None:
+    """A worker of ``LabRuns.prepare``: the run trained (or found) under its lock, its progress lines queued."""
+    with routed(_LINES.put):
+        train(recipe, seed=seed, progress=progress)
 
 
 public("atlas.lab", LabRuns)
