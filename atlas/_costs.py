@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ._public import public
 
-__all__ = ["COST_MODEL_FILE", "Cost", "calibrated", "fit_cost"]
+__all__ = ["COST_MODEL_FILE", "Cost", "calibrated", "estimate", "fit_cost"]
 
 #: the calibration ``benchmarks/costs.py`` writes
 COST_MODEL_FILE = Path(__file__).with_name("costs.json")
@@ -72,6 +72,17 @@ def calibrated() -> dict[str, Cost]:
         return {}
     data = json.loads(COST_MODEL_FILE.read_text(encoding="utf-8"))
     return {name: Cost(**entry["cost"]) for name, entry in data["instruments"].items() if entry["cost"]}
+
+
+def estimate(instrument: str, model, passages: int) -> tuple[float, float] | None:
+    """(seconds, peak MiB) the cost model expects of ``instrument`` on ``model`` (a torch module) over ``passages``
+    passages; None for an instrument not calibrated. The plan lists it before a run, the run's summary beside
+    the time measured."""
+    cost = calibrated().get(instrument)
+    if cost is None:
+        return None
+    parameters = sum(p.numel() for p in model.parameters())
+    return cost.seconds(parameters, passages), cost.peak_mb(parameters)
 
 
 public("atlas", Cost, fit_cost)

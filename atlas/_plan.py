@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from ._cisp import reusable
-from ._costs import calibrated
+from ._costs import estimate
 from ._errors import AtlasError, Unavailable
 from ._models import LAB_PREFIX
 from ._predict import NO_PAIR, AtlasSession, Prediction
-from ._table import aligned
+from ._table import aligned, duration
 from ._urls import shown_url
 from .instruments import INSTRUMENTS
 from .lab._runs import parse_lab_name
@@ -158,14 +158,13 @@ def _input(session: AtlasSession, name: str, instrument: str, declared: dict, un
     if old is not None and not doubt:
         return key, Step("reuse", instrument, name, passages, run=old.id[:8])
     unverified = f"stored run {old.id[:8]} does not verify" if old is not None else ""
-    cost = calibrated().get(instrument)
+    expected = estimate(instrument, lm.model, passages)
     trains = "trains Lab runs of its own" if INSTRUMENTS[instrument].trains else ""
-    if cost is None:
+    if expected is None:
         return key, Step("measure", instrument, name, passages,
                          note="; ".join(filter(None, ("no estimate (uncalibrated)", trains, unverified))))
-    parameters = sum(p.numel() for p in lm.model.parameters())
-    return key, Step("measure", instrument, name, passages, seconds=cost.seconds(parameters, passages),
-                     peak_mb=cost.peak_mb(parameters), note="; ".join(filter(None, (trains, unverified))))
+    return key, Step("measure", instrument, name, passages, seconds=expected[0], peak_mb=expected[1],
+                     note="; ".join(filter(None, (trains, unverified))))
 
 
 def _line(exc: Exception) -> str:
@@ -181,7 +180,7 @@ def plan_lines(session: AtlasSession, steps: list[Step]) -> list[str]:
         corpus = f"{session.corpus_path} ({_line(exc)})"
     header = f"Atlas plan: profile {session.profile.name}, corpus {corpus}, store {shown_url(session.db_url)}"
     rows = [(s.action, s.instrument, s.model, "" if s.passages is None else s.passages, s.run,
-             "" if s.seconds is None else _seconds(s.seconds), "" if s.peak_mb is None else f"{s.peak_mb:.0f} MiB",
+             "" if s.seconds is None else duration(s.seconds), "" if s.peak_mb is None else f"{s.peak_mb:.0f} MiB",
              ", ".join(sorted(set(s.predictions))), s.note) for s in steps]
     table = aligned(("step", "instrument", "model", "passages", "reused run", "est. time", "est. peak", "for",
                      "note"), rows, right={3, 5, 6})
@@ -195,10 +194,7 @@ def _total(steps: list[Step]) -> str:
     unknown = len(running) - len(timed)
     peak = max((s.peak_mb for s in timed), default=None)
     return (f"total: {counts['train']} to train, {counts['measure']} to measure, {counts['reuse']} to reuse, "
-            f"{counts['not run']} not run; estimated {_seconds(sum(s.seconds for s in timed))}"
+            f"{counts['not run']} not run; estimated {duration(sum(s.seconds for s in timed))}"
             + (f" for {len(timed)} step(s), {unknown} step(s) without an estimate" if unknown else "")
             + ("" if peak is None else f"; largest peak {peak:.0f} MiB"))
 
-
-def _seconds(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

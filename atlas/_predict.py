@@ -37,12 +37,14 @@ import pytest
 
 from ._cisp import RunResult, RunSpec, SummarySpec, resolve, run_spec
 from ._corpus import Corpus, load_corpus
+from ._costs import estimate
 from ._errors import AtlasError, Inconclusive, RefutedVerdict, SequencingRefused, SettingsError, Unavailable
 from ._models import LoadedModel, load_model
 from ._profiles import DEFAULT_PROFILE, PROFILES, Profile
 from ._public import public
 from ._stats import bootstrap_ci, one_sided_p
 from ._store import Adjustment, ProtocolLog, Run, Store, VerdictRecord
+from ._table import duration
 from ._verdict import Criterion, Outcome, holm_outcomes
 from ._version import code_version, prediction_version
 from .instruments import INSTRUMENTS
@@ -79,6 +81,8 @@ class AtlasSession:
     #: the Lab resolver (``lab:`` name -> checkpoint directory, trained and stored when it is not on disk;
     #: ``atlas.lab.LabRuns``), injected by the plugin; without one a Lab model is unavailable
     lab: Callable[[str], str] | None = None
+    #: the cost model's estimate of each run this session measured: run id -> seconds (the run's summary shows it)
+    estimates: dict[str, float] = field(default_factory=dict)
     _store: Store | None = None
     _models: dict = field(default_factory=dict)
     _corpus: Corpus | None = None
@@ -151,11 +155,15 @@ class AtlasSession:
             started = time.perf_counter()
             self._runs[key] = run_spec(self.store, spec, summary, lm, corpus, others, log=self.log,
                                        prediction=prediction, progress=self.live)
+            result = self._runs[key]
+            expected = None if result.reused else estimate(instrument, lm.model, len(corpus.passages))
+            if expected is not None:
+                self.estimates[result.run.id] = expected[0]
             if self.say is not None:
-                result = self._runs[key]
                 self.say(f"{'reused' if result.reused else 'measured'} {instrument} on {lm.name} "
                          f"({corpus.name}, {len(corpus.passages)} passages): {time.perf_counter() - started:.1f} s"
-                         + (f", stored run {result.run.id[:8]}" if result.reused else ""))
+                         + (f", stored run {result.run.id[:8]}" if result.reused else "")
+                         + ("" if expected is None else f" (planned {duration(expected[0])})"))
         return self._runs[key]
 
 

@@ -34,10 +34,12 @@ from ._profiles import PROFILES, using_profile
 from ._progress import routed
 from ._options import SETTINGS, model_pair
 from ._plan import lab_runs, plan, plan_lines
+from ._table import duration
 from ._urls import shown_url
 from .lab import LabRuns
 
 _SESSION = pytest.StashKey[str]()
+_ESTIMATES = pytest.StashKey[dict]()  # run id -> the cost model's seconds, for the run's summary
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """``--atlas-NAME`` for every setting of ``atlas._options``. The parser's default is None: an option not
@@ -90,6 +92,7 @@ def atlas_session(request: pytest.FixtureRequest) -> AtlasSession:
     session = _atlas_session(config)
     _show_progress(config, session)
     session.lab = LabRuns(session.store, session.log, progress=session.live)  # the Lab resolver: trains are stored
+    session.estimates = config.stash.setdefault(_ESTIMATES, {})
     if not hasattr(config, "workerinput"):
         with session.terminal():
             session.lab.prepare(lab_runs(session, request.session.items))
@@ -250,7 +253,7 @@ class _ReportWriter:
                 ProtocolLog(store, self.config.stash[_SESSION]).write(
                     SESSION_COMPLETE, instrument="", model="", corpus_hash="",
                     reason=f"{session.testscollected} tests collected, exit status {int(exitstatus)}")
-            self.runs = _run_lines(store, store.events(since=self.started))
+            self.runs = _run_lines(store, store.events(since=self.started), self.config.stash.get(_ESTIMATES, {}))
             self.path = render_report(store, _reports_dir(self.config))
         except AtlasError as exc:
             self.error = str(exc)
@@ -273,10 +276,12 @@ class _ReportWriter:
             terminalreporter.write_line(f"no verdict report: {self.error}")
 
 
-def _run_lines(store, events) -> list[str]:
+def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
     """One line per instrument run this pytest run asked for (every xdist worker's too): what was measured,
-    reused, failed or refused, for which predictions, and the measurement's wall time."""
+    reused, failed or refused, for which predictions, the measurement's wall time, and beside it what the plan's
+    cost model expected of a run measured in this process (``estimates``: run id -> seconds)."""
     lines, seen = [], {}
+    row = "  {:9} {:14} {:40} {:>9} {:>9}  {}"
     for e in events:
         if not e.instrument or (e.action == "reused" and e.reason == "measured earlier in this session"):
             continue
@@ -284,8 +289,9 @@ def _run_lines(store, events) -> list[str]:
     for (action, instrument, model, run_id), predictions in seen.items():
         run = store.run(run_id) if run_id else None
         took = f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None else "-"
-        lines.append(f"  {action:9} {instrument:14} {model[:40]:40} {took:>9}  for {', '.join(sorted(set(predictions)))}")
-    return lines
+        planned = duration(estimates[run_id]) if run_id in estimates and action == "measured" else "-"
+        lines.append(row.format(action, instrument, model[:40], took, planned, ", ".join(sorted(set(predictions)))))
+    return [row.format("step", "instrument", "model", "took", "planned", "for"), *lines] if lines else []
 
 
 def _reports_dir(config: pytest.Config) -> Path:
