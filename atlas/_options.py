@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._errors import SettingsError
+from ._registry import check_model_name
 from ._profiles import DEFAULT_PROFILE, PROFILES
 
 __all__ = ["SETTINGS", "Setting", "model_pair"]
@@ -72,13 +73,14 @@ class Setting:
 
 
 def model_pair(value: str) -> tuple[str, str] | None:
-    """``BASE,OTHER`` as a pair of model names (``None`` for the empty value)."""
+    """``BASE,OTHER`` as a pair of model names (``None`` for the empty value), each checked for its form
+    (``check_model_name``)."""
     if not value:
         return None
     names = [v.strip() for v in value.split(",")]
     if len(names) != 2 or not all(names):
         raise SettingsError(f"{value!r} is not two model names separated by a comma (BASE,OTHER)")
-    return names[0], names[1]
+    return check_model_name(names[0]), check_model_name(names[1])
 
 
 def _corpus(value: str) -> None:
@@ -94,7 +96,7 @@ def _store_url(value: str) -> None:
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
-    Setting("model", "smollm2-135m-instruct", metavar="NAME",
+    Setting("model", "smollm2-135m-instruct", metavar="NAME", opens=check_model_name,
             help="model measured: registry name (atlas models), local checkpoint directory, Lab run "
                  "(lab:RECIPE[@SEED]) or Hugging Face id"),
     Setting("corpus", "starter", metavar="FILE", opens=_corpus,

@@ -38,7 +38,7 @@ import pytest
 from ._cisp import reusable
 from ._costs import estimate
 from ._errors import AtlasError, Unavailable
-from ._models import LAB_PREFIX
+from ._registry import LAB_PREFIX
 from ._predict import NO_PAIR, AtlasSession, Prediction
 from ._table import aligned, duration
 from ._urls import shown_url

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ import click
 from ._errors import AtlasError, BadInput
 from ._jsonsafe import json_safe
 from ._options import SETTINGS
+from ._profiles import PROFILES
 from ._table import aligned
 
 
@@ -101,6 +103,12 @@ class _AtlasGroup(click.Group):
     option (``click.BadParameter``: exit 2, the option and the problem on one line). Anything else is a bug and
     keeps its traceback."""
 
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = super().get_command(ctx, name)
+        if found is None and not ctx.resilient_parsing:
+            _no_such(ctx, "command", name, self.list_commands(ctx))
+        return found
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -110,6 +118,13 @@ class _AtlasGroup(click.Group):
         except AtlasError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2 if isinstance(exc, BadInput) else 1)
+
+
+def _no_such(ctx: click.Context, what: str, name: str, names: list[str]) -> None:
+    """A usage error (exit 2) for a command or instrument name that is not one, naming the close ones."""
+    close = difflib.get_close_matches(name.replace("-", "_"), names, n=3, cutoff=0.6)
+    ctx.fail(f"no {what} {name!r}" + (f": did you mean {' or '.join(close)}?" if close else "")
+             + f" ({ctx.command_path} --help lists them)")
 
 
 @click.group(cls=_AtlasGroup)
@@ -128,9 +143,13 @@ class _MeasureGroup(click.Group):
         return list(catalog())
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """The instrument ``name`` (``hessian-coupling`` is ``hessian_coupling``); an unknown name is a usage
+        error naming the close ones."""
         from ._catalog import catalog
 
-        entry = catalog().get(name)
+        entry = catalog().get(name.replace("-", "_"))
+        if entry is None and not ctx.resilient_parsing:
+            _no_such(ctx, "instrument", name, list(catalog()))
         return None if entry is None else _measure_command(entry)
 
 
@@ -261,7 +280,7 @@ def verify(db, repair, as_json):
 @main.command()
 def models():
     """List the model registry."""
-    from ._models import MODELS
+    from ._registry import MODELS
 
     for spec in MODELS.values():
         click.echo(f"{spec.name:24} {spec.source:5} {spec.location:48} {spec.description}")
@@ -276,7 +295,7 @@ def _g(x) -> str:
 @click.option("--corpus", default=None,
               help="only verdicts on this corpus: its name (domains-v1[:24/domain]), its file's name (domains-v1: "
                    "every sample of it) or the start of its hash (sha256:...)")
-@click.option("--profile", default=None, help="only verdicts of this profile (quick, full)")
+@click.option("--profile", default=None, type=click.Choice(tuple(PROFILES)), help="only verdicts of this profile")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `verdicts` list")
 def verdicts(db, corpus, profile, as_json):
     """The latest verdict of every prediction version on every model, corpus and profile."""

@@ -34,7 +34,8 @@ domains of a corpus, and ``token_nll`` scores every token given the ones before 
 
 from ._anatomy import (attention, decoder_layers, eager_attention, final_norm, head_dim, hook_count, hooks,
                        output_projection)
-from ._models import MODELS, LoadedModel, ModelSpec, byte_tokenizer, load_model, model_checksum, tiny_model
+from ._models import LoadedModel, byte_tokenizer, load_model, model_checksum, tiny_model
+from ._registry import MODELS, ModelSpec
 from ._scoring import batches, encode, token_budget, token_nll
 
 __all__ = ["MODELS", "LoadedModel", "ModelSpec", "attention", "batches", "byte_tokenizer", "decoder_layers",

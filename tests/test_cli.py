@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from atlas import Store
@@ -34,7 +35,7 @@ def test_unavailable_model_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "gpt2", "--db", "sqlite://"])
-    assert result.exit_code == 1 and "model 'gpt2'" in result.output and "huggingface-cli download" in result.output
+    assert result.exit_code == 1 and "model 'gpt2'" in result.output and "hf download openai-community/gpt2" in result.output
 
 
 def test_report_renders_from_the_store(tmp_path):
@@ -100,5 +101,23 @@ def test_an_unknown_model_name_suggests_close_registry_names(tmp_path, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "smollm-135m-instruct", "--db", "sqlite://"])
-    assert result.exit_code == 1
-    assert "did you mean smollm2-135m-instruct" in result.output and "`atlas models`" in result.output
+    assert result.exit_code == 2  # a usage error before any model loads
+    assert "did you mean smollm2-135m-instruct?" in result.output and "(atlas models)" in result.output
+    hub = CliRunner().invoke(main, ["measure", "perplexity", "--model", "someorg/smollm2-135m", "--db", "sqlite://"])
+    assert hub.exit_code == 1 and "It is not a registry name. `atlas models` lists the registry." in hub.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["measure", "perplexty"], "no instrument 'perplexty': did you mean perplexity? (atlas measure --help lists them)"),
+    (["verdict"], "no command 'verdict': did you mean verdicts or verify? (atlas --help lists them)"),
+    (["verdicts", "--profile", "quik"], "'quik' is not one of 'quick', 'full'"),
+])
+def test_a_typo_in_a_command_instrument_or_filter_is_a_usage_error_naming_the_close_ones(args, words):
+    result = CliRunner().invoke(main, args, prog_name="atlas")
+    assert result.exit_code == 2 and words in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_an_instrument_is_named_with_a_hyphen_or_an_underscore(tmp_path):
+    for name in ("hessian-coupling", "hessian_coupling"):
+        result = CliRunner().invoke(main, ["measure", name, "--help"])
+        assert result.exit_code == 0 and "--tokens-per-passage" in result.output

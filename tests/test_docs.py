@@ -50,7 +50,7 @@ NOT_RUN = {
     ),
     "the real model, minutes": ("pytest predictions/ --atlas-corpus ../shared/corpora/domains-v1.jsonl",
                                 "python benchmarks/costs.py"),
-    "downloads from the hub": ("huggingface-cli download openai-community/gpt2",
+    "downloads from the hub": ("hf download openai-community/gpt2",
                                "pytest predictions/ --atlas-model gpt2"),
     "trains for minutes": ("atlas train modular-addition --seed 1", "atlas train corpus-lm --out runs --json",
                            "atlas train finetune-smollm2"),

@@ -28,7 +28,7 @@ def test_unavailable_hub_model_says_where_atlas_looked(monkeypatch, tmp_path):
         load_model("opt-125m", device="cpu")
     message = str(info.value)
     assert "'opt-125m'" in message and "facebook/opt-125m" in message
-    assert "Hugging Face cache" in message and "huggingface-cli download facebook/opt-125m" in message
+    assert "Hugging Face cache" in message and "hf download facebook/opt-125m" in message
 
 
 def test_bad_device_and_dtype():

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import atlas
+from atlas import SettingsError
 from atlas import plugin
 from atlas._options import SETTINGS
 from atlas._profiles import DEFAULT_PROFILE, PROFILES
@@ -104,6 +105,10 @@ def test_a_gpu_index_is_a_device_in_both(device, plain_project):
     ("device", "tpu", "unknown device 'tpu': use auto, cpu, cuda or cuda:N"),
     ("device", "cuda:x", "unknown device 'cuda:x': use auto, cpu, cuda or cuda:N"),
     ("dtype", "float64", "unknown dtype 'float64': use auto, float32, bfloat16 or float16"),
+    ("model", "tiny-gtp2", "unknown model 'tiny-gtp2': did you mean tiny-gpt2? give a registry name (atlas models), "
+                           "a Hugging Face id ORG/NAME, a Lab run lab:RECIPE[@SEED] or a checkpoint folder"),
+    ("model", "./no-such-folder", "no checkpoint folder './no-such-folder' on this machine: give the folder of a "
+                                  "saved model (config.json and weights), or a registry name (atlas models)"),
 ])
 def test_a_bad_value_is_the_same_usage_error_in_both(name, value, reason, plain_project):
     run = plain_project.runpytest(f"--atlas-{name}={value}", "-p", "no:cacheprovider")
@@ -112,6 +117,15 @@ def test_a_bad_value_is_the_same_usage_error_in_both(name, value, reason, plain_
     result = _measure(f"--{name}", value)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].endswith(f"'--{name}' (env var: '{SETTINGS[name].env}'): {reason}")
+
+
+@pytest.mark.parametrize("value", ["EleutherAI/pythia-1b", "lab:tiny-modular@0", "gpt2"])
+def test_a_hub_id_a_lab_run_and_a_registry_name_are_model_names(value, tmp_path):
+    """Only the form is checked before a run: whether the weights are here is the loader's question."""
+    assert SETTINGS["model"].check(value) == value and SETTINGS["model"].check(str(tmp_path)) == str(tmp_path)
+    assert SETTINGS["pair"].opens(f"gpt2,{value}") == ("gpt2", value)
+    with pytest.raises(SettingsError, match="unknown model 'mistral7b': did you mean mistral-7b"):
+        SETTINGS["pair"].opens("mistral7b,mistral-7b-instruct")
 
 
 def test_a_bad_value_from_the_environment_is_refused_alike(plain_project, monkeypatch):
@@ -133,12 +147,12 @@ def _constants(tree: ast.AST):
 
 def test_no_module_restates_a_default():
     """The store's URL, the default model and the default profile's name are written once: in the table, the
-    model also in its registry, the profile's name beside the profiles (and by the simulator of the quick
+    model also in its registry (_registry), the profile's name beside the profiles (and by the simulator of the quick
     profile's own memory seeds). The bootstrap resamples are the profiles' alone: no summary or setting takes
     a number of its own by default."""
     package = Path(atlas.__file__).parent
     model, db, profile = SETTINGS["model"].default, SETTINGS["db"].default, SETTINGS["profile"].default
-    allowed = {"_options.py": {model, db}, "_models.py": {model}, "_profiles.py": {profile},
+    allowed = {"_options.py": {model, db}, "_registry.py": {model}, "_profiles.py": {profile},
                "simulate/memory.py": {profile}}
     found = []
     for path in sorted(package.rglob("*.py")):

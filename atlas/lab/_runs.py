@@ -35,7 +35,7 @@ from pathlib import Path
 from .._corpus import load_corpus
 from .._progress import progress_bar, progress_line, routed
 from .._errors import LabError
-from .._models import LAB_PREFIX
+from .._registry import LAB_PREFIX
 from .._provenance import content_hash, git_commit_of_atlas, package_versions, settings_hash
 from .._public import public
 from .._schema import coerce, validate_table

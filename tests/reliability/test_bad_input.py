@@ -222,12 +222,14 @@ def test_a_coupling_window_too_short(db):
     nothing_stored(db)
 
 
-@pytest.mark.parametrize("model, words", [
-    ("no-such-model-xyz", ["is not available", "huggingface-cli download"]),
-    ("./models/none-here", ["is not available", "local checkpoint directory"]),
+@pytest.mark.parametrize("model, status, words", [
+    ("no-such-model-xyz", 2, ["unknown model 'no-such-model-xyz'", "registry name (atlas models)"]),
+    ("tiny-gtp2", 2, ["did you mean tiny-gpt2?"]),
+    ("./models/none-here", 2, ["no checkpoint folder './models/none-here'"]),
+    ("no-such-org/no-such-model", 1, ["is not available", "hf download no-such-org/no-such-model"]),
 ])
-def test_a_model_that_is_not_here(model, words, db):
-    refused(measure(db, STARTER_CORPUS, model=model), 1, *words)
+def test_a_model_that_is_not_here(model, status, words, db):
+    refused(measure(db, STARTER_CORPUS, model=model), status, *words)
     nothing_stored(db)
 
 
