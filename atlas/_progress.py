@@ -98,8 +98,10 @@ def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, 
                     mininterval=0.5, dynamic_ncols=True)
     # miniters=1: a line when an update comes LOG_INTERVAL_S after the last, and never one more from tqdm's monitor
     # thread (which otherwise re-prints a bar whose dynamic miniters it finds stale: two lines a moment apart)
+    # smoothing=0: the rate and the time left are the averages since the start (lines 30 s apart, or units that
+    # finish minutes apart, make a moving average swing)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, file=_Lines(stream), leave=True,
-                mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, miniters=1, bar_format=_LINE)
+                mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, miniters=1, smoothing=0, bar_format=_LINE)
 
 
 def progress_line(line: str) -> None:

@@ -34,6 +34,7 @@ from ._profiles import PROFILES, using_profile
 from ._progress import routed
 from ._options import SETTINGS, model_pair
 from ._plan import lab_runs, plan, plan_lines
+from ._registry import LAB_PREFIX
 from ._table import duration
 from ._urls import shown_url
 from .lab import LabRuns
@@ -59,6 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "prediction(id, claim, criterion, needs, source='', form='general', model=None): "
                    "an Atlas prediction; see atlas._predict")
+    for name, meaning in _SELECTION.items():
+        config.addinivalue_line("markers", f"{name}: {meaning} (set by Atlas from the prediction's declaration)")
     config.pluginmanager.register(_ReportWriter(config), "atlas-report-writer")
     worker = getattr(config, "workerinput", None)
     config.stash[_SESSION] = worker["atlas_session"] if worker and "atlas_session" in worker else uuid.uuid4().hex
@@ -163,8 +166,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                 "their own, not named test_*)")
     for item in items:
         marker = item.get_closest_marker("prediction")
-        if marker is not None and marker.kwargs.get("id"):
+        if marker is None:
+            continue
+        if marker.kwargs.get("id"):
             item.extra_keyword_matches.add(marker.kwargs["id"])
+        item.add_marker(marker.kwargs.get("form", "general"))
+        if any(name.startswith(LAB_PREFIX) for name in _declared_models(marker.kwargs)):
+            item.add_marker("lab")
+
+
+#: the markers Atlas gives each prediction, for ``-m`` (``-m "not lab"``: no Lab training, a quick run)
+_SELECTION = {"named": "a named form: a claim about the models it names",
+              "general": "a general form: a claim about the model --atlas-model names",
+              "lab": "measures a Lab run (lab:RECIPE@SEED), trained first when it is not on disk"}
+
+
+def _declared_models(declaration: dict) -> list[str]:
+    """The model names a prediction's declaration gives: its models, its default pair, and the models its
+    instruments' declared settings name."""
+    model, pair, needs = declaration.get("model"), declaration.get("default_pair"), declaration.get("needs", ())
+    settings = [v for declared in needs.values() for v in declared.values()] if isinstance(needs, dict) else []
+    return [m for m in [*([model] if isinstance(model, str) else model or ()), *(pair or ()), *settings]
+            if isinstance(m, str)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A prediction's node id carries its id (``test_grokking_is_a_phase_transition[P8-grokking-...]``), so the
+    terminal, ``--lf`` and a CI log name it: the ``prediction`` fixture is parametrized by it (and ignores it)."""
+    marker = metafunc.definition.get_closest_marker("prediction")
+    if marker is not None and marker.kwargs.get("id") and "prediction" in metafunc.fixturenames:
+        metafunc.parametrize("prediction", [marker.kwargs["id"]], ids=[marker.kwargs["id"]], indirect=True)
 
 
 @pytest.fixture

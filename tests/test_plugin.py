@@ -103,3 +103,19 @@ def test_a_run_without_predictions_writes_no_report(pytester):
     pytester.makepyfile("def test_plain(): pass")
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not (pytester.path / "reports").exists() and not (pytester.path / "atlas.db").exists()
+
+
+def test_node_ids_carry_the_prediction_id_and_markers_select_by_form_and_lab(pytester):
+    """-m selects by form (named, general) and by Lab training (lab); each node id names its prediction."""
+    from pathlib import Path
+
+    predictions = Path(__file__).resolve().parents[1] / "predictions"
+    run = pytester.runpytest_subprocess(str(predictions), "--collect-only", "-q", "-m", "not lab",
+                                        "-p", "no:cacheprovider")
+    quick = [line for line in run.outlines if "::" in line]
+    assert quick and all(line.endswith("]") for line in quick)
+    assert any(line.endswith("[P0b-domain-perplexity-spread]") for line in quick)
+    assert not any("[P8-" in line or "[P12-" in line for line in quick)  # Lab-trained: left out
+    lab = pytester.runpytest_subprocess(str(predictions), "--collect-only", "-q", "-m", "lab and named",
+                                        "-p", "no:cacheprovider")
+    assert {line.split("[")[1].split("-")[0] for line in lab.outlines if "::" in line} >= {"P8", "P9b", "P10", "P12"}
