@@ -28,13 +28,17 @@ from pathlib import Path
 from ._errors import BadInput
 from ._public import public
 
-__all__ = ["NOT_SETTINGS", "CatalogEntry", "Setting", "catalog", "instrument_table", "settings_help", "settings_table"]
+__all__ = ["NOT_SETTINGS", "RECIPES", "CatalogEntry", "Setting", "catalog", "instrument_table", "recipe_names",
+           "settings_help", "settings_table"]
 
 #: an entry function's keyword parameters that are not settings: what CISP passes in (the progress switch, and
 #: the Lab resolver of an instrument that trains)
 NOT_SETTINGS = ("lm", "corpus", "progress", "lab")
 
 _HERE = Path(__file__).parent / "instruments"
+
+#: the Lab's bundled recipes (``atlas.lab``), listed here so that ``atlas train --help`` needs no torch
+RECIPES = Path(__file__).parent / "lab" / "recipes"
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,11 @@ def catalog() -> dict[str, CatalogEntry]:
             if isinstance(node, ast.FunctionDef) and (entry := _entry(alias.name, node)):
                 found[entry.name] = entry
     return found
+
+
+def recipe_names() -> list[str]:
+    """The bundled Lab recipes (``atlas/lab/recipes/*.yaml``), by name."""
+    return sorted(p.name.removesuffix(".yaml") for p in RECIPES.iterdir() if p.name.endswith(".yaml"))
 
 
 def instrument_table(instruments: Mapping, schema_for: Callable) -> str:

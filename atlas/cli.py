@@ -279,11 +279,14 @@ def verify(db, repair, as_json):
 
 @main.command()
 def models():
-    """List the model registry."""
-    from ._registry import MODELS
+    """List the model registry: each name, where its weights come from, and whether they are on this machine
+    (and how to get them when they are not). Any Hugging Face id ORG/NAME, checkpoint folder or Lab run
+    (lab:RECIPE@SEED) is a model name too."""
+    from ._registry import MODELS, availability
 
-    for spec in MODELS.values():
-        click.echo(f"{spec.name:24} {spec.source:5} {spec.location:48} {spec.description}")
+    rows = [(s.name, s.source, availability(s), s.description) for s in MODELS.values()]
+    for line in aligned(("name", "source", "on this machine", "description"), rows, right=set()):
+        click.echo(line)
 
 
 def _g(x) -> str:
@@ -567,7 +570,13 @@ def import_reference(name, as_json, db):
     _print_import(import_sheet(Store(db), reference_sheet(name)), as_json)
 
 
-@main.command("train")
+def _recipes_epilog() -> str:
+    from ._catalog import recipe_names
+
+    return "\b\nRecipes bundled: " + ", ".join(recipe_names()) + " (or a YAML file of your own; see docs/lab.md)"
+
+
+@main.command("train", epilog=_recipes_epilog())
 @click.argument("recipe")
 @click.option("--seed", type=int, default=None, help="the run's seed (default: the recipe's)")
 @click.option("--out", default=None, help="directory of runs (default: $ATLAS_CACHE/lab, i.e. ~/.cache/atlas/lab)")

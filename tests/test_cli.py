@@ -121,3 +121,21 @@ def test_an_instrument_is_named_with_a_hyphen_or_an_underscore(tmp_path):
     for name in ("hessian-coupling", "hessian_coupling"):
         result = CliRunner().invoke(main, ["measure", name, "--help"])
         assert result.exit_code == 0 and "--tokens-per-passage" in result.output
+
+
+def test_models_says_which_are_here_and_how_to_get_the_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache, then gpt2 in it
+    lines = CliRunner().invoke(main, ["models"]).output.splitlines()
+    assert lines[0].split() == ["name", "source", "on", "this", "machine", "description"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert "here: random weights" in rows["tiny-gpt2"] and "here: the GGUF file" in rows["smollm2-135m-instruct"]
+    assert "not here: hf download openai-community/gpt2" in rows["gpt2"]
+    (tmp_path / "hub" / "models--openai-community--gpt2").mkdir(parents=True)
+    assert "here: in the Hugging Face cache" in CliRunner().invoke(main, ["models"]).output
+
+
+def test_train_help_lists_the_bundled_recipes():
+    from atlas.lab import recipe_names
+
+    text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    assert f"Recipes bundled: {', '.join(recipe_names())}" in text and "modular-addition" in text

@@ -60,12 +60,12 @@ import difflib
 import math
 import re
 from dataclasses import asdict, dataclass
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from .._catalog import RECIPES, recipe_names
 from .._errors import LabError
 from .._jsonsafe import json_safe
 from .._provenance import content_hash
@@ -217,14 +217,6 @@ class Recipe:
 
 # --- loading and validation ----------------------------------------------------------------
 
-_RECIPES = files("atlas.lab") / "recipes"
-
-
-def recipe_names() -> list[str]:
-    """The bundled recipes (``atlas/lab/recipes/*.yaml``)."""
-    return sorted(p.name.removesuffix(".yaml") for p in _RECIPES.iterdir() if p.name.endswith(".yaml"))
-
-
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """A bundled recipe by name (``modular-addition``) or a YAML file; its name is the file's stem.
 
@@ -240,7 +232,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             shown = repr(str(name_or_path)[:60])
             raise LabError(f"no recipe {shown}: use one of {', '.join(recipe_names())} "
                            "or the path of a .yaml recipe file")
-        text, name = (_RECIPES / f"{name_or_path}.yaml").read_text(encoding="utf-8"), str(name_or_path)
+        text, name = (RECIPES / f"{name_or_path}.yaml").read_text(encoding="utf-8"), str(name_or_path)
     return parse_recipe(_read_yaml(text, name), name)
 
 
