@@ -316,7 +316,8 @@ def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
     for e in events:
         if not e.instrument or (e.action == "reused" and e.reason == "measured earlier in this session"):
             continue
-        seen.setdefault((e.action, e.instrument, e.model, e.run_id), []).append(e.prediction or "cli")
+        seen.setdefault((e.action, e.instrument, e.model, e.run_id), []).append(
+            e.prediction or ("the predictions on it" if e.instrument == "lab" else "-"))  # a Lab run: trained to load
     for (action, instrument, model, run_id), predictions in seen.items():
         run = store.run(run_id) if run_id else None
         took = f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None else "-"

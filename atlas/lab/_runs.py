@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .._corpus import load_corpus
@@ -39,9 +40,9 @@ from .._registry import LAB_PREFIX
 from .._provenance import content_hash, git_commit_of_atlas, package_versions, settings_hash
 from .._public import public
 from .._schema import coerce, validate_table
-from .._store import ProtocolLog, Run, Store, utcnow
+from .._store import ProtocolLog, Run, Store
 from ._recipe import MAX_SEED, Recipe, check_seed, load_recipe
-from ._train import TrainResult, finished_run, run_lock, train
+from ._train import TRAJECTORY, TrainResult, finished_run, run_lock, train
 
 __all__ = ["LAB_PREFIX", "LabRuns", "lab_name", "parse_lab_name", "trained_on", "trained_run"]
 
@@ -94,7 +95,7 @@ def _trained_run(store: Store, recipe: Recipe, seed: int, out: str | Path | None
         return result, stored[-1]
     trajectory = result.trajectory
     validate_table("trajectory", trajectory)
-    now = utcnow()
+    ended = datetime.fromtimestamp((result.run_dir / TRAJECTORY).stat().st_mtime, timezone.utc)  # when it finished
     run = Run(provenance="trained", instrument="lab", instrument_version="1", model=data["model"],
               model_revision=recipe.hash, corpus=recipe.name, corpus_hash=data["corpus_hash"],
               settings={"recipe": recipe.as_dict(), "seed": seed, "steps": recipe.steps,
@@ -103,7 +104,9 @@ def _trained_run(store: Store, recipe: Recipe, seed: int, out: str | Path | None
                         "cpu_s": result.cpu_s if math.isfinite(result.cpu_s) else None,
                         "checkpoints": [[step, str(path)] for step, path in result.checkpoints]},
               settings_hash=key, device="cpu", dtype="float32", seed=seed, packages=package_versions(),
-              git_commit=git_commit_of_atlas(), started_at=now, ended_at=now, status="complete")
+              git_commit=git_commit_of_atlas(), started_at=ended - timedelta(seconds=result.wall_s if math.isfinite(result.wall_s) else 0.0),
+              ended_at=ended,
+              status="complete")
     store.write_run(run, {"trajectory": coerce("trajectory", trajectory)})
     log.write("measured", run_id=run.id, spec_key=key,
               reason="reused the checkpoints on disk" if result.reused else f"trained in {result.wall_s:.0f} s",
