@@ -403,7 +403,7 @@ def test_runs_prepared_side_by_side_are_the_bits_of_one_after_another(tmp_path, 
                for k, v in weights(alone.checkpoints[-1][1]).items())
     assert [e.action for e in store.events()] == ["measured"]  # stored once, from the checkpoints on disk
     [run] = store.runs(instrument="lab")  # the training's own time, not the moment it was stored
-    assert (run.ended_at - run.started_at).total_seconds() == pytest.approx(prepared.wall_s, abs=1e-3) > 0
+    assert prepared.wall_s > 0 and (run.ended_at - run.started_at).total_seconds() == pytest.approx(prepared.wall_s, abs=1e-3)
     lab.prepare([(tiny, 5), (tiny, 6)], workers=2)  # both on disk: nothing to train
     assert "Lab runs" not in capsys.readouterr().err
 
