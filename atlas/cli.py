@@ -330,6 +330,35 @@ def verdicts(db, corpus, profile, as_json):
 
 
 @main.command()
+@_DB_OPTION
+@click.option("--instrument", default=None, help="only runs of this instrument (lab: Lab trainings)")
+@click.option("--model", "model_name", default=None, help="only runs on this model")
+@click.option("--last", type=click.IntRange(min=1), default=None, help="only the newest N runs")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `runs` list")
+def runs(db, instrument, model_name, last, as_json):
+    """The runs in the store, oldest first: the id to give `atlas export` or to find in the report, what was
+    measured (or trained) on which model and corpus, its status and how long it took."""
+    from ._store import Store
+
+    where = {k: v for k, v in (("instrument", instrument), ("model", model_name)) if v is not None}
+    found = sorted(Store(db).runs(**where), key=lambda r: r.started_at)[-last if last else None:]
+    listed = [{"run_id": r.id, "instrument": r.instrument, "model": r.model, "corpus": r.corpus,
+               "provenance": r.provenance, "status": r.status, "started_at": r.started_at.isoformat(),
+               "seconds": round((r.ended_at - r.started_at).total_seconds(), 1)} for r in found]
+    if as_json:
+        click.echo(json.dumps({"runs": listed}))
+        return
+    if not listed:
+        click.echo("no run matches" if where else "no run in the store yet: pytest predictions/ or atlas measure")
+        return
+    rows = [(r["run_id"], r["instrument"], r["model"], r["corpus"], r["provenance"], r["status"],
+             r["started_at"][:19].replace("T", " "), f"{r['seconds']:.1f} s") for r in listed]
+    for line in aligned(("run id", "instrument", "model", "corpus", "provenance", "status", "started (UTC)", "took"),
+                        rows, right={7}):
+        click.echo(line)
+
+
+@main.command()
 @click.argument("ids", nargs=-1)
 @click.option("--reps", type=click.IntRange(min=1), default=200, show_default=True,
               help="simulated draws per null and per alternative")

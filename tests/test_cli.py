@@ -139,3 +139,16 @@ def test_train_help_lists_the_bundled_recipes():
 
     text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert f"Recipes bundled: {', '.join(recipe_names())}" in text and "modular-addition" in text
+
+
+def test_runs_lists_the_stored_runs_with_their_ids(tmp_path):
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    assert "no run in the store yet" in CliRunner().invoke(main, ["runs", "--db", db]).output
+    measured = json.loads(CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--per-domain",
+                                                    "1", "--db", db, "--json"]).output)
+    listed = json.loads(CliRunner().invoke(main, ["runs", "--db", db, "--json"]).output)["runs"]
+    assert [(r["run_id"], r["instrument"], r["model"], r["status"]) for r in listed] == [
+        (measured["run_id"], "perplexity", "tiny-gpt2", "complete")]
+    table = CliRunner().invoke(main, ["runs", "--db", db]).output.splitlines()
+    assert table[0].startswith("run id") and table[1].startswith(measured["run_id"])
+    assert CliRunner().invoke(main, ["runs", "--db", db, "--instrument", "lab"]).output.strip() == "no run matches"
