@@ -12,13 +12,14 @@ holds several records of one key (several criterion versions), the newest counts
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import FlipsError
 from ._jsonsafe import json_safe
 
-__all__ = ["Comparison", "compare", "corpus_matches", "load_verdicts", "verdict_json"]
+__all__ = ["Comparison", "compare", "corpus_matches", "load_verdicts", "number", "verdict_cells", "verdict_json"]
 
 FIELDS = ("id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile", "code_version",
           "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "created_at")
@@ -35,6 +36,46 @@ def verdict_json(v, adjustment=None) -> dict:
                   p_adjusted=json_safe(adjustment.p_adjusted) if adjustment is not None else None,
                   holm_family=adjustment.family if adjustment is not None else None)
     return record
+
+
+def number(x) -> str:
+    """A figure as the tables print it: 4 significant digits, a dash for none."""
+    return "—" if x is None else f"{x:.4g}"
+
+
+def verdict_cells(record: dict) -> dict[str, str]:
+    """A verdict record (``verdict_json``) as the cells of a results table, one text per column: the end of a
+    pytest run and ``atlas verdicts`` print the same cells. An inconclusive verdict with no estimate (no effect,
+    or no interval: a 2-layer model's rank correlation of two points) says so, apart from one whose interval
+    straddles the threshold; the reason is shown for any outcome but supported."""
+    criterion = record.get("criterion") or {}
+    missing = record["effect"] is None or record["ci_low"] is None or record["ci_high"] is None
+    outcome = record["outcome"].replace("_", " ")
+    if record["outcome"] == "inconclusive":
+        outcome += ": no estimate" if missing else ": CI straddles"
+    reason = (record.get("reason") or "").strip().splitlines()
+    return {"prediction": record["prediction"], "version": record["version"], "form": record["form"],
+            "model": record["model"], "corpus": record["corpus"] or "—", "profile": record["profile"] or "—",
+            "outcome": outcome, "after Holm": "—" if record.get("holm_family") is None else
+            record["adjusted_outcome"].replace("_", " "), "effect": number(record["effect"]),
+            "95% CI": "—" if record["ci_low"] is None and record["ci_high"] is None else
+            f"[{number(record['ci_low'])}, {number(record['ci_high'])}]",
+            "criterion": f"{criterion['direction']} {number(criterion['threshold'])}" if "direction" in criterion
+            else "—",
+            "n": "—" if record["n"] is None else f"{record['n']} {record.get('n_unit') or ''}".strip(),
+            "scope": record.get("scope") or "—",
+            "reason": "" if record["outcome"] == "supported" or not reason else _short(_why(reason[0]), 90)}
+
+
+def _why(reason: str) -> str:
+    """A judged verdict's reason without the numbers the table already shows: ``stat = x, 95% CI [..], n = k
+    unit: why`` gives ``why``; any other reason (not run, error) stays whole."""
+    found = re.fullmatch(r".*, 95% CI \[[^\]]*\], n = [^:]*: (.*)", reason)
+    return found.group(1) if found else reason
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def corpus_matches(record: dict, query: str) -> bool:

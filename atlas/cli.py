@@ -289,10 +289,6 @@ def models():
         click.echo(line)
 
 
-def _g(x) -> str:
-    return "—" if x is None else f"{x:.4g}"
-
-
 @main.command()
 @_DB_OPTION
 @click.option("--corpus", default=None,
@@ -302,7 +298,7 @@ def _g(x) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object with a `verdicts` list")
 def verdicts(db, corpus, profile, as_json):
     """The latest verdict of every prediction version on every model, corpus and profile."""
-    from ._flips import corpus_matches, verdict_json
+    from ._flips import corpus_matches, verdict_cells, verdict_json
     from ._store import Store
 
     store = Store(db)
@@ -317,14 +313,10 @@ def verdicts(db, corpus, profile, as_json):
         asked = " ".join(f"--{k} {v}" for k, v in (("corpus", corpus), ("profile", profile)) if v)
         click.echo(f"no verdict matches {asked}" if asked else "no verdicts stored yet: run pytest predictions/")
         return
-    rows = [(v["prediction"], v["version"], v["form"], v["model"], v["corpus"] or "—", v["profile"] or "—",
-             v["outcome"].replace("_", " "),
-             "—" if v["holm_family"] is None else v["adjusted_outcome"].replace("_", " "), _g(v["effect"]),
-             "—" if v["ci_low"] is None else f"[{_g(v['ci_low'])}, {_g(v['ci_high'])}]",
-             "—" if v["n"] is None else f"{v['n']} {v['n_unit'] or ''}".strip(), v["scope"] or "—")
-            for v in latest]
     headers = ("prediction", "version", "form", "model", "corpus", "profile", "outcome", "after Holm", "effect",
-               "95% CI", "n", "scope")
+               "95% CI", "criterion", "n", "scope")
+    cells = [verdict_cells(v) for v in latest]
+    rows = [tuple(c[h] for h in headers) for c in cells]
     for line in aligned(headers, rows, right={8, 9}):
         click.echo(line)
 
@@ -434,7 +426,7 @@ def diff(old, new, out):
     Exit status: 0 no flip, 3 at least one flip (1: a file could not be read).
     """
     from ._errors import FlipsError
-    from ._flips import compare, load_verdicts
+    from ._flips import compare, load_verdicts, number
 
     try:
         result = compare(load_verdicts(old), load_verdicts(new))
@@ -448,9 +440,9 @@ def diff(old, new, out):
         raise BadInput(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
     for f in result.flips:
         was, now = f["old"], f["new"]
-        ci = lambda s: "" if s["ci_low"] is None else f" [{_g(s['ci_low'])}, {_g(s['ci_high'])}]"  # noqa: E731
+        ci = lambda s: "" if s["ci_low"] is None else f" [{number(s['ci_low'])}, {number(s['ci_high'])}]"  # noqa: E731
         click.echo(f"FLIP {f['prediction']} on {f['model']} · {f['corpus'] or '—'} · {f['profile'] or '—'}: "
-                   f"{f['from']} -> {f['to']} (effect {_g(was['effect'])}{ci(was)} -> {_g(now['effect'])}{ci(now)}"
+                   f"{f['from']} -> {f['to']} (effect {number(was['effect'])}{ci(was)} -> {number(now['effect'])}{ci(now)}"
                    f"{'; criterion version changed' if f['version_changed'] else ''})")
     for kind in ("appeared", "gone"):
         for r in getattr(result, kind):

@@ -35,7 +35,7 @@ from ._progress import routed
 from ._options import SETTINGS, model_pair
 from ._plan import lab_runs, plan, plan_lines
 from ._registry import LAB_PREFIX
-from ._table import duration
+from ._table import aligned, duration
 from ._urls import shown_url
 from .lab import LabRuns
 
@@ -264,6 +264,7 @@ class _ReportWriter:
         from datetime import datetime, timezone
 
         self.config, self.ran, self.path, self.runs, self.error = config, False, None, [], None
+        self.results: list[tuple[str, str]] = []  # (line, outcome) of the results table
         self.started = datetime.now(timezone.utc)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -285,6 +286,7 @@ class _ReportWriter:
                     SESSION_COMPLETE, instrument="", model="", corpus_hash="",
                     reason=f"{session.testscollected} tests collected, exit status {int(exitstatus)}")
             self.runs = _run_lines(store, store.events(since=self.started), self.config.stash.get(_ESTIMATES, {}))
+            self.results = _result_lines(store, self.config.stash[_SESSION])
             self.path = render_report(store, _reports_dir(self.config))
         except AtlasError as exc:
             self.error = str(exc)
@@ -300,6 +302,9 @@ class _ReportWriter:
             terminalreporter.write_sep("-", "Atlas")
             for line in self.runs:
                 terminalreporter.write_line(line)
+            terminalreporter.write_sep("-", "Atlas results")
+            for line, outcome in self.results:
+                terminalreporter.write_line(line, **_COLOUR.get(outcome, {}))
             store = shown_url(_option(self.config, "db"))
             terminalreporter.write_line(f"verdict report: {self.path}  (store: {store})")
         if self.error is not None:
@@ -324,6 +329,25 @@ def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
         planned = duration(estimates[run_id]) if run_id in estimates and action == "measured" else "-"
         lines.append(row.format(action, instrument, model[:40], took, planned, ", ".join(sorted(set(predictions)))))
     return [row.format("step", "instrument", "model", "took", "planned", "for"), *lines] if lines else []
+
+
+#: the results table's colour of each outcome (inconclusive apart from supported: it is not a pass)
+_COLOUR = {"supported": {"green": True}, "refuted": {"red": True, "bold": True}, "inconclusive": {"yellow": True},
+           "no_effect": {"cyan": True}, "error": {"red": True}}
+
+_RESULT_COLUMNS = ("prediction", "model", "outcome", "effect", "95% CI", "criterion", "n", "reason")
+
+
+def _result_lines(store, session: str) -> list[tuple[str, str]]:
+    """The results table of this run, like lm-eval's: one row per verdict it stored (every xdist worker's too),
+    the cells ``atlas verdicts`` prints (``atlas._flips.verdict_cells``), with each row's outcome for its colour."""
+    from ._flips import verdict_cells, verdict_json
+
+    adjustments = store.adjustments()
+    records = [verdict_json(v, adjustments.get(v.id)) for v in store.verdicts(session=session)]
+    rows = [tuple(verdict_cells(r)[c] for c in _RESULT_COLUMNS) for r in records]
+    lines = aligned(_RESULT_COLUMNS, rows, right={3}) if rows else []
+    return [(lines[0], "")] + [(line, r["outcome"]) for line, r in zip(lines[1:], records)] if lines else []
 
 
 def _reports_dir(config: pytest.Config) -> Path:

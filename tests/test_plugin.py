@@ -89,6 +89,21 @@ def test_outcomes_verdicts_and_report(project):
     for line in ["*REFUTED T-refuted on tiny-gpt2*", "*not run: model 'gpt2'*", "*verdict report:*index.html*"]:
         result.stdout.fnmatch_lines([line])
     check_store_and_report(pytester, db)
+    check_results_table(result.stdout.lines)
+
+
+def check_results_table(lines):
+    """The results table at the end of the run: a header and one row per verdict, with its numbers."""
+    start = next(i for i, line in enumerate(lines) if "Atlas results" in line) + 1
+    header, *rows = lines[start:start + 5]
+    assert header.split() == ["prediction", "model", "outcome", "effect", "95%", "CI", "criterion", "n", "reason"]
+    rows = {row.split()[0]: row for row in rows}
+    assert set(rows) == {"T-supported", "T-refuted", "T-inconclusive", "T-not-run"}
+    assert " supported " in rows["T-supported"] and " > 0.5 " in rows["T-supported"] and "24 passages" in rows[
+        "T-supported"]
+    assert "inconclusive: no estimate" in rows["T-inconclusive"]  # its interval is [nan, nan]
+    assert " refuted " in rows["T-refuted"] and "the CI lies on the wrong side of 5" in rows["T-refuted"]
+    assert "not run" in rows["T-not-run"] and "model 'gpt2'" in rows["T-not-run"]
 
 
 def test_under_xdist_workers_write_verdicts_and_only_the_controller_renders(project):
@@ -97,6 +112,7 @@ def test_under_xdist_workers_write_verdicts_and_only_the_controller_renders(proj
     assert_outcomes(result)
     assert result.stdout.str().count("verdict report:") == 1
     check_store_and_report(pytester, db)
+    check_results_table(result.stdout.lines)  # the workers' verdicts, read by the controller
 
 
 def test_a_run_without_predictions_writes_no_report(pytester):

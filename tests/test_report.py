@@ -324,7 +324,7 @@ def test_verdicts_plain_output_has_a_header_aligned_columns_and_the_corpus(two_c
     assert result.exit_code == 0, result.output
     header, *lines = result.output.splitlines()
     assert header.split() == ["prediction", "version", "form", "model", "corpus", "profile", "outcome", "after",
-                              "Holm", "effect", "95%", "CI", "n", "scope"]
+                              "Holm", "effect", "95%", "CI", "criterion", "n", "scope"]
     assert len(lines) == 4
     for column in ("corpus", "profile", "outcome"):  # left-aligned: every row starts the column where the header does
         at = header.index(column)
@@ -346,8 +346,8 @@ def test_verdicts_filter_by_corpus_and_profile(two_corpora):
         ("domains-v1", "full")]
     assert predictions("--corpus", "sha256:de") == [("domains-v1[:24/domain]", "quick")]
     assert predictions("--corpus", "starter-v1") == [("starter-v1", "quick"), ("starter-v1", "quick")]
-    result = cli("verdicts", "--db", two_corpora, "--profile", "nightly")
-    assert result.exit_code == 0 and "no verdict matches --profile nightly" in result.output
+    result = cli("verdicts", "--db", two_corpora, "--profile", "nightly")  # a typo, not an empty answer
+    assert result.exit_code == 2 and "'nightly' is not one of 'quick', 'full'" in result.output
 
 
 def test_a_flip_between_two_nights_is_printed_written_and_exits_3(tmp_path):
