@@ -4,7 +4,9 @@ A run is written to ``DIR/<run id>/``: one file per table (``<table>.csv``, ``.j
 ``.parquet``) and ``provenance.json``, the sidecar that says where the numbers come from:
 the run's instrument and version, model and revision, corpus and content hash, settings,
 device, dtype, seed, package versions, git commit, start and end, status, and per table its
-file, row count and the schema's column descriptions (``schema/<table>.yaml``). A
+file, row count and a description of every column (``schema/<table>.yaml``). Every table
+starts with the columns ``KEYS`` (``run_id``, ``instrument``, ``model``, ``corpus``,
+``profile``), so tables of several runs concatenate and join without the sidecar. A
 prediction is exported as the runs its latest verdicts used, each as above, and
 ``DIR/<prediction>.verdicts.json`` with those verdicts (``atlas verdicts --json`` records).
 
@@ -30,7 +32,7 @@ from ._report import prediction_page
 from ._schema import schema_for, table_names
 from ._store import Run, Store
 
-__all__ = ["FORMATS", "export_prediction", "export_run"]
+__all__ = ["FORMATS", "KEYS", "export_prediction", "export_run"]
 
 FORMATS = ("csv", "json", "parquet")
 
@@ -43,10 +45,25 @@ def _check_format(fmt: str) -> None:
                           "(or use --format csv or json)")
 
 
+#: the columns an export puts before a table's own, so that tables of several runs join without provenance.json
+KEYS = {"run_id": "the run that measured the row (atlas runs; provenance.json holds the rest of its provenance)",
+        "instrument": "the instrument of the run", "model": "the model measured (a registry name, hub id, "
+        "checkpoint folder or Lab run)", "corpus": "the corpus as sampled, name[:N/domain] (N: the profile's "
+        "passages per domain)", "profile": "the profile of the verdicts that used the run (in a prediction's "
+        "export; empty in a run's)"}
+
+
 def _columns(table: str) -> dict[str, str]:
-    if table not in table_names():
-        return {}
-    return {name: spec.get("description", "") for name, spec in schema_for(table).columns.items()}
+    own = ({name: spec.get("description", "") for name, spec in schema_for(table).columns.items()}
+           if table in table_names() else {})
+    return {**KEYS, **own}
+
+
+def _keyed(df, run: Run, profile: str):
+    """``df`` with the ``KEYS`` columns in front, each one value for the whole run."""
+    keys = {"run_id": run.id, "instrument": run.instrument, "model": run.model, "corpus": run.corpus,
+            "profile": profile}
+    return df.assign(**keys)[[*keys, *(c for c in df.columns if c not in keys)]]
 
 
 def _write_table(df, path: Path, fmt: str) -> None:
@@ -73,8 +90,9 @@ def _written(path: Path, write) -> Path:
 
 
 def export_run(store: Store, run: Run, out_dir: str | Path, fmt: str = "csv",
-               tables: tuple[str, ...] | None = None) -> list[Path]:
-    """Write ``run``'s tables (all, or those named) and its provenance sidecar; returns the paths written."""
+               tables: tuple[str, ...] | None = None, profile: str = "") -> list[Path]:
+    """Write ``run``'s tables (all, or those named), each with the ``KEYS`` columns in front, and its provenance
+    sidecar; returns the paths written. ``profile``: of the verdicts the run is exported for."""
     _check_format(fmt)
     stored = store.tables(run.id, set(tables) if tables else None)
     missing = sorted(set(tables or ()) - set(stored))
@@ -86,6 +104,7 @@ def export_run(store: Store, run: Run, out_dir: str | Path, fmt: str = "csv",
     where = Path(out_dir) / run.id
     written, described = [], {}
     for name, df in stored.items():
+        df = _keyed(df, run, profile)
         path = _written(where / f"{name}.{fmt}", lambda tmp, df=df: _write_table(df, tmp, fmt))
         written.append(path)
         described[name] = {"file": path.name, "rows": len(df), "columns": _columns(name)}
@@ -121,7 +140,8 @@ def export_prediction(store: Store, prediction: str, out_dir: str | Path, fmt: s
     if not runs:
         raise ExportError(f"the verdicts of {prediction} used no stored run (outcomes: "
                           f"{', '.join(sorted({v.outcome for v in latest}))})")
-    written = [p for run in runs for p in export_run(store, run, out_dir, fmt)]
+    profiles = {rid: ", ".join(sorted({v.profile for v in latest if rid in v.run_ids})) for rid in run_ids}
+    written = [p for run in runs for p in export_run(store, run, out_dir, fmt, profile=profiles[run.id])]
     adjustments = store.adjustments()
     text = json.dumps({"verdicts": [verdict_json(v, adjustments.get(v.id)) for v in latest]}, indent=1) + "\n"
     path = _written(Path(out_dir) / prediction_page(prediction).replace(".html", ".verdicts.json"),

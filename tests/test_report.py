@@ -392,13 +392,17 @@ def test_export_a_run_with_its_provenance(report, tmp_path):
     db = f"sqlite:///{root.parent / 'atlas.db'}"
     result = cli("export", ppl[:8], "--format", "csv", "--out", tmp_path, "--db", db)
     assert result.exit_code == 0, result.output
-    frame = pd.read_csv(tmp_path / ppl / "perplexity_domains.csv")
+    frame = pd.read_csv(tmp_path / ppl / "perplexity_domains.csv", keep_default_na=False)
     assert list(frame["domain"]) == ["poetry", "spanish"] and frame["ppl"].tolist() == [40.0, 70.0]
+    assert list(frame.columns[:5]) == ["run_id", "instrument", "model", "corpus", "profile"]  # joinable as it is
+    assert set(frame["run_id"]) == {ppl} and set(frame["model"]) == {"tiny"} and set(frame["profile"]) == {""}
     sidecar = json.loads((tmp_path / ppl / "provenance.json").read_text())
     assert sidecar["run"]["model"] == "tiny" and sidecar["run"]["corpus_hash"] == "sha256:abc"
     assert sidecar["run"]["settings"] == {"bos_policy": "prepend"} and sidecar["run"]["started_at"].startswith("20")
     assert sidecar["tables"]["perplexity_domains"]["rows"] == 2
-    assert "passages" in sidecar["tables"]["perplexity_domains"]["columns"]["n"]  # the schema's description
+    columns = sidecar["tables"]["perplexity_domains"]["columns"]
+    assert "passages" in columns["n"] and list(frame.columns) == list(columns)  # every column described, in order
+    assert all(columns.values()) and columns["run_id"].startswith("the run that measured the row")
     result = cli("export", ppl, "--format", "json", "--table", "perplexity_domains", "--out", tmp_path / "j",
                  "--db", db)
     rows = json.loads((tmp_path / "j" / ppl / "perplexity_domains.json").read_text())
@@ -409,7 +413,8 @@ def test_export_a_prediction_writes_its_runs_and_verdicts(report, tmp_path):
     root, _, cpl = report
     result = cli("export", "--prediction", "P5", "--out", tmp_path, "--db", f"sqlite:///{root.parent / 'atlas.db'}")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / cpl / "coupling.csv").is_file()
+    coupling = pd.read_csv(tmp_path / cpl / "coupling.csv")
+    assert set(coupling["run_id"]) == {cpl} and set(coupling["profile"]) == {"quick"}  # the verdicts' profile
     verdicts = json.loads((tmp_path / "P5d.verdicts.json").read_text())["verdicts"]
     assert {v["corpus"] for v in verdicts} == {"starter-v1", "domains-v1[:24/domain]"}
 
