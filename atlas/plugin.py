@@ -63,6 +63,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, meaning in _SELECTION.items():
         config.addinivalue_line("markers", f"{name}: {meaning} (set by Atlas from the prediction's declaration)")
     config.pluginmanager.register(_ReportWriter(config), "atlas-report-writer")
+    lastfailed = config.pluginmanager.get_plugin("lfplugin")  # None with -p no:cacheprovider
+    if lastfailed is not None:
+        config.pluginmanager.register(_InconclusiveAgain(lastfailed), "atlas-inconclusive-again")
     worker = getattr(config, "workerinput", None)
     config.stash[_SESSION] = worker["atlas_session"] if worker and "atlas_session" in worker else uuid.uuid4().hex
     _check_options(config)
@@ -245,6 +248,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.outcome = "passed"
         report.sections.append(("atlas verdict", str(raised.value) if own else message))
         report.longrepr = None
+
+
+class _InconclusiveAgain:
+    """An inconclusive verdict reports as passed (it is not a failure), yet is not settled: after pytest's cache
+    has taken the report, it is kept among the last failures, so ``--lf`` runs it again."""
+
+    def __init__(self, lastfailed_plugin):
+        self.lastfailed = lastfailed_plugin.lastfailed
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and dict(report.user_properties).get("atlas_outcome") == "inconclusive":
+            self.lastfailed[report.nodeid] = True
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):

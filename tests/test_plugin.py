@@ -135,3 +135,13 @@ def test_node_ids_carry_the_prediction_id_and_markers_select_by_form_and_lab(pyt
     lab = pytester.runpytest_subprocess(str(predictions), "--collect-only", "-q", "-m", "lab and named",
                                         "-p", "no:cacheprovider")
     assert {line.split("[")[1].split("-")[0] for line in lab.outlines if "::" in line} >= {"P8", "P9b", "P10", "P12"}
+
+
+def test_last_failed_runs_the_refuted_and_the_inconclusive_again(project):
+    """--lf: an inconclusive verdict is not settled, so it is run again with the refuted one."""
+    pytester, db, args = project
+    args = [a for a in args if a not in ("-p", "no:cacheprovider")]
+    pytester.runpytest(*args)
+    again = pytester.runpytest(*args, "--lf").parseoutcomes()
+    assert {k: again.get(k) for k in ("passed", "refuted", "inconclusive", "skipped")} == {
+        "passed": None, "refuted": 1, "inconclusive": 1, "skipped": None}
