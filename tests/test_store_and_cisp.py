@@ -251,5 +251,16 @@ def test_an_empty_table_is_refused_unless_its_schema_allows_it():
         validate_table("perplexity", empty)
 
 
+def test_every_schema_column_says_what_it_holds():
+    """Every column of every exported table has a non-empty description (schema/*.yaml): a reader of a table
+    learns what each column holds, and in which unit, from its schema."""
+    from atlas._schema import schema_for, table_names
+
+    silent = [f"{table}.{column}" for table in table_names()
+              for column, spec in schema_for(table).columns.items()
+              if not isinstance(spec.get("description"), str) or not spec["description"].strip()]
+    assert silent == [], f"columns without a description: {silent}"
+
+
 def test_a_huge_verdict_id_is_no_verdict(store):
     assert store.verdict(10**30) is None and store.verdict(-(10**30)) is None
