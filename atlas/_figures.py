@@ -452,7 +452,7 @@ def perplexity_bars(tables: dict, labels: dict, seed: dict) -> dict:
     tokens = sum(r.get("n_tokens") or 0 for r in rows)
     fig = _frame("Perplexity per domain", _caption(labels, f"n = {n} passages, {tokens} scored tokens"),
                  bottom + 48, bars=bars, x0=x0, has_ref=any(b["ref"] is not None for b in bars),
-                 note="Bars: exp of the token-weighted mean NLL; whiskers: 95% percentile bootstrap over passages"
+                 note="Bars: exp of the token-weighted mean NLL; whiskers: 95% BCa bootstrap over passages"
                       + ("; black ticks: the seed's GPT-2 small values" if reference else ""))
     fig["axes"] = [_x_axis(scale, bottom + 4, "perplexity (exp of mean NLL per token; 1 = certain)",
                            grid=(top, bottom))]
@@ -496,7 +496,7 @@ def coupling_lines(tables: dict, labels: dict, seed: dict) -> dict | None:
                  seed_line=" ".join(f"{p['x']:.1f},{p['y']:.1f}" for p in seed_points),
                  legend_y=bottom + 56, variant=variant, model=labels.get("model", "?"), seed_depth=seed_depth,
                  note=f"Mean over passages of the mean pairwise correlation of heads' attention maps (variant {variant}); whiskers: 95% "
-                      "percentile bootstrap over passages. Dashed: the seed's GPT-2 small values (single probe input)"
+                      "BCa bootstrap over passages. Dashed: the seed's GPT-2 small values (single probe input)"
                       + ("; both against relative depth because the depths differ." if relative else "."))
     span = max(depth, seed_depth)
     xticks = None if relative else _band_ticks(list(range(span)), x0, (x1 - x0) / span, min_gap=24)
@@ -547,7 +547,7 @@ def ablation_heatmap(tables: dict, labels: dict, seed: dict) -> dict:
                                 {"x": x0 + legend_w, "label": _fmt(limit)}],
                  note="ΔPPL = perplexity with one head's attention output gated to 0, minus the baseline; "
                       "red: the head carries loss-reducing computation, blue: removing it helps. Right: mean over the "
-                      "layer's heads, whiskers 95% percentile bootstrap over heads.")
+                      "layer's heads, whiskers 95% BCa bootstrap over heads.")
     layer_ticks = _band_ticks(layers, top, cell_h)
     fig["axes"] = [
         {"orient": "x", "at": bottom, "start": x0, "end": hx0, "label": "head",

@@ -43,7 +43,7 @@ a warning. Passages are batched with right padding, but each passage's numbers c
 its own unpadded T x T block, so batching changes no number.
 
 Summary (table ``coupling``, from ``layer_coupling``): per layer and variant, the mean
-over passages with a 95% percentile-bootstrap CI over passages.
+over passages with a 95% BCa bootstrap CI over passages.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ marks unmapped or contested terrain. Per passage (table ``perplexity``):
     bits_per_byte  nll_sum / (ln 2 * n_bytes): comparable across tokenizers
 
 Per domain (table ``perplexity_domains``, from ``domain_perplexity``): perplexity is
-exp of the token-weighted mean NLL, with a 95% percentile-bootstrap CI over passages.
+exp of the token-weighted mean NLL, with a 95% BCa bootstrap CI over passages.
 
 A mean NLL above ln(float64 max) ≈ 709.78 nats per token has no finite perplexity
 (a token probability below 1e-308: broken weights, never a language model). Such a
