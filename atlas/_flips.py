@@ -22,7 +22,8 @@ from ._jsonsafe import json_safe
 __all__ = ["Comparison", "compare", "corpus_matches", "load_verdicts", "number", "verdict_cells", "verdict_json"]
 
 FIELDS = ("id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile", "code_version",
-          "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "created_at")
+          "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "evidence",
+          "created_at")
 
 
 def verdict_json(v, adjustment=None) -> dict:

@@ -181,11 +181,36 @@ def _context(store: Store) -> dict:
 
 
 def _prediction_context(prediction: str, ctx: dict) -> dict:
-    """What a prediction's page shows: every stored verdict of it, oldest first, and their history figures."""
+    """What a prediction's page shows: every stored verdict of it, oldest first, their history figures, and the
+    evidence of the latest verdict on each model, corpus and profile as tables."""
     verdicts = [v for v in ctx["all_verdicts"] if v.prediction == prediction]
+    latest = {(v.model, v.corpus_hash, v.profile): v for v in verdicts}.values()
     return {"prediction": prediction, "prediction_verdicts": verdicts, "latest": verdicts[-1],
             "versions": ctx["history"][prediction],
-            "history_figures": history([_verdict_data(v, "../") for v in verdicts])}
+            "history_figures": history([_verdict_data(v, "../") for v in verdicts]),
+            "evidence": [(v, evidence_tables(v.evidence)) for v in latest if v.evidence]}
+
+
+def evidence_tables(evidence: dict) -> list[dict]:
+    """A verdict's stored evidence (whatever JSON its body concluded with) as tables: one of its single values
+    (name, value), and one per entry that holds rows -- a mapping of mappings (a row per key, e.g. per seed) or
+    a list of mappings -- or a list of values (one row). ``{"title", "headers", "rows"}`` each."""
+    scalars = [(k, v) for k, v in evidence.items() if not isinstance(v, (dict, list))]
+    tables = [{"title": "values", "headers": ("name", "value"), "rows": scalars}] if scalars else []
+    for name, value in evidence.items():
+        if isinstance(value, dict) and value and all(isinstance(r, dict) for r in value.values()):
+            columns = list(dict.fromkeys(c for r in value.values() for c in r))
+            tables.append({"title": name, "headers": ("", *columns),
+                           "rows": [(key, *(row.get(c) for c in columns)) for key, row in value.items()]})
+        elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            columns = list(dict.fromkeys(c for r in value for c in r))
+            tables.append({"title": name, "headers": tuple(columns),
+                           "rows": [tuple(r.get(c) for c in columns) for r in value]})
+        elif isinstance(value, dict):
+            tables.append({"title": name, "headers": ("name", "value"), "rows": list(value.items())})
+        elif isinstance(value, list):
+            tables.append({"title": name, "headers": tuple(range(len(value))), "rows": [tuple(value)]})
+    return tables
 
 
 def _term_context(term, ctx: dict) -> dict:

@@ -54,13 +54,16 @@ def test_verdicts_json_lists_the_latest_verdict_of_each_prediction_version(tmp_p
     for outcome in ("refuted", "supported"):
         store.write_verdict(VerdictRecord(prediction="P", version="abc", form="general", claim="c", source="s",
                                           model="m", outcome=outcome, effect=1.5, ci_low=1.0, ci_high=float("nan"),
-                                          n=3, criterion={"statistic": "x"}, criterion_hash="abc" * 4))
+                                          n=3, criterion={"statistic": "x"}, criterion_hash="abc" * 4,
+                                          evidence={"per_domain": {"poetry": 1.5}, "n_unit": "domains"}))
     result = CliRunner().invoke(main, ["verdicts", "--db", db, "--json"])
     [v] = json.loads(result.stdout)["verdicts"]
     assert v["outcome"] == "supported" and v["ci_high"] is None and v["n"] == 3
     assert set(v) == {"id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile",
                       "code_version", "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash",
-                      "reason", "created_at", "scope", "n_unit", "adjusted_outcome", "p_adjusted", "holm_family"}
+                      "reason", "evidence", "created_at", "scope", "n_unit", "adjusted_outcome", "p_adjusted",
+                      "holm_family"}
+    assert v["evidence"]["per_domain"] == {"poetry": 1.5} and v["n_unit"] == "domains"  # the numbers behind it
     assert v["adjusted_outcome"] == "supported" and v["holm_family"] is None  # no adjustment stored for it
 
 

@@ -79,6 +79,11 @@ def check_store_and_report(pytester, db):
         assert pid in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # autoescaped
     assert "<svg" in html and "random-init seed=0" in html and "<script" not in html
+    from atlas._report import prediction_page
+
+    page = (pytester.path / "reports" / "predictions" / prediction_page("T-supported")).read_text()
+    evidence = page[page.index('<section id="evidence">'):page.index('<section id="all">')]
+    assert "<caption>values</caption>" in evidence and "<td>high</td>" in evidence and supported.evidence["high"] in evidence
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
 
 

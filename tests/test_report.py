@@ -535,3 +535,17 @@ def test_an_empty_store_renders_an_index_that_says_what_to_run(tmp_path):
     assert "No prediction has reached a verdict yet: run <code>pytest predictions/</code>" in html
     assert "No measured ablation runs stored yet." in html and "<svg" not in html
     assert list((tmp_path / "reports" / "predictions").iterdir()) == []
+
+
+def test_evidence_becomes_tables_of_values_rows_and_lists():
+    from atlas._report import evidence_tables
+
+    tables = evidence_tables({"seeds": {"s0": {"margin": 0.3, "step": 1550}, "s1": {"margin": -0.1, "step": 2000}},
+                              "lambda_star": 1775.0, "lambda_star_ci": [1500.0, 2050.0], "n_unit": "seeds",
+                              "pairs": [{"a": 1, "b": 2}], "domains": {"poetry": 1.5}})
+    by = {t["title"]: t for t in tables}
+    assert by["values"]["rows"] == [("lambda_star", 1775.0), ("n_unit", "seeds")]
+    assert by["seeds"]["headers"] == ("", "margin", "step") and by["seeds"]["rows"][1] == ("s1", -0.1, 2000)
+    assert by["lambda_star_ci"]["rows"] == [(1500.0, 2050.0)] and by["pairs"]["rows"] == [(1, 2)]
+    assert by["domains"]["rows"] == [("poetry", 1.5)]
+
