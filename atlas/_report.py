@@ -265,8 +265,9 @@ def _write(out_dir: Path, name: str, html: str) -> Path:
 
 
 def render_report(store: Store, out_dir: str | Path) -> Path:
-    """Write ``index.html``, ``terms/<id>.html`` and ``predictions/<id>.html`` for everything in ``store``
-    into ``out_dir``; returns the index's path. Each page is written whole, so reports written at once into
+    """Write ``index.html`` (the overview: verdicts, figures, records), ``log.html`` (runs, protocol log,
+    versions: what grows with every session), ``terms/<id>.html`` and ``predictions/<id>.html`` for everything
+    in ``store`` into ``out_dir``; returns the index's path. Each page is written whole, so reports written at once into
     one folder do not mix; a folder that cannot be written, or a full disk, is one ``BadInput`` naming it."""
     out_dir = Path(out_dir)
     try:
@@ -288,6 +289,7 @@ def render_report(store: Store, out_dir: str | Path) -> Path:
         _write(out_dir, f"predictions/{prediction_page(prediction)}",
                env.get_template("prediction.html.j2").render(**ctx, **_prediction_context(prediction, ctx),
                                                               root="../"))
+    _write(out_dir, "log.html", env.get_template("log.html.j2").render(**ctx, root=""))
     return _write(out_dir, "index.html", env.get_template("index.html.j2").render(**ctx, root=""))
 
 

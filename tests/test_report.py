@@ -73,7 +73,8 @@ def text(path: Path) -> str:
 
 
 def pages_of(root: Path) -> list[Path]:
-    return [root / "index.html", *(root / "terms").glob("*.html"), *(root / "predictions").glob("*.html")]
+    return [root / "index.html", root / "log.html", *(root / "terms").glob("*.html"),
+            *(root / "predictions").glob("*.html")]
 
 
 def test_index_and_a_page_per_term(report):
@@ -133,7 +134,7 @@ def test_verdicts_link_to_their_terms_and_show_their_interpretation(report):
     row = row[:row.index("</tr>")]
     assert 'href="terms/coupling.html"' in row and "the dip is architectural" in row and "Grace" in row
     coupling = text(root / "terms" / "coupling.html")
-    assert "P5d" in coupling and f'href="../index.html#run-{cpl}"' in coupling
+    assert "P5d" in coupling and f'href="../log.html#run-{cpl}"' in coupling
     assert "P5d" not in text(root / "terms" / "perplexity.html")
 
 
@@ -152,7 +153,7 @@ def test_term_pages_show_the_framework(report):
 def test_technician_fields_judged_and_awaiting(report):
     root, ppl, _ = report
     index = text(root / "index.html")
-    section = index[index.index('id="technician"'):index.index('id="protocol"')]
+    section = index[index.index('id="technician"'):]
     assert "awaiting Technician" in section
     assert "<b>elevated</b>" in section and "Ada &lt;Technician&gt;" in section
     assert "seed sheet April 2026" in section and "archaeological" in section  # the seed's calls, imported
@@ -161,12 +162,12 @@ def test_technician_fields_judged_and_awaiting(report):
     assert re.search(r"<td>spanish</td><td colspan=\"4\"><span class=\"awaiting\">awaiting Technician", poetry)
 
 
-def test_protocol_log_by_session_in_order(report):
+def test_protocol_log_by_session_newest_first_each_in_order(report):
     root, _, _ = report
-    index = text(root / "index.html")
-    log = index[index.index('id="protocol"'):index.index('id="versions"')]
-    assert log.index("s-one") < log.index("s-two")
-    one = log[log.index("s-one"):log.index("s-two")]
+    page = text(root / "log.html")
+    log = page[page.index('id="protocol"'):page.index('id="versions"')]
+    assert log.index("s-two") < log.index("s-one")
+    one = log[log.index("s-one"):]
     assert one.index("step 0") < one.index("step 1") < one.index("step 2")
     assert ">measured<" in one and ">reused<" in one and ">refused<" in one and "model unavailable" in log
 
