@@ -459,6 +459,7 @@ LAYOUT_PROBE = """<script>
     var r = e.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, width: r.width, height: r.height}; }
   var probe = {clientWidth: document.documentElement.clientWidth, scrollWidth: document.documentElement.scrollWidth,
                counts: box(".counts"), forest: box("#forest svg"), overview: box("#overview"),
+               height: document.documentElement.scrollHeight,
                resources: performance.getEntriesByType("resource").map(function (e) { return e.name; })};
   document.body.setAttribute("data-probe", JSON.stringify(probe));
 })();
@@ -528,6 +529,51 @@ def test_the_report_in_headless_chromium(report, tmp_path):
     assert (pixels["width"], pixels["height"]) == (1280, 900)
     assert pixels["ink"] > 0.02 * 1280 * 900 and pixels["colours"] > 20, pixels  # not blank: text, bars, colours
     assert pixels["inBox"] > 0.01 * pixels["boxArea"], pixels  # the forest plot is drawn where the layout put it
+
+
+def _sessions(store: Store, sessions: range) -> None:
+    """``sessions`` pytest runs of five predictions: each measures two runs (one a Lab training with a long
+    settings string), logs its steps and judges every prediction again."""
+    recipe = {"architecture": {"layers": 1, "d_model": 64}, "data": {"p": 97}, "notes": "x" * 7800}
+    for s in sessions:
+        run = store.write_run(make_run(settings_hash=f"s{s}"), {})
+        store.write_run(make_run(instrument="lab", settings={"recipe": recipe, "seed": s}, settings_hash=f"l{s}"), {})
+        for action in ("measured", "reused"):
+            store.write_event(ProtocolEvent(session=f"session-{s}", prediction="P5d", instrument="perplexity",
+                                            model="tiny", corpus_hash="sha256:abc", action=action, run_id=run))
+        for p in range(5):
+            store.write_verdict(make_verdict(prediction=f"P{p}", session=f"session-{s}", effect=0.5 + s / 1000))
+
+
+@pytest.fixture(scope="module")
+def histories(tmp_path_factory):
+    """The report of one session and of a hundred, side by side."""
+    out = tmp_path_factory.mktemp("histories")
+    indexes = {}
+    for count in (1, 100):
+        store = Store(f"sqlite:///{out / f'{count}.db'}")
+        _sessions(store, range(count))
+        indexes[count] = render_report(store, out / f"reports-{count}")
+    return indexes
+
+
+def test_the_front_page_does_not_grow_with_sessions(histories):
+    """What grows with every session (runs, the protocol log) is on log.html: after 100 sessions the index is
+    about as long as after one, and the log holds every session."""
+    one, hundred = (len(text(histories[n])) for n in (1, 100))
+    assert hundred < 1.2 * one, (one, hundred)
+    log = text(histories[100].parent / "log.html")
+    assert "session-99" in log and "session-0" in log and log.count('<tr id="run-') == 200
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
+def test_the_front_page_of_a_hundred_sessions_fits_five_screens(histories, tmp_path):
+    index = histories[100]
+    probe_page = index.parent / "index.probe.html"
+    probe_page.write_text(text(index).replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    layout = dumped(chromium(tmp_path, "--dump-dom", probe_page.as_uri()), "data-probe")
+    assert layout["height"] <= 5 * 900 and layout["scrollWidth"] <= layout["clientWidth"], layout
 
 
 def test_an_empty_store_renders_an_index_that_says_what_to_run(tmp_path):
