@@ -14,10 +14,11 @@ every figure. The numbers go to ``--json`` and one table on stdout.
 
     python benchmarks/main_job.py --json main-job.json                       # this tree: cold, then warm
     python benchmarks/main_job.py --baseline f445a22 --json main-job.json   # and the baseline beside it
-    python benchmarks/main_job.py --kinds warm                                # warm only (a cache folder kept)
+    python benchmarks/main_job.py --kinds warm --cache ~/.cache/atlas        # warm only, on a filled cache
 
-A cold pair takes about an hour on this project's 2-core CPU; ``--kinds warm --cache DIR`` reuses a cache that
-an earlier cold run left in ``DIR``.
+A cold run takes about an hour on this project's 2-core CPU; ``--kinds warm --cache DIR`` times warm runs on a
+cache that an earlier run filled (the Lab's runs and the converted model are keyed by what made them, so the
+baseline and this tree share it where they train the same recipes).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", metavar="REV", help="a commit timed side by side with this tree")
     parser.add_argument("--kinds", default="cold,warm", help="cold, warm or both (in that order)")
-    parser.add_argument("--cache", type=Path, help="the Atlas cache of this tree's runs (default: a fresh one)")
+    parser.add_argument("--cache", type=Path, help="the Atlas cache of the runs, of both trees (default: a fresh one "
+                                                   "per tree); needed for --kinds warm alone")
     parser.add_argument("--json", type=Path, help="where to write the figures")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (e.g. -k P8)")
     args = parser.parse_args()
@@ -52,9 +54,9 @@ def main() -> None:
         trees["baseline"] = work / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees["baseline"]),
                         args.baseline], check=True, capture_output=True)
-    caches = {name: work / f"cache-{name}" for name in trees}
-    if args.cache:
-        caches["this"] = args.cache
+    if kinds == ["warm"] and args.cache is None:
+        raise SystemExit("main_job: a warm run alone needs a filled cache: give --cache DIR (e.g. ~/.cache/atlas)")
+    caches = {name: args.cache or work / f"cache-{name}" for name in trees}  # one given cache serves both trees
     results = []
     try:
         for kind in kinds:

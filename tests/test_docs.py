@@ -49,7 +49,9 @@ NOT_RUN = {
         "pip uninstall -y torchvision",
     ),
     "the real model, minutes": ("pytest predictions/ --atlas-corpus ../shared/corpora/domains-v1.jsonl",
-                                "python benchmarks/costs.py"),
+                                "python benchmarks/costs.py", "python benchmarks/main_job.py --json main-job.json",
+                                "python benchmarks/main_job.py --baseline HEAD~1 --kinds warm --cache ~/.cache/atlas "
+                                "--json main-job.json"),
     "downloads from the hub": ("hf download openai-community/gpt2",
                                "pytest predictions/ --atlas-model gpt2"),
     "trains for minutes": ("atlas train modular-addition --seed 1", "atlas train corpus-lm --out runs --json",
