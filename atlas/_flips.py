@@ -12,6 +12,7 @@ holds several records of one key (several criterion versions), the newest counts
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from pathlib import Path
 from ._errors import FlipsError
 from ._jsonsafe import json_safe
 
-__all__ = ["Comparison", "compare", "corpus_matches", "load_verdicts", "number", "verdict_cells", "verdict_json"]
+__all__ = ["Comparison", "compare", "corpus_matches", "inconclusive_kind", "load_verdicts", "number", "verdict_cells",
+           "verdict_json"]
 
 FIELDS = ("id", "prediction", "version", "form", "model", "corpus", "corpus_hash", "profile", "code_version",
           "outcome", "effect", "ci_low", "ci_high", "n", "criterion", "criterion_hash", "reason", "evidence",
@@ -50,10 +52,9 @@ def verdict_cells(record: dict) -> dict[str, str]:
     or no interval: a 2-layer model's rank correlation of two points) says so, apart from one whose interval
     straddles the threshold; the reason is shown for any outcome but supported."""
     criterion = record.get("criterion") or {}
-    missing = record["effect"] is None or record["ci_low"] is None or record["ci_high"] is None
     outcome = record["outcome"].replace("_", " ")
     if record["outcome"] == "inconclusive":
-        outcome += ": no estimate" if missing else ": CI straddles"
+        outcome += f": {inconclusive_kind(record['effect'], record['ci_low'], record['ci_high'])}"
     reason = (record.get("reason") or "").strip().splitlines()
     return {"prediction": record["prediction"], "version": record["version"], "form": record["form"],
             "model": record["model"], "corpus": record["corpus"] or "—", "profile": record["profile"] or "—",
@@ -66,6 +67,13 @@ def verdict_cells(record: dict) -> dict[str, str]:
             "n": "—" if record["n"] is None else f"{record['n']} {record.get('n_unit') or ''}".strip(),
             "scope": record.get("scope") or "—",
             "reason": "" if record["outcome"] == "supported" or not reason else _short(_why(reason[0]), 90)}
+
+
+def inconclusive_kind(effect, ci_low, ci_high) -> str:
+    """Which of the two inconclusive verdicts one is: "no estimate" (no effect or no interval: missing or not
+    finite, e.g. a rank correlation of two layers) or "CI straddles" (the interval crosses the threshold)."""
+    finite = all(x is not None and math.isfinite(x) for x in (effect, ci_low, ci_high))
+    return "CI straddles" if finite else "no estimate"
 
 
 def _why(reason: str) -> str:

@@ -41,6 +41,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ._files import cannot_write, replacing
+from ._flips import inconclusive_kind
 from ._figures import FIGURES, figures_for, forest, history
 from ._judgment import AWAITING, run_fields, verdict_fields
 from ._public import public
@@ -281,6 +282,7 @@ def render_report(store: Store, out_dir: str | Path) -> Path:
                       finalize=bidi_safe)
     env.filters["num"] = lambda x, d=3: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}g}"
     env.filters["page"] = prediction_page
+    env.filters["inconclusive_kind"] = lambda v: inconclusive_kind(v.effect, v.ci_low, v.ci_high)
     ctx = _context(store)
     for term in ctx["terms"].values():
         _write(out_dir, f"terms/{term.id}.html",

@@ -341,7 +341,8 @@ def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
             e.prediction or ("the predictions on it" if e.instrument == "lab" else "-"))  # a Lab run: trained to load
     for (action, instrument, model, run_id), predictions in seen.items():
         run = store.run(run_id) if run_id else None
-        took = f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None else "-"
+        took = (f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None and action == "measured"
+                else "-")  # a reused run took no time here (its own duration was another session's)
         planned = duration(estimates[run_id]) if run_id in estimates and action == "measured" else "-"
         lines.append(row.format(action, instrument, model[:40], took, planned, ", ".join(sorted(set(predictions)))))
     return [row.format("step", "instrument", "model", "took", "planned", "for"), *lines] if lines else []

@@ -79,6 +79,8 @@ def check_store_and_report(pytester, db):
         assert pid in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # autoescaped
     assert "<svg" in html and "random-init seed=0" in html and "<script" not in html
+    row = html[html.index(f'id="verdict-{verdicts["T-inconclusive"].id}"'):]
+    assert "no estimate" in row[:row.index("</tr>")]  # its interval is [nan, nan]: not a straddle
     from atlas._report import prediction_page
 
     page = (pytester.path / "reports" / "predictions" / prediction_page("T-supported")).read_text()
