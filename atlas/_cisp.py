@@ -236,7 +236,8 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
             raise IsolationBreach(f"model {lm.name!r} was changed after it was loaded (by code outside CISP); "
                                   "reload it before measuring")
         _seed_everything(spec.measure_settings["seed"])
-        trains = {"lab": LabRuns(store, log)} if inst.trains else {}  # its trainings stored in this store and log
+        # an instrument that trains: its trainings stored here, their progress shown as its own
+        trains = {"lab": LabRuns(store, log, progress=progress)} if inst.trains else {}
         measured = dict(inst.measure(lm, corpus, progress=progress, **trains, **arguments))
         changed = [what for what, a, b in zip(_STATE_NAMES, state, _model_state(lm.model)) if a != b]
         if changed:
