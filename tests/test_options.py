@@ -21,9 +21,10 @@ from atlas._options import SETTINGS
 from atlas._profiles import DEFAULT_PROFILE, PROFILES
 from atlas.cli import main, measurement_options
 
-#: options of the command that share a setting's flag but not its meaning: filters of stored verdicts (any
-#: corpus or profile a verdict was judged on, none by default) and the model named in an imported CSV
-NOT_THE_SETTING = {("verdicts", "--corpus"), ("verdicts", "--profile"), ("import", "--model")}
+#: options of the command that share a setting's flag but not its meaning: filters of stored verdicts and runs
+#: (any corpus, profile or model they were judged or measured on, none by default) and the model named in an
+#: imported CSV
+NOT_THE_SETTING = {("verdicts", "--corpus"), ("verdicts", "--profile"), ("runs", "--model"), ("import", "--model")}
 #: the command's options of a setting whose flag is not --NAME
 OTHER_FLAGS = {("report", "--out"): "reports"}
 
