@@ -28,8 +28,8 @@ from pathlib import Path
 from ._errors import BadInput
 from ._public import public
 
-__all__ = ["NOT_SETTINGS", "RECIPES", "CatalogEntry", "Setting", "catalog", "instrument_table", "recipe_names",
-           "settings_help", "settings_table"]
+__all__ = ["NOT_SETTINGS", "RECIPES", "CatalogEntry", "Setting", "catalog", "instrument_table", "recipe_file",
+           "recipe_names", "settings_help", "settings_table"]
 
 #: an entry function's keyword parameters that are not settings: what CISP passes in (the progress switch, and
 #: the Lab resolver of an instrument that trains)
@@ -127,6 +127,11 @@ def catalog() -> dict[str, CatalogEntry]:
 def recipe_names() -> list[str]:
     """The bundled Lab recipes (``atlas/lab/recipes/*.yaml``), by name."""
     return sorted(p.name.removesuffix(".yaml") for p in RECIPES.iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_file(name: str) -> Path:
+    """The file of the bundled recipe ``name`` (one of ``recipe_names()``)."""
+    return RECIPES / f"{name}.yaml"
 
 
 def instrument_table(instruments: Mapping, schema_for: Callable) -> str:

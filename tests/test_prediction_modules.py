@@ -243,7 +243,7 @@ def test_p12_reaches_its_verdict_on_a_tiny_memory_recipe(pytester, monkeypatch, 
     from atlas.instruments import INSTRUMENTS
 
     recipes, cache = tiny_memory
-    monkeypatch.setattr("atlas.lab._recipe._RECIPES", recipes)
+    monkeypatch.setattr("atlas._catalog.RECIPES", recipes)
     monkeypatch.setenv("ATLAS_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     real = INSTRUMENTS["memory"]

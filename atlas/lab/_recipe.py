@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .._catalog import RECIPES, recipe_names
+from .._catalog import recipe_file, recipe_names
 from .._errors import LabError
 from .._jsonsafe import json_safe
 from .._provenance import content_hash
@@ -232,7 +232,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             shown = repr(str(name_or_path)[:60])
             raise LabError(f"no recipe {shown}: use one of {', '.join(recipe_names())} "
                            "or the path of a .yaml recipe file")
-        text, name = (RECIPES / f"{name_or_path}.yaml").read_text(encoding="utf-8"), str(name_or_path)
+        text, name = recipe_file(str(name_or_path)).read_text(encoding="utf-8"), str(name_or_path)
     return parse_recipe(_read_yaml(text, name), name)
 
 
