@@ -332,8 +332,7 @@ def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
     """One line per instrument run this pytest run asked for (every xdist worker's too): what was measured,
     reused, failed or refused, for which predictions, the measurement's wall time, and beside it what the plan's
     cost model expected of a run measured in this process (``estimates``: run id -> seconds)."""
-    lines, seen = [], {}
-    row = "  {:9} {:14} {:40} {:>9} {:>9}  {}"
+    rows, seen = [], {}
     for e in events:
         if not e.instrument or (e.action == "reused" and e.reason == "measured earlier in this session"):
             continue
@@ -344,8 +343,9 @@ def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
         took = (f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None and action == "measured"
                 else "-")  # a reused run took no time here (its own duration was another session's)
         planned = duration(estimates[run_id]) if run_id in estimates and action == "measured" else "-"
-        lines.append(row.format(action, instrument, model[:40], took, planned, ", ".join(sorted(set(predictions)))))
-    return [row.format("step", "instrument", "model", "took", "planned", "for"), *lines] if lines else []
+        rows.append((action, instrument, model, took, planned, ", ".join(sorted(set(predictions)))))
+    return [f"  {line}" for line in aligned(("step", "instrument", "model", "took", "planned", "for"), rows,
+                                            right={3, 4})] if rows else []
 
 
 #: the results table's colour of each outcome (inconclusive apart from supported: it is not a pass)

@@ -104,9 +104,8 @@ def _trained_run(store: Store, recipe: Recipe, seed: int, out: str | Path | None
                         "cpu_s": result.cpu_s if math.isfinite(result.cpu_s) else None,
                         "checkpoints": [[step, str(path)] for step, path in result.checkpoints]},
               settings_hash=key, device="cpu", dtype="float32", seed=seed, packages=package_versions(),
-              git_commit=git_commit_of_atlas(), started_at=ended - timedelta(seconds=result.wall_s if math.isfinite(result.wall_s) else 0.0),
-              ended_at=ended,
-              status="complete")
+              git_commit=git_commit_of_atlas(), status="complete", ended_at=ended,
+              started_at=ended - timedelta(seconds=result.wall_s if math.isfinite(result.wall_s) else 0.0))
     store.write_run(run, {"trajectory": coerce("trajectory", trajectory)})
     log.write("measured", run_id=run.id, spec_key=key,
               reason="reused the checkpoints on disk" if result.reused else f"trained in {result.wall_s:.0f} s",
@@ -161,8 +160,7 @@ class LabRuns:
         """Train, side by side in worker processes, the runs among ``runs`` (recipe, seed) that are not on disk,
         before they are needed one at a time: a small recipe trains on one thread (``train``), so on a
         machine of C cores C of them (``workers``, default C) train at once and give the same bits as one after
-        another. A fine-tune
-        (all threads) and a lone run are left to ``train``. Each worker's progress lines come back through a
+        another. A fine-tune (all threads) and a lone run are left to ``train``. Each worker's progress lines come back through a
         queue and are written here. Nothing is stored here: each run is stored when it is first asked for
         (``train``, which then finds it on disk). A run that fails in a worker is left untrained, to fail
         again where it is needed, with its error there."""
