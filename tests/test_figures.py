@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atlas import _figures as figures
+from atlas._figures import _base, _instruments as figures
 from atlas._figures import (FIGURES, OUTCOME_COLOURS, Scale, asinh_scale, figure, figures_for, forest, history,
                             linear_scale, log_scale, statistic_kind)
 from atlas._report import seed_reference
@@ -169,9 +169,9 @@ def test_figures_for_draws_only_what_the_run_has(instrument_tables):
 
 
 def test_a_new_figure_is_one_registered_function(monkeypatch):
-    monkeypatch.setattr(figures, "FIGURES", dict(FIGURES))
+    monkeypatch.setattr(_base, "FIGURES", dict(FIGURES))
     figure("toy_count", "toy")(lambda tables, labels, seed: {"n": len(tables["toy"])})
-    [fig] = figures.figures_for({"toy": pd.DataFrame({"step": [1, 2]})}, LABELS, {})
+    [fig] = _base.figures_for({"toy": pd.DataFrame({"step": [1, 2]})}, LABELS, {})
     assert fig == {"kind": "toy_count", "n": 2}
 
 
@@ -181,7 +181,7 @@ def test_ablation_heatmap_has_a_cell_per_head_coloured_around_zero(instrument_ta
     fills = {c["title"].split(":")[0]: c["fill"] for c in fig["cells"]}
     assert fills["layer 0 head 0"] == "#f7f7f7"  # ΔPPL 0: white
     assert fills["layer 2 head 0"] == "#b2182b"  # the largest |ΔPPL| (1.0), positive: saturated red
-    assert fills["layer 0 head 3"] == figures.diverging(-0.9, 1.0) and fills["layer 0 head 3"].startswith("#")
+    assert fills["layer 0 head 3"] == _base.diverging(-0.9, 1.0) and fills["layer 0 head 3"].startswith("#")
     ys = [b["y"] for b in fig["bars"]]
     assert ys == sorted(ys)  # layer 0 at the top, as in the heatmap
     for b in fig["bars"]:
@@ -196,7 +196,7 @@ def test_ablation_heatmap_says_how_the_gradient_proxy_ranks_heads_against_their_
     heads = instrument_tables["ablation"]
     fig = figures.ablation_heatmap(instrument_tables, LABELS, {})
     rho = spearmanr(heads["importance"], heads["delta_ppl"]).statistic
-    assert f"Spearman rho(|dL/d gate|, ΔPPL) {figures._fmt(float(rho))} over {len(heads)} heads" in fig["caption"]
+    assert f"Spearman rho(|dL/d gate|, ΔPPL) {_base._fmt(float(rho))} over {len(heads)} heads" in fig["caption"]
     reversed_proxy = {**instrument_tables, "ablation": heads.assign(importance=-heads["delta_ppl"])}
     assert "Spearman rho(|dL/d gate|, ΔPPL) −1 over" in figures.ablation_heatmap(reversed_proxy, LABELS, {})["caption"]
 
@@ -277,6 +277,6 @@ def test_coupling_keeps_layer_index_at_equal_depth_and_names_its_variant():
 
 
 def test_tick_labels_are_short_and_use_a_true_minus():
-    assert [figures._fmt(v) for v in (0, 1e-5, -2.5e-5, 0.25, 1234.4, 25000)] == [
+    assert [_base._fmt(v) for v in (0, 1e-5, -2.5e-5, 0.25, 1234.4, 25000)] == [
         "0", "1e−5", "−2.5e−5", "0.25", "1234", "2.5e4"]
     assert not any(math.isnan(t["at"]) for t in log_scale([0.5, 3], 0, 100).ticks())
