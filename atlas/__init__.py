@@ -51,8 +51,8 @@ _EXPORTS = {
     "._cisp": ("RunResult", "RunSpec", "SummarySpec", "run_instrument"),
     "._costs": ("COST_MODEL_FILE", "Cost", "fit_cost"),
     "._corpus": ("STARTER_CORPUS", "Corpus", "Passage", "load_corpus"),
-    "._errors": ("AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
-                 "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
+    "._errors": ("AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError",
+                 "FlipsError", "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
                  "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation",
                  "SequencingRefused", "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError",
                  "Unavailable", "VocabularyError"),
@@ -95,8 +95,8 @@ __all__ = [
     "load_sheet", "package_versions", "reference_sheet", "render_report", "run_instrument", "schema_for",
     "settings_table", "spearman", "using_profile", "validate_table", "vocabulary",
     # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused | NotSupported
-    "AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable", "Inconclusive",
-    "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite", "NotSupported",
+    "AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError", "FlipsError",
+    "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite", "NotSupported",
     "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused", "SettingsError",
     "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError",
 ]

@@ -15,9 +15,11 @@ package is defined here, and nowhere else.
     │   └── ExportError              nothing to export, or a format not installed (CLI exit 1)
     ├── Unavailable (RuntimeError)   what is asked for is not on this machine (CLI exit 1)
     │   ├── ModelUnavailable         model weights
-    │   └── HardwareUnavailable      a device
+    │   ├── HardwareUnavailable      a device
+    │   └── ClusterUnavailable       a Ray cluster that cannot be reached, or Ray not installed
     ├── Refused (RuntimeError)       CISP refused a run, or the store a write (CLI exit 1)
     │   ├── IsolationBreach          the model was changed, or a run changed it
+    │   ├── DoesNotFit               a measurement larger than every node of the cluster
     │   ├── NotFinite                non-finite weights, or numbers beyond float64
     │   ├── SequencingRefused        evidence a prediction did not declare
     │   ├── StoreTampered            a store whose guard (a table, a trigger) is missing
@@ -48,8 +50,8 @@ from ._public import public
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["AtlasError", "BadInput", "CorpusError", "ExportError", "FlipsError", "HardwareUnavailable",
-           "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
+__all__ = ["AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError", "FlipsError",
+           "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
            "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
            "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable",
            "VocabularyError"]
@@ -134,6 +136,10 @@ class HardwareUnavailable(Unavailable):
     """The device asked for is not available (e.g. CUDA without a GPU)."""
 
 
+class ClusterUnavailable(Unavailable):
+    """The Ray cluster asked for cannot be reached (the message names its address), or Ray is not installed."""
+
+
 # --- refused by CISP -----------------------------------------------------------------------------------
 
 class Refused(AtlasError, RuntimeError):
@@ -157,6 +163,10 @@ class StoreTampered(Refused):
     """A store whose guard has gaps (a dropped table, a missing, altered or disabled trigger): it is not
     trusted, so nothing is written to it, and a missing table refuses it whole; ``atlas verify`` names what
     is broken and ``atlas verify --repair`` re-creates the guard."""
+
+
+class DoesNotFit(Refused):
+    """A measurement whose estimated peak memory exceeds every node of the cluster: refused before it starts."""
 
 
 class ReadOnlyStore(Refused):

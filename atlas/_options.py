@@ -49,7 +49,7 @@ class Setting:
     @property
     def env(self) -> str:
         """The environment variable read when the option is not given."""
-        return "ATLAS_" + self.name.upper()
+        return "ATLAS_" + self.name.upper().replace("-", "_")
 
     @property
     def shown(self) -> str:
@@ -112,6 +112,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             help="sample sizes and bootstrap resamples (quick: CPU, under 10 minutes; full: GPU, nightly)"),
     Setting("pair", "", metavar="BASE,OTHER", opens=model_pair,
             help="the model pair of the pairwise general forms (P2, P3)"),
+    Setting("executor", "local", choices=("local", "ray"),
+            help="where the instrument runs are measured: local (this process) or ray (one Ray task each on the "
+                 "cluster at --atlas-ray-address, writing to a PostgreSQL store; atlas._cluster)"),
+    Setting("ray-address", "", metavar="HOST:PORT",
+            help="the Ray head of --atlas-executor ray (else RAY_ADDRESS)"),
     Setting("plan", "no", choices=("no", "yes"), flag=True,
             help="list the Lab runs to train and the instrument runs to measure or reuse, with estimated time and "
                  "memory, and run nothing (atlas._plan)"),

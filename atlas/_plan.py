@@ -46,7 +46,7 @@ from .instruments import INSTRUMENTS
 from .lab._runs import parse_lab_name
 from .lab._train import finished_run
 
-__all__ = ["Step", "plan", "plan_lines"]
+__all__ = ["Measurement", "Step", "measurements", "plan", "plan_lines"]
 
 
 @dataclass
@@ -94,6 +94,33 @@ def plan(session: AtlasSession, items: Iterable[pytest.Item]) -> list[Step]:
             key, step = _input(session, name, instrument, declared, untrained)
             add(key, step, pid)
     return list(steps.values())
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One input a run would measure: on ``model``, ``instrument`` with the prediction's ``declared`` settings,
+    for ``prediction`` (the first that needs it), with the cost model's estimated peak (MiB; None: uncalibrated)."""
+
+    model: str
+    instrument: str
+    declared: dict
+    prediction: str
+    peak_mb: float | None = None
+
+
+def measurements(session: AtlasSession, items: Iterable[pytest.Item]) -> list[Measurement]:
+    """The plan's "measure" steps among ``items`` as inputs to measure elsewhere (``atlas._cluster``), each once.
+    Run after the Lab runs are trained: an input on a Lab run not trained yet is left to the run itself."""
+    found: dict[tuple, Measurement] = {}
+    for pid, prediction, inputs in _inputs(session, items):
+        for name, instrument, declared in inputs:
+            models = _models_of(session, name, instrument, declared)
+            if any(m.startswith(LAB_PREFIX) and _trained(m) is not True for m in models):
+                continue
+            key, step = _input(session, name, instrument, declared, [])
+            if step.action == "measure" and key not in found:
+                found[key] = Measurement(name, instrument, dict(declared), pid, step.peak_mb)
+    return list(found.values())
 
 
 def lab_runs(session: AtlasSession, items: Iterable[pytest.Item]) -> list[tuple]:

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from ._errors import AtlasError, Inconclusive, RefutedVerdict
+from ._cluster import check_cluster_store, cluster_address, measure_on_cluster
+from ._errors import AtlasError, ClusterUnavailable, DoesNotFit, Inconclusive, RefutedVerdict
 from ._predict import AtlasSession, Prediction, store_adjustments
 from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
@@ -48,12 +49,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("atlas", "Atlas predictions")
     for name, setting in SETTINGS.items():
         how = {"action": "store_const", "const": "yes"} if setting.flag else {"metavar": setting.shown}
-        group.addoption(f"--atlas-{name}", dest=f"atlas_{name}", default=None, **how,
+        group.addoption(f"--atlas-{name}", dest=_dest(name), default=None, **how,
                         help=f"{setting.help} (env {setting.env}; default {setting.default or 'none'})")
 
 
+def _dest(name: str) -> str:
+    return "atlas_" + name.replace("-", "_")
+
+
 def _option(config: pytest.Config, name: str) -> str:
-    return SETTINGS[name].value(config.getoption(f"atlas_{name}"))
+    return SETTINGS[name].value(config.getoption(_dest(name)))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,6 +92,15 @@ def _check_options(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--atlas-{name}: {exc}") from None
     if _option(config, "plan") == "yes" and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--atlas-plan lists what this process collects: drop -n (xdist's workers collect)")
+    if _option(config, "executor") == "ray" and _option(config, "plan") != "yes":
+        if getattr(config.option, "numprocesses", None):
+            raise pytest.UsageError("--atlas-executor ray measures on the cluster: drop -n (the cluster's workers "
+                                    "share the work)")
+        try:
+            check_cluster_store(_option(config, "db"))
+            cluster_address(_option(config, "ray-address"))
+        except AtlasError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +116,12 @@ def atlas_session(request: pytest.FixtureRequest) -> AtlasSession:
     if not hasattr(config, "workerinput"):
         with session.terminal():
             session.lab.prepare(lab_runs(session, request.session.items))
+            if _option(config, "executor") == "ray":
+                try:
+                    measure_on_cluster(session, request.session.items, cluster_address(_option(config, "ray-address")),
+                                       say=session.say)
+                except (ClusterUnavailable, DoesNotFit) as exc:
+                    pytest.exit(f"--atlas-executor ray: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     return session
 
 
