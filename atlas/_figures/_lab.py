@@ -188,8 +188,9 @@ def _endpoint_key(r: dict) -> tuple:
 
 @figure("memory_endpoints", "memory", "memory_domains")
 def memory_endpoints(tables: dict, labels: dict, seed: dict) -> dict | None:
-    """One row per endpoint, grouped by curriculum, in four panels: held-out loss against the common target,
-    the Hessian's extreme eigenvalues, its trace with a 95% interval, and the per-domain loss profile."""
+    """One row per endpoint, grouped by curriculum, in four panels: its held-out loss above the common target
+    (the gap: the loss itself would spend the axis's resolution on a level shared by every endpoint), the
+    Hessian's extreme eigenvalues, its trace with a 95% interval, and the per-domain loss profile."""
     endpoints = sorted((r for r in _records(tables["memory"]) if _ok(r.get("heldout_loss"))), key=_endpoint_key)
     if not endpoints:
         return None
@@ -207,7 +208,11 @@ def memory_endpoints(tables: dict, labels: dict, seed: dict) -> dict | None:
         y += row_h
     bottom = y + 4
     target = next((r["target"] for r in endpoints if _ok(r.get("target"))), None)
-    loss = linear_scale([r["heldout_loss"] for r in endpoints] + ([target] if target is not None else []), *spans[0])
+    for r in endpoints:
+        if not _ok(r.get("gap")) and target is not None:
+            r["gap"] = r["heldout_loss"] - target
+    gaps = [r for r in endpoints if _ok(r.get("gap"))]
+    loss = linear_scale([r["gap"] for r in gaps], *spans[0], include=[0])
     lambdas = [r[c] for r in endpoints for c in ("lambda_max", "lambda_min") if _ok(r.get(c))]
     eig = asinh_scale(lambdas, *spans[1])
     traces = [v for r in endpoints if _ok(r.get("trace"))
@@ -219,9 +224,10 @@ def memory_endpoints(tables: dict, labels: dict, seed: dict) -> dict | None:
     for r in endpoints:
         yy = ys[_endpoint_key(r)]
         who = f"{r['curriculum']} seed {r['seed']} (step {r['step']})"
-        points.append({"x": loss(r["heldout_loss"]), "y": yy, "colour": "#333", "filled": bool(r.get("matched")),
-                       "title": f"{who}: held-out loss {_fmt(r['heldout_loss'])}, gap {_fmt(r.get('gap') or 0)} nats"
-                                + ("" if r.get("matched") else " (not matched)")})
+        if _ok(r.get("gap")):
+            points.append({"x": loss(r["gap"]), "y": yy, "colour": "#333", "filled": bool(r.get("matched")),
+                           "title": f"{who}: held-out loss {_fmt(r['heldout_loss'])}, {_fmt(r['gap'])} nats above the "
+                                    "target" + ("" if r.get("matched") else " (not matched)")})
         for col, hexc in (("lambda_max", _POS_HEX), ("lambda_min", _NEG_HEX)):
             if _ok(r.get(col)):
                 ok = bool(r.get(f"{col}_converged"))
@@ -247,17 +253,18 @@ def memory_endpoints(tables: dict, labels: dict, seed: dict) -> dict | None:
                                   f"{endpoints[0].get('n_params')} parameters"), bottom + 64,
                  points=[p for p in points if "x_lo" not in p], whiskered=[p for p in points if "x_lo" in p],
                  groups=groups, row_labels=row_labels, label_x=label_x, top=top, bottom=bottom,
-                 target=None if target is None else {"x": loss(target), "label": f"target {_fmt(target)}"},
+                 target={"x": loss(0), "label": "the target" if target is None else f"target {_fmt(target)} nats"},
                  zero={"eig": eig(0), "trace": trace(0)},
                  legend=_legend([(colour[d], d) for d in domains], spans[0][0], bottom + 56),
                  panel_titles=[{"x": a, "label": t} for (a, _), t in zip(spans, (
-                     "held-out loss (filled: matched)", "Hessian λ_max (red), λ_min (blue)",
+                     "loss − target (filled: matched)", "Hessian λ_max (red), λ_min (blue)",
                      "Hessian trace ± 1.96 s.e.", "loss per domain"), strict=True)],
                  note="Each endpoint is a Lab run's checkpoint (in the last curriculum phase) closest to the common "
                       "target held-out loss; whatever still tells the curricula apart there is memory. Hessian of the "
                       "held-out loss: Lanczos extremes (hollow: the residual test failed) and Hutchinson's trace "
                       "(± 1.96 standard errors). Endpoints of one seed share initial weights across curricula.")
-    fig["axes"] = [_x_axis(loss, bottom, "held-out loss (nats)", grid=(top, bottom)),
+    fig["axes"] = [_x_axis(loss, bottom, "nats above target" + ("" if target is None else f" {_fmt(target)}"),
+                           grid=(top, bottom)),
                    _x_axis(eig, bottom, "eigenvalue (asinh)", grid=(top, bottom)),
                    _x_axis(trace, bottom, "tr H (asinh)", grid=(top, bottom)),
                    _x_axis(profile, bottom, "loss (nats)", grid=(top, bottom))]
