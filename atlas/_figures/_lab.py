@@ -263,8 +263,8 @@ def memory_endpoints(tables: dict, labels: dict, seed: dict) -> dict | None:
                       "target held-out loss; whatever still tells the curricula apart there is memory. Hessian of the "
                       "held-out loss: Lanczos extremes (hollow: the residual test failed) and Hutchinson's trace "
                       "(± 1.96 standard errors). Endpoints of one seed share initial weights across curricula.")
-    fig["axes"] = [_x_axis(loss, bottom, "nats above target" + ("" if target is None else f" {_fmt(target)}"),
-                           grid=(top, bottom)),
+    fig["axes"] = [_x_axis(loss, bottom, "held-out loss − target" + ("" if target is None else f" {_fmt(target)}")
+                           + " (nats)", grid=(top, bottom)),
                    _x_axis(eig, bottom, "eigenvalue (asinh)", grid=(top, bottom)),
                    _x_axis(trace, bottom, "tr H (asinh)", grid=(top, bottom)),
                    _x_axis(profile, bottom, "loss (nats)", grid=(top, bottom))]
