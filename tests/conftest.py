@@ -224,7 +224,8 @@ def smollm2():
 def instrument_tables():
     """Small schema-shaped tables of every instrument with a figure, with known shapes: 3 layers x 4 heads
     of ablation (ΔPPL changes sign), two attention blocks of Hessian eigenvalues and SLQ density (weights
-    summing to 1 per block), three domains of gradient, and an interpolation with a barrier at t = 0.5."""
+    summing to 1 per block), three domains of gradient, and an interpolation with a barrier at t = 0.5; and the
+    Lab's and the weight-space geometry instruments' (``lab_tables``)."""
     import pandas as pd
 
     ablation = pd.DataFrame([{"layer": layer, "head": head, "delta_ppl": 0.5 * layer - 0.3 * head,
@@ -255,7 +256,69 @@ def instrument_tables():
     barrier = pd.DataFrame({"definition": ["max_minus_mean_endpoints", "max_minus_linear"],
                             "barrier": [4.2 - 3.1, 4.2 - 3.1], "t_at_max": [0.5, 0.5]})
     return {"ablation": ablation, "ablation_layers": ablation_layers, "hessian": hessian, "gradient": gradient,
-            "interpolation": interpolation, "interpolation_barrier": barrier}
+            "interpolation": interpolation, "interpolation_barrier": barrier, **lab_tables()}
+
+
+def lab_tables() -> dict:
+    """Schema-shaped tables of phase_transitions, algorithmic_branches, memory and symmetry_orbits, with known
+    shapes: a run of 11 checkpoints (steps 0, 100, ..., 1000) whose held-out accuracy jumps between steps 600 and
+    700 (the summary is ``order_transitions``' own), five comparisons x two layers of CKA with three chunks each
+    (between seeds lowest), two curricula x two seeds of memory endpoints over two domains with their six pairs,
+    and two draws of each permutation family with a barrier that matching lowers."""
+    import pandas as pd
+
+    from atlas.instruments import order_transitions
+
+    held_loss = [4.6, 5.0, 6.0, 6.5, 6.8, 6.6, 5.5, 0.5, 0.1, 0.03, 0.02]
+    train_loss = [4.6, 1.0, 0.05, 0.02, 0.015, 0.012, 0.01, 0.008, 0.006, 0.005, 0.004]
+    phase = pd.DataFrame({"step": list(range(0, 1001, 100)), "train_loss": train_loss, "heldout_loss": held_loss,
+                          "train_acc": [0.0, 0.6] + [1.0] * 9,
+                          "heldout_acc": [0.0, 0.02, 0.04, 0.04, 0.02, 0.04, 0.06, 0.9, 0.98, 1.0, 1.0],
+                          "generalisation_gap": [h - t for h, t in zip(held_loss, train_loss, strict=True)],
+                          "weight_norm": [30.0, 31, 31, 30, 29, 28, 26, 20, 18, 17, 17],
+                          "fourier_sparsity": [0.1, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 0.9, 0.95, 0.96, 0.96],
+                          "heldout_acc_resolution": [0.02] * 11})
+    level = {"between_seeds": 0.3, "within_model": 0.97, "within_other": 0.95, "peak_model": 0.5, "peak_other": 0.55}
+    steps = {"between_seeds": (800, 900), "within_model": (800, 700), "within_other": (900, 800),
+             "peak_model": (800, 400), "peak_other": (900, 300)}
+    branches = pd.DataFrame([{"comparison": c, "layer": layer, "step_a": steps[c][0], "step_b": steps[c][1],
+                              "loss_a": 0.1, "loss_b": 0.12, "target_loss": 0.1, "cka": v - 0.05 * layer,
+                              "p_value": 0.005, "n": 96} for c, v in level.items() for layer in range(2)])
+    branch_chunks = pd.DataFrame([{"comparison": c, "layer": layer, "chunk": k, "n": 32,
+                                   "cka": v - 0.05 * layer + 0.03 * (k - 1)}
+                                  for c, v in level.items() for layer in range(2) for k in range(3)])
+    curricula = ["technical_documentation>poetry", "poetry>technical_documentation"]
+    memory = pd.DataFrame([{"curriculum": c, "seed": s, "step": 10 + s, "heldout_loss": 4.5 + 0.01 * s,
+                            "target": 4.5, "gap": 0.01 * s, "matched": s == 0, "lambda_max": 5.0 + i + s,
+                            "lambda_min": -0.2 * (s + 1), "lambda_max_converged": True, "lambda_min_converged": s == 0,
+                            "trace": 100.0 + 10 * i, "trace_stderr": 3.0, "n_hvp": 40, "n_params": 10704,
+                            "n_tokens": 1658, "train_wall_s": 1.5} for i, c in enumerate(curricula) for s in range(2)])
+    memory_domains = pd.DataFrame([{"curriculum": c, "seed": s, "domain": d, "loss": 4.4 + 0.2 * j + 0.1 * i,
+                                    "n_tokens": 829} for i, c in enumerate(curricula) for s in range(2)
+                                   for j, d in enumerate(["poetry", "technical_documentation"])])
+    ends = [(c, s) for c in curricula for s in range(2)]
+    memory_pairs = pd.DataFrame([{"curriculum_a": a[0], "seed_a": a[1], "curriculum_b": b[0], "seed_b": b[1],
+                                  "same_curriculum": a[0] == b[0], "parameter_distance": 20.0 + 5 * (a[1] != b[1]),
+                                  "cka": 0.9 if a[1] == b[1] else (0.6 if a[0] == b[0] else 0.2),
+                                  "profile_distance": 0.1, "log_lambda_gap": 0.2, "log_trace_gap": None}
+                                 for i, a in enumerate(ends) for b in ends[i + 1:]])
+    families = ["mlp", "heads", "residual", "all"]
+    orbits = pd.DataFrame([{"draw": d, "family": f, "max_abs_dlogit": 1e-6 * (k + 1) * (d + 1),
+                            "parameter_distance": 2.0 * (k + 1) + 0.1 * d, "weight_norm": 10.0}
+                           for d in range(2) for k, f in enumerate(families)])
+    definitions = ["max_minus_mean_endpoints", "max_minus_linear"]
+    barrier = {"before": 1.2, "after": 0.3}
+    matching = pd.DataFrame([{"alignment": a, "definition": d, "barrier": b - 0.1 * j, "t_at_max": 0.5,
+                              "parameter_distance": 12.0 if a == "before" else 7.0, "loss_model": 0.02,
+                              "loss_other": 0.03, "max_abs_dlogit_other": 0.0 if a == "before" else 1e-6,
+                              "n_pairs": 400} for a, b in barrier.items() for j, d in enumerate(definitions)])
+    matching_chunks = pd.DataFrame([{"alignment": a, "definition": d, "chunk": k, "barrier": b - 0.1 * j + 0.05 * k,
+                                     "n_pairs": 200} for a, b in barrier.items() for j, d in enumerate(definitions)
+                                    for k in range(2)])
+    return {"phase_transitions": phase, "phase_transitions_summary": order_transitions(phase),
+            "algorithmic_branches": branches, "algorithmic_branches_chunks": branch_chunks, "memory": memory,
+            "memory_domains": memory_domains, "memory_pairs": memory_pairs, "symmetry_orbits": orbits,
+            "symmetry_matching": matching, "symmetry_matching_chunks": matching_chunks}
 
 
 def _naive_gradients(lm, passages, max_tokens: int) -> list[dict[str, np.ndarray]]:
