@@ -24,6 +24,7 @@ from ._base import (FIGURES, OUTCOME_COLOURS, Figure, Scale, asinh_scale, diverg
                     linear_scale, log_scale, sequential)
 from ._verdicts import forest, history, statistic_kind
 from . import _instruments  # noqa: F401  (registers the instruments' figures, in this order)
+from . import _curvature  # noqa: F401  (the curvature and multi-task geometry instruments' figures)
 
 __all__ = ["FIGURES", "OUTCOME_COLOURS", "Figure", "Scale", "asinh_scale", "diverging", "figure", "figures_for",
            "forest", "history", "linear_scale", "log_scale", "sequential", "statistic_kind"]
