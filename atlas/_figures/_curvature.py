@@ -407,7 +407,7 @@ def elasticity_shares(tables: dict, labels: dict, seed: dict) -> dict | None:
                                  filled=penalty != "none", r=3.0))
         axes.append(_x_axis(delta, c_bottom, "loss_after − loss_before (nats per token)", grid=(c_top, c_bottom)))
         y = c_bottom + 56
-    tokens = sum(c.get("n_tokens") or 0 for c in changes if c.get("penalty") == "none")
+    tokens = sum({c["domain"]: c.get("n_tokens") or 0 for c in changes}.values())  # every tuning scores the same
     fig = _frame("Elasticity: how much forgetting the EWC anchor removes",
                  _caption(labels, f"n = {max(r['n_domains'] for r in rows)} other domains per tuned domain · "
                                   f"{tokens} held-out tokens"), y,
@@ -497,9 +497,9 @@ def stiffness_recovery(tables: dict, labels: dict, seed: dict) -> dict | None:
                       "returned: 1 − |θ − θ_control| / |push|. Means over directions whose push raised the loss, "
                       "whiskers 95% BCa bootstrap over directions; points beyond the axis are pinned to its edge.")
     fig["axes"] = [_x_axis(xs, bottom, "radius r (push relative to each filter's norm)"),
-                   _y_axis(ys, x0, "share (1 stiff, 0 flexible)", grid=(x0, x1)),
+                   _y_axis(ys, x0, "share (1 stiff, 0 flexible)", grid=(x0, x1), ticks=ys.ticks(min_gap=30)),
                    _x_axis(xs, r_bottom, "radius r"),
-                   _y_axis(rs, x0, "rise (nats)", grid=(x0, x1))]
+                   _y_axis(rs, x0, "rise (nats)", grid=(x0, x1), ticks=rs.ticks(min_gap=30))]
     return fig
 
 
