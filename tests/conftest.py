@@ -256,7 +256,7 @@ def instrument_tables():
     barrier = pd.DataFrame({"definition": ["max_minus_mean_endpoints", "max_minus_linear"],
                             "barrier": [4.2 - 3.1, 4.2 - 3.1], "t_at_max": [0.5, 0.5]})
     return {"ablation": ablation, "ablation_layers": ablation_layers, "hessian": hessian, "gradient": gradient,
-            "interpolation": interpolation, "interpolation_barrier": barrier, **lab_tables()}
+            "interpolation": interpolation, "interpolation_barrier": barrier, **lab_tables(), **_curvature_tables()}
 
 
 def lab_tables() -> dict:
@@ -319,6 +319,67 @@ def lab_tables() -> dict:
             "algorithmic_branches": branches, "algorithmic_branches_chunks": branch_chunks, "memory": memory,
             "memory_domains": memory_domains, "memory_pairs": memory_pairs, "symmetry_orbits": orbits,
             "symmetry_matching": matching, "symmetry_matching_chunks": matching_chunks}
+
+
+def _curvature_tables() -> dict:
+    """Schema-shaped tables of the curvature and multi-task geometry instruments (their figures are
+    atlas/_figures/_curvature.py): two domains of smoothness over blocks model, layer.0 and layer.1 (poetry's
+    B_simple undefined), three domains of tightness over four blocks (layer.10 after layer.1; one conflicting
+    pair), two tuned domains of elasticity (spanish forgot nothing), stiffness at radii 0, 0.1 and 0.2 over two
+    directions, and the Hessian coupling of 4 heads in each of 2 layers."""
+    import pandas as pd
+
+    blocks = ["model", "layer.0", "layer.1"]
+    smoothness = pd.DataFrame([
+        {"domain": d, "block": b, "n_passages": 3, "grad_sq_norm": 2.0, "signal": s, "noise": 2.0 - s,
+         "b_simple": None if s <= 0 else (2.0 - s) / s, "b_simple_ci_low": None if s <= 0 else (2.0 - s) / s / 2,
+         "b_simple_ci_high": None if s <= 0.5 else (2.0 - s) / s * 2, "mean_cosine": c, "cosine_ci_low": c - 0.1,
+         "cosine_ci_high": c + 0.1}
+        for d, base in (("spanish", 0.6), ("poetry", -0.2)) for k, b in enumerate(blocks)
+        for s, c in [(0.8 - 0.2 * k if base > 0 else -0.1, base - 0.1 * k)]])
+    gram = pd.DataFrame([{"domain": d, "block": "model", "passage_a": f"{d}-{a}", "passage_b": f"{d}-{b}",
+                          "dot": 2.0 if a == b else sign * 0.5 * (a + b)}
+                         for d, sign in (("spanish", 1.0), ("poetry", -1.0)) for a in range(3) for b in range(a, 3)])
+    domains = ["poetry", "spanish", "academic_abstract"]
+    tight_blocks = ["layer.10", "model", "layer.1", "layer.0"]
+    tightness = pd.DataFrame({"block": tight_blocks, "n_domains": [3] * 4, "mean_cosine": [0.4, 0.3, 0.5, 0.6],
+                              "min_cosine": [-0.2, 0.1, 0.2, 0.3], "conflict_share": [1 / 3, 0.0, 0.0, 0.0],
+                              "mgda_norm_ratio": [0.2, 0.7, None, 0.9]})
+    mgda = pd.DataFrame([{"block": b, "domain": d, "weight": w} for b in tight_blocks
+                         for d, w in zip(domains, (0.5, 0.5, 0.0), strict=True)])
+    pairs = pd.DataFrame([{"block": b, "domain_a": domains[i], "domain_b": domains[j],
+                           "dot": 1.0 if i == j else cos, "cosine": 1.0 if i == j else cos}
+                          for b in tight_blocks for i in range(3) for j in range(i, 3)
+                          for cos in [-0.2 if (i, j) == (0, 2) else 0.5]])
+    elasticity = pd.DataFrame([{"tuned_domain": t, "domain": d, "penalty": p, "loss_before": 3.0,
+                                "loss_after": 3.0 + ch, "change": ch, "n_tokens": 64}
+                               for t in ("poetry", "spanish") for d in domains for p in ("none", "ewc")
+                               for ch in [(-0.3 if d == t else (0.4 if t == "poetry" else -0.1))
+                                          * (1 if p == "none" else 0.5)]])
+    share = pd.DataFrame({"tuned_domain": ["poetry", "spanish"], "n_domains": [2, 2], "forgetting": [0.4, -0.1],
+                          "forgetting_ewc": [0.2, -0.05], "elastic_share": [0.5, None], "ci_low": [0.3, None],
+                          "ci_high": [0.7, None], "gain": [0.3, 0.3], "gain_ewc": [0.15, 0.15]})
+    stiffness = pd.DataFrame([
+        {"direction": k, "radius": r, "loss_start": 3.0, "loss_perturbed": 3.0 + rise,
+         "loss_recovered": 2.9 + rise * (1 - rec) if rise > 0 else 2.9 + rise, "loss_control": 2.9, "rise": rise,
+         "recovered": rec if rise > 0 else None, "recovered_undefined": None if rise > 0 else "no push (radius 0)",
+         "distance_perturbed": 10 * r, "distance_after": 10 * r, "returned": None if r == 0 else 1e-6,
+         "distance_to_start": 10 * r + 0.1, "n_tokens": 256}
+        for k in range(2) for r in (0.0, 0.1, 0.2) for rise, rec in [(5 * r * r * (1 + k), 0.5 + 0.1 * k)]])
+    radii = pd.DataFrame({"radius": [0.0, 0.1, 0.2], "n_directions": [2] * 3, "rise": [0.0, 0.075, 0.3],
+                          "recovered": [None, 0.55, 0.55], "recovered_ci_low": [None, 0.5, 0.5],
+                          "recovered_ci_high": [None, 0.6, 0.6], "returned": [None, 1e-6, 1e-6],
+                          "returned_ci_low": [None, 1e-6, 1e-6], "returned_ci_high": [None, 1e-6, 1e-6]})
+    coupling = pd.DataFrame([{"layer": layer, "unit_a": a, "unit_b": b, "coupling": 0.02 * (1 + layer) * (a + b),
+                              "stderr": 0.005, "n_probes": 4, "frobenius_ab": 0.1, "frobenius_aa": 1.0,
+                              "frobenius_bb": 1.0, "heads_per_unit": 1, "n_tokens": 64}
+                             for layer in range(2) for a in range(4) for b in range(a + 1, 4)])
+    coupling_layers = pd.DataFrame({"layer": [0, 1], "coupling": [0.06, 0.12], "stderr": [0.01, 0.02],
+                                    "ci_low": [0.04, 0.08], "ci_high": [0.09, 0.18], "n_pairs": [6, 6],
+                                    "n_probes": [4, 4], "heads_per_unit": [1, 1], "n_tokens": [64, 64]})
+    return {"smoothness": smoothness, "smoothness_gram": gram, "tightness": tightness, "tightness_mgda": mgda,
+            "tightness_pairs": pairs, "elasticity": elasticity, "elasticity_share": share, "stiffness": stiffness,
+            "stiffness_radii": radii, "hessian_coupling": coupling, "hessian_coupling_layers": coupling_layers}
 
 
 def _naive_gradients(lm, passages, max_tokens: int) -> list[dict[str, np.ndarray]]:

@@ -34,6 +34,12 @@ def make_verdict(**kw):
     return VerdictRecord(**{**fields, **kw})
 
 
+CURVATURE_RUNS = (("smoothness", ("smoothness", "smoothness_gram")),
+                  ("tightness", ("tightness", "tightness_mgda", "tightness_pairs")),
+                  ("elasticity", ("elasticity", "elasticity_share")), ("stiffness", ("stiffness", "stiffness_radii")),
+                  ("hessian_coupling", ("hessian_coupling", "hessian_coupling_layers")))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, instrument_tables):
     """A store with a measured run of every instrument, the seed record, verdicts on two corpora (one not
@@ -56,6 +62,8 @@ def report(tmp_path_factory, instrument_tables):
                          ("gradient", ("gradient",)), ("interpolation", ("interpolation", "interpolation_barrier"))):
         store.write_run(make_run(instrument=name, settings={"other": "tiny-b"} if name == "interpolation" else {}),
                         {t: instrument_tables[t] for t in tables})
+    for name, tables in CURVATURE_RUNS:
+        store.write_run(make_run(instrument=name, settings={}), {t: instrument_tables[t] for t in tables})
     for i, action in enumerate(["measured", "reused", "refused"]):
         store.write_event(ProtocolEvent(session="s-one", prediction="P5d", instrument="coupling", model="tiny",
                                         corpus_hash="sha256:abc", action=action, run_id=cpl if i < 2 else None,
@@ -265,6 +273,18 @@ def test_a_figure_for_every_instrument_run(report):
     for section, label in (("perplexity", "perplexity (exp of mean NLL"), ("coupling", "coupling (Pearson r)"),
                            ("ablation", "mean ΔPPL per layer"), ("hessian", "eigenvalue λ of ∇²L"),
                            ("gradient", "mean next-token entropy (nats)"), ("interpolation", "max − chord")):
+        start = index.index(f'<section id="{section}"')
+        body = index[start:index.index("</section>", start)]
+        [svg] = svgs(body)
+        assert label in svg and "tiny" in svg and "n = " in svg, section
+
+
+def test_a_figure_for_every_curvature_instrument_run(report):
+    root, _, _ = report
+    index = text(root / "index.html")
+    for section, label in (("smoothness", "B_simple = tr(Σ) / |G|²"), ("tightness", "MGDA min-norm ratio"),
+                           ("elasticity", "elastic share"), ("stiffness", "radius r"),
+                           ("hessian_coupling", "mean c_ab (log scale)")):
         start = index.index(f'<section id="{section}"')
         body = index[start:index.index("</section>", start)]
         [svg] = svgs(body)

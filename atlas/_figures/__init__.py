@@ -6,8 +6,8 @@ reference record, it returns a dict of coordinates and strings, or None when the
 draw. ``templates/_figures.html.j2`` has one macro per ``kind`` that draws it, and ``draw`` adds the
 frame every figure shares (title, caption, axes). Adding a figure for a new table is one function in a
 module of this package (``_base`` holds what they share, ``_verdicts`` the forest plot and history,
-``_instruments`` the instruments' figures, ``_lab`` the Lab's and the weight-space geometry instruments')
-and one macro there. Nothing here writes markup: geometry is testable without a browser, and every label
+``_instruments`` the first instruments' figures, ``_curvature`` the curvature and multi-task geometry
+instruments', ``_lab`` the Lab's and the weight-space geometry instruments') and one macro there. Nothing here writes markup: geometry is testable without a browser, and every label
 stays data for the autoescaping templates. Every figure names its axes, their units, the model, the corpus and n.
 
 Scales (``Scale``): linear; logarithmic for ratios, so that a factor of 2 up and down are the same
@@ -24,7 +24,7 @@ sequential Purples schemes (Harrower & Brewer 2003, Cartographic Journal 40:27).
 from ._base import (FIGURES, OUTCOME_COLOURS, Figure, Scale, asinh_scale, diverging, figure, figures_for,
                     linear_scale, log_scale, sequential)
 from ._verdicts import forest, history, statistic_kind
-from . import _instruments, _lab  # noqa: F401  (registers the instruments' figures, then the Lab's, in this order)
+from . import _instruments, _curvature, _lab  # noqa: F401  (registers the figures, in this order)
 
 __all__ = ["FIGURES", "OUTCOME_COLOURS", "Figure", "Scale", "asinh_scale", "diverging", "figure", "figures_for",
            "forest", "history", "linear_scale", "log_scale", "sequential", "statistic_kind"]
