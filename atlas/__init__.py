@@ -34,7 +34,8 @@ A prediction module needs ``atlas`` for its declaration and, in its body, ``atla
     from atlas.evidence import fixed_profile, layer_correlation, mean_profile
 
     @pytest.mark.prediction(id="P99-coupling-rises", claim="Attention coupling rises with depth.",
-                            criterion=Criterion("Spearman rho(layer, coupling)", ">", 0.0, unit="layers"),
+                            criterion=Criterion("Spearman rho(layer, coupling)", ">", 0.0, unit="layers",
+                                                scale="correlation"),
                             needs=("coupling",))
     def test_coupling_rises_with_depth(prediction):
         passages = prediction.evidence["coupling"]["coupling_passages"]

@@ -7,7 +7,7 @@ the body reads them from ``prediction.evidence`` (read-only) and ends with
 ``prediction.conclude(...)``::
 
     @pytest.mark.prediction(id="...", claim="...", source="...", form="general",
-                            criterion=Criterion("ratio", ">", 2.0), needs=("perplexity",))
+                            criterion=Criterion("ratio", ">", 2.0, scale="ratio"), needs=("perplexity",))
     def test_claim(prediction):
         tables = prediction.evidence["perplexity"]       # {table: DataFrame}, gathered already
         ...

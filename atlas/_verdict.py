@@ -20,7 +20,8 @@ A criterion also declares its **unit** -- the population its claim generalises o
 the CI resamples (passages of one model, domains, layers, seeds, models, probes, inputs)
 -- and its **scope**: "this model" (a claim about the model judged), "across models" (a
 general claim: judged on one model, the verdict says "in <model>", one draw of the
-population) or "across seeds" (a claim about a training recipe, replicated over seeds).
+population) or "across seeds" (a claim about a training recipe, replicated over seeds). And its **scale**: the
+kind of number its statistic is (``SCALES``), which fixes the axis the report draws it on.
 
 A prediction whose model or hardware is unavailable is ``not_run``; one whose body failed
 after it concluded is ``error`` (the verdict is void, never supported).
@@ -37,7 +38,7 @@ from ._provenance import content_hash
 from ._public import public
 from ._stats import holm
 
-__all__ = ["SCOPES", "UNITS", "Criterion", "Outcome", "holm_outcomes"]
+__all__ = ["SCALES", "SCOPES", "UNITS", "Criterion", "Outcome", "holm_outcomes"]
 
 
 class Outcome(StrEnum):
@@ -53,6 +54,14 @@ class Outcome(StrEnum):
 UNITS = ("passages", "domains", "layers", "seeds", "models", "probes", "inputs")
 #: what a claim is about: the model judged, models in general, or a training recipe over its seeds
 SCOPES = ("this model", "across models", "across seeds")
+#: the kinds of number a statistic can be, each drawn on an axis of its own in the report's forest plot
+SCALES = {
+    "correlation": "a correlation coefficient: linear on [−1, 1]",
+    "ratio": "a quotient of positive quantities: a log axis, so that a factor up and down are the same distance",
+    "log_ratio": "the log of a ratio, or a difference of logs (nats, decades): linear, centred on 0",
+    "share": "a fraction of a whole, at most 1: linear on [0, 1], widened below 0 when a value lies there",
+    "difference": "a difference in its statistic's own unit: asinh, linear near 0 and logarithmic beyond",
+}
 
 
 _SIDES = {
@@ -79,6 +88,7 @@ class Criterion:
     unit: str = "passages"
     scope: str = "this model"
     sesoi: float | None = None
+    scale: str = "difference"
 
     def __post_init__(self):
         if self.direction not in _SIDES:
@@ -87,6 +97,8 @@ class Criterion:
             raise SettingsError(f"criterion unit must be one of {list(UNITS)}, not {self.unit!r}")
         if self.scope not in SCOPES:
             raise SettingsError(f"criterion scope must be one of {list(SCOPES)}, not {self.scope!r}")
+        if self.scale not in SCALES:
+            raise SettingsError(f"criterion scale must be one of {list(SCALES)}, not {self.scale!r}")
         if self.sesoi is not None and not (_finite(self.sesoi) and self.sesoi > 0):
             raise SettingsError(f"criterion sesoi must be a positive finite number or None, not {self.sesoi!r}")
 

@@ -36,7 +36,7 @@ CRITERION = Criterion(
               "held-out loss peak, last layer, mean over seed pairs",
     direction="<", threshold=0.0, ci="95% Student-t interval over disjoint seed pairs",
     sample="512 held-out pairs; residual stream at the answer position", unit="seeds", scope="across seeds",
-    sesoi=SESOI)
+    sesoi=SESOI, scale="difference")
 FIRSTS = SEEDS[::2]
 NULLS = {null.name: null for null in (
     SeedPairs("algorithmic_branches", FIRSTS, normal_effects(0.0, 0.1), "no effect, seed-pair spread 0.1 CKA"),

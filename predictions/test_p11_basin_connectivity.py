@@ -38,7 +38,8 @@ ISOLATED = Criterion(
     statistic="mean per-domain barrier (max height above the chord, interior t) of archaeological minus laminar",
     direction=">", threshold=0.0, ci="95% t interval (4 df) of a two-stage bootstrap: domains within each "
     "territory, then passages within each drawn domain, every t together", unit="domains", scope="across models",
-    sesoi=0.01, sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; passages neither model trained on")
+    sesoi=0.01, sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; passages neither model trained on",
+    scale="difference")
 NULLS = {"domains differ, territories do not": domains.interpolation("domain spread, no territory effect")}
 ALTERNATIVE = domains.interpolation("archaeological barriers higher by 0.01", shift=0.01, shifted=ARCHAEOLOGICAL)
 

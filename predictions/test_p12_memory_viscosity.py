@@ -31,7 +31,8 @@ DISTINGUISHABLE = Criterion(
     statistic="log(mean between-curricula / mean within-curriculum squared distance of (log lambda_max, log trace)),"
               " pairs of different seeds", direction=">", threshold=0.0,
     ci="95% leave-one-seed-out jackknife t interval (n - 1 df)", unit="seeds", scope="across seeds",
-    sample="lab:memory-lm, seeds 0..n-1 per curriculum, endpoints at matched held-out loss", sesoi=float(np.log(2)))
+    sample="lab:memory-lm, seeds 0..n-1 per curriculum, endpoints at matched held-out loss", sesoi=float(np.log(2)),
+    scale="log_ratio")
 NULLS = {null.name: null for null in (
     endpoints("no curriculum effect, half of a seed's spread shared by its two runs"),
     endpoints("no curriculum effect, a seed's two runs independent", share=0.0),

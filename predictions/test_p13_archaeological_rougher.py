@@ -33,7 +33,8 @@ ROUGHER = Criterion(
     statistic="mean gradient cosine between passages (block model): laminar domains minus archaeological domains",
     direction=">", threshold=0.0, ci="95% t interval (4 df) of a two-stage bootstrap: domains within each territory, "
     "then passages within each drawn domain (pairs of distinct passages only)", unit="domains", scope="across models",
-    sesoi=0.05, sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; the smoothness profile's passages")
+    sesoi=0.05, sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; the smoothness profile's passages",
+    scale="difference")
 NULLS = {"domains differ, territories do not": domains.smoothness("domain spread, no territory effect")}
 ALTERNATIVE = domains.smoothness("archaeological agreement lower by 0.05", shift=-0.05, shifted=ARCHAEOLOGICAL)
 

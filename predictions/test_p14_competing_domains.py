@@ -32,7 +32,8 @@ COMPETING = Criterion(
     "laminar pairs", direction="<", threshold=0.0,
     ci="95% t interval (4 df) of a bootstrap of domains within each territory (pairs of distinct domains only)",
     unit="domains", scope="across models", sesoi=0.1,
-    sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; the tightness profile's passages")
+    sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; the tightness profile's passages",
+    scale="difference")
 NULLS = {"domains differ, territories do not": domains.tightness("domain spread, no territory effect")}
 ALTERNATIVE = domains.tightness("cross-territory cosine lower by 0.1", shift=-0.1, toward=LAMINAR,
                                 against=ARCHAEOLOGICAL)

@@ -30,7 +30,7 @@ ELASTIC = Criterion(
               "held-out loss rise", direction=">", threshold=0.0,
     ci="95% Fieller interval, t over the other domains (each with its pairs), paired across the two tunings",
     sample="the profile's tuned domains; every other domain's held-out passages", unit="domains",
-    scope="across models", sesoi=0.1)
+    scope="across models", sesoi=0.1, scale="share")
 
 
 def share_interval(none: np.ndarray, ewc: np.ndarray, confidence: float = 0.95) -> Interval:

@@ -27,11 +27,12 @@ DEEP_RESIST = Criterion(
     statistic="mean delta-PPL of single-head ablations, layers 9-10 minus layers 0-2", direction="<",
     threshold=0.0, ci="95% BCa bootstrap over passages, every head's delta-PPL recomputed per resample",
     sample="every head of layers 0-2 and 9-10 (GPT-2 small: 36 and 24 heads)", unit="passages",
-    scope="this model", sesoi=0.1)
+    scope="this model", sesoi=0.1, scale="difference")
 COUPLED_RESIST = Criterion(
     statistic=f"Spearman rho(layer coupling (variant {VARIANT}), layer mean delta-PPL)", direction="<",
     threshold=0.0, ci="95% Fisher-z interval at the effective number of independent layers (Bretherton 1999)",
-    sample="every layer of the model", unit="layers", scope="across models", sesoi=0.5)
+    sample="every layer of the model", unit="layers", scope="across models", sesoi=0.5,
+    scale="correlation")
 BOTH = ("coupling", "ablation")
 
 

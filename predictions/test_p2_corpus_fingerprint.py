@@ -32,11 +32,13 @@ def _world(ratio: float, bits_per_byte: bool, name: str = ""):
 PPL_RATIO = Criterion(
     statistic="PPL_academic(opt-125m) / PPL_academic(gpt2)", direction="<", threshold=0.8,
     ci="95% BCa bootstrap over academic_abstract passages, paired across models",
-    sample="academic_abstract passages of the corpus; BOS policy prepend", unit="passages", scope="this model")
+    sample="academic_abstract passages of the corpus; BOS policy prepend", unit="passages", scope="this model",
+    scale="ratio")
 BPB_RATIO = Criterion(
     statistic="bits-per-byte_academic(opt-125m) / bits-per-byte_academic(gpt2)", direction="<", threshold=0.8,
     ci="95% BCa bootstrap over academic_abstract passages, paired across models",
-    sample="academic_abstract passages of the corpus; BOS policy prepend", unit="passages", scope="this model")
+    sample="academic_abstract passages of the corpus; BOS policy prepend", unit="passages", scope="this model",
+    scale="ratio")
 def _academic(prediction, a, b):
     ta, tb = (prediction.evidence["perplexity", m]["perplexity"] for m in (a, b))
     if NAMED_DOMAIN not in set(ta["domain"]):

@@ -31,7 +31,7 @@ MOVES_MOST = Criterion(
     statistic="min over other domains of log(PPL_B/PPL_A) minus that of academic_abstract", direction=">",
     threshold=0.0, ci="95% BCa bootstrap, passages resampled within each domain, paired across models",
     sample="all domains of the corpus, passages neither model trained on; BOS policy prepend", unit="passages",
-    scope="across models", sesoi=0.05)
+    scope="across models", sesoi=0.05, scale="log_ratio")
 
 
 def _moves(beyond: float, name: str = ""):

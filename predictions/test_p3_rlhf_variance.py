@@ -28,12 +28,14 @@ MISTRAL, LAB_PAIR = ("mistral-7b", "mistral-7b-instruct"), ("smollm2-135m-instru
 CI = "95% BCa bootstrap, passages resampled within each domain, paired across models"
 SAMPLE = "passages neither model trained on; BOS policy prepend"
 VARIANCE = Criterion("var over domains of log PPL: tuned minus base", "<", 0.0, ci=CI, sample=f"all domains; {SAMPLE}",
-                     sesoi=0.01)
+                     sesoi=0.01, scale="difference")
 CONCENTRATION = Criterion("mean log-PPL reduction in archaeological domains minus that in laminar domains", ">", 0.0,
-                          ci=CI, sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; {SAMPLE}", sesoi=0.05)
+                          ci=CI, sample=f"archaeological {ARCHAEOLOGICAL}; laminar {LAMINAR}; {SAMPLE}", sesoi=0.05,
+                          scale="log_ratio")
 TERRITORIES = Criterion(CONCENTRATION.statistic, ">", 0.0, ci="95% t interval (4 df) of a two-stage bootstrap: "
                         "domains within each territory, then passages within each drawn domain, paired across models",
-                        sample=CONCENTRATION.sample, unit="domains", scope="across models", sesoi=0.05)
+                        sample=CONCENTRATION.sample, unit="domains", scope="across models", sesoi=0.05,
+                        scale="log_ratio")
 NULLS = {"domains differ, territories do not": domains.perplexity_pair("no territory effect", LAB_PAIR)}
 ALTERNATIVE = domains.perplexity_pair("archaeological drop 0.05 larger", LAB_PAIR, shift=0.05, shifted=ARCHAEOLOGICAL)
 

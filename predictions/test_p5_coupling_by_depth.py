@@ -21,12 +21,14 @@ SEED_COUPLING = [0.610, 0.703, 0.724, 0.747, 0.675, 0.903, 0.880, 0.906, 0.911, 
 RHO_CI, CONTRAST_CI = ("95% Fisher-z interval at the effective number of independent layers (Bretherton 1999)",
                        "95% BCa bootstrap over passages, the layers recomputed together per resample")
 RISES_NAMED = Criterion("Spearman rho(layer, coupling), variant seed_flattened", ">=", 0.6, ci=RHO_CI,
-                        sample="GPT-2 small's 12 layers", unit="layers", scope="this model", sesoi=0.3)
-LAYER4_DIP, LAYER11_DROP = (Criterion(f"{c}, variant seed_flattened", "<", 0.0, ci=CONTRAST_CI) for c in (
-    "coupling(4) - mean(coupling(3), coupling(5))", "coupling(11) - coupling(10)"))
+                        sample="GPT-2 small's 12 layers", unit="layers", scope="this model", sesoi=0.3,
+                        scale="correlation")
+LAYER4_DIP, LAYER11_DROP = (Criterion(f"{c}, variant seed_flattened", "<", 0.0, ci=CONTRAST_CI, scale="difference")
+                            for c in ("coupling(4) - mean(coupling(3), coupling(5))", "coupling(11) - coupling(10)"))
 FLAT, FALLS = within_model_nulls(("coupling",), 12), LayerWorld("falls", ("coupling",), "none", rise=-1, layers=12)
 RISES = Criterion("Spearman rho(layer, coupling), variant row_centred", ">", 0.0, ci=RHO_CI,
-                  sample="every layer of the model", unit="layers", scope="across models", sesoi=0.5)
+                  sample="every layer of the model", unit="layers", scope="across models", sesoi=0.5,
+                  scale="correlation")
 
 
 def coupling(prediction, variant: str):

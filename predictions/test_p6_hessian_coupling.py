@@ -31,7 +31,7 @@ RHO_CI = "95% Fisher-z interval at the effective number of independent layers (B
 PROBE_TRACKS_HESSIAN = Criterion(
     statistic="Spearman rho(probe coupling (row_centred; _cross_kv under GQA), Hessian coupling between heads)",
     direction=">", threshold=0.0, ci=RHO_CI, sample="every layer; the Hessian on one batch spread over the domains",
-    unit="layers", scope="across models", sesoi=0.5)
+    unit="layers", scope="across models", sesoi=0.5, scale="correlation")
 
 
 def probe(prediction, family: str = "row_centred"):

@@ -27,7 +27,7 @@ COUPLING_SETS_CURVATURE = Criterion(
     statistic="Spearman rho(probe coupling (row_centred), largest Hessian eigenvalue of the attention block)",
     direction=">", threshold=0.0, ci="95% Fisher-z interval at the effective number of independent layers "
     "(Bretherton et al. 1999)", sample="every layer the profile's hessian settings cover; one batch spread over the "
-    "domains", unit="layers", scope="across models", sesoi=0.5)
+    "domains", unit="layers", scope="across models", sesoi=0.5, scale="correlation")
 LINKED = ("coupling", "hessian")
 
 

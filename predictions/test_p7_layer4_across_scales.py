@@ -33,7 +33,8 @@ LAYERS = dict(zip(PYTHIA, (6, 12, 24)))
 DIP_ACROSS_SCALES = Criterion(
     statistic="mean over Pythia scales of coupling(4) - mean(coupling(3), coupling(5)), variant seed_flattened",
     direction="<", threshold=0.0, ci="95% Student t interval over the scales (df 2)",
-    sample="pythia-70m, pythia-160m, pythia-410m", unit="models", scope="across models", sesoi=0.02)
+    sample="pythia-70m, pythia-160m, pythia-410m", unit="models", scope="across models", sesoi=0.02,
+    scale="difference")
 
 
 @pytest.mark.prediction(

@@ -37,7 +37,8 @@ CRITERION = Criterion(
     statistic="mean over seeds of min(log10(jump ratio / 10), log10(rise / 0.05), log10(persistence / 0.5), "
               "log10(0.1 / local training-loss change)) at the largest rise of held-out accuracy",
     direction=">", threshold=0.0, ci="95% Student-t interval over seeds", unit="seeds", scope="across seeds",
-    sesoi=SESOI, sample="every checkpoint of each seed's run; Φ = held-out accuracy on all held-out pairs")
+    sesoi=SESOI, sample="every checkpoint of each seed's run; Φ = held-out accuracy on all held-out pairs",
+    scale="log_ratio")
 NULLS = {"linear ramp": ramp, "glitch +0.01": glitch, "one held-out pair flips": flip,
          "loss spike recovery": spike, "grokking while the loss falls 70%": grokking(0.1, loss_fall=0.7)}
 

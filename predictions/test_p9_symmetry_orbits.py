@@ -32,7 +32,8 @@ THRESHOLD, SESOI = 0.01, 0.04
 CRITERION = Criterion(
     statistic="barrier before minus after weight matching (max minus mean of endpoints, nats), mean over seed pairs",
     direction=">", threshold=THRESHOLD, ci="95% Student-t interval over disjoint seed pairs",
-    sample="all held-out pairs of the run's split", unit="seeds", scope="across seeds", sesoi=SESOI)
+    sample="all held-out pairs of the run's split", unit="seeds", scope="across seeds", sesoi=SESOI,
+    scale="difference")
 FIRSTS = SEEDS[::2]
 NULLS = {null.name: null for null in (
     SeedPairs("symmetry_orbits", FIRSTS, normal_effects(THRESHOLD, 0.25), "no effect, seed-pair spread 0.25 nats"),

@@ -30,12 +30,13 @@ SEED_LOG = np.log(list(SEED_PPL.values()))  # in atlas.simulate.perplexity.DOMAI
 RANK_AGREEMENT = Criterion(
     statistic="Spearman rho between replicated and seed domain perplexities (8 seed domains)", direction=">=",
     threshold=0.7, ci="95% BCa bootstrap, passages resampled within each domain",
-    sample="every seed domain present in the corpus; BOS policy prepend", unit="passages", scope="this model")
+    sample="every seed domain present in the corpus; BOS policy prepend", unit="passages", scope="this model",
+    scale="correlation")
 DOMAIN_SPREAD = Criterion(
     statistic="highest / lowest domain perplexity", direction=">", threshold=2.0,
     ci="95% BCa bootstrap, passages resampled within each domain, on the estimation half",
     sample="all domains of the corpus, each split in halves: the pair chosen on one, the ratio on the other; "
-           "BOS policy prepend", unit="passages", scope="across models")
+           "BOS policy prepend", unit="passages", scope="across models", scale="ratio")
 
 
 @pytest.mark.prediction(

@@ -11,18 +11,27 @@ from hypothesis import strategies as st
 
 from atlas._figures import _base, _instruments as figures
 from atlas._figures import (FIGURES, OUTCOME_COLOURS, Scale, asinh_scale, figure, figures_for, forest, history,
-                            linear_scale, log_scale, statistic_kind)
+                            linear_scale, log_scale, scale_kind, statistic_kind)
 from atlas._report import seed_reference
+from atlas._verdict import SCALES, Criterion
 
 LABELS = {"model": "tiny-llama", "corpus": "starter-v1", "run": "0123456789abcdef", "settings": {"other": "tiny-b"}}
 
 
 def verdict(prediction="P", outcome="supported", effect=0.5, lo=0.2, hi=0.8, statistic="Spearman rho(layer, x)",
             threshold=0.0, **kw):
+    """A verdict as the figures read it, its criterion as stored before criteria declared a scale."""
     return {"id": 1, "prediction": prediction, "version": "v1", "model": "m", "corpus": "c", "profile": "quick",
             "outcome": outcome, "effect": effect, "ci_low": lo, "ci_high": hi, "n": 12,
             "criterion": {"statistic": statistic, "direction": ">", "threshold": threshold},
             "href": f"predictions/{prediction}.html", "created_at": datetime(2026, 1, 1), **kw}
+
+
+def declared(scale, prediction="P", outcome="supported", effect=0.5, lo=0.2, hi=0.8, statistic="s", direction=">",
+             threshold=0.0, **kw):
+    """A verdict whose criterion declares its scale, as a Criterion stores it."""
+    criterion = Criterion(statistic, direction, threshold, scale=scale).as_dict()
+    return verdict(prediction, outcome, effect, lo, hi, **kw) | {"criterion": criterion}
 
 
 # --- scales ---------------------------------------------------------------------------------------------
@@ -127,6 +136,100 @@ def test_forest_is_none_when_nothing_reached_a_verdict():
 def test_a_ratio_with_a_non_positive_value_falls_back_to_a_linear_scale():
     fig = forest([verdict(effect=0.5, lo=-0.1, hi=1.0, statistic="a / b", threshold=1.0)])
     assert "linear" in fig["groups"][0]["title"]
+
+
+def test_the_axis_is_the_scale_the_criterion_declares_not_a_guess_from_its_words():
+    says_ratio = declared("difference", effect=0.5, lo=0.2, hi=0.8, statistic="highest / lowest domain perplexity")
+    assert statistic_kind(says_ratio["criterion"]) == "ratio" and scale_kind(says_ratio["criterion"]) == "difference"
+    [group] = forest([says_ratio])["groups"]
+    assert group["kind"] == "difference" and "asinh" in group["title"]
+    says_rho = declared("log_ratio", effect=0.5, lo=0.2, hi=0.8, statistic="Spearman rho of log(a / b)")
+    [group] = forest([says_rho])["groups"]
+    assert group["kind"] == "log_ratio" and "linear" in group["title"]
+
+
+def test_one_group_per_declared_scale_in_a_fixed_order():
+    fig = forest([declared(s, prediction=s, effect=0.5, lo=0.4, hi=0.6) for s in reversed(SCALES)])
+    assert [g["kind"] for g in fig["groups"]] == ["correlation", "share", "ratio", "log_ratio", "difference"]
+    assert set(SCALES) == {g["kind"] for g in fig["groups"]}  # every scale a criterion can declare has an axis
+
+
+def test_a_share_near_one_is_on_the_unit_interval_linear_not_asinh():
+    fig = forest([declared("share", effect=0.97, lo=0.95, hi=0.99, threshold=0.0)])
+    [group] = fig["groups"]
+    assert "linear" in group["title"] and "asinh" not in group["title"]
+    ticks = [t["value"] for t in group["axis"]["ticks"]]
+    assert min(ticks) == pytest.approx(0.0) and max(ticks) == pytest.approx(1.0)
+    [row] = group["rows"]
+    width = fig["x1"] - fig["x0"]
+    assert row["x_effect"] == pytest.approx(fig["x0"] + 0.97 * width)  # 0.97 sits 97% of the way along
+    assert row["x_hi"] - row["x_lo"] == pytest.approx(0.04 * width)  # linear: the CI keeps its width
+    # a CI reaching below 0 widens the axis down to it, never below −1 (beyond: clamped and flagged)
+    [group] = forest([declared("share", effect=0.3, lo=-0.35, hi=0.8)])["groups"]
+    assert -1.0 <= min(t["value"] for t in group["axis"]["ticks"]) <= -0.35
+    [row] = forest([declared("share", effect=0.3, lo=-4.0, hi=0.8)])["groups"][0]["rows"]
+    assert row["clipped"] and row["x_lo"] == pytest.approx(350)
+
+
+def test_a_log_ratio_is_linear_and_centred_on_zero():
+    fig = forest([declared("log_ratio", effect=1.2, lo=0.4, hi=2.0)])
+    [row] = fig["groups"][0]["rows"]
+    assert row["x_threshold"] == pytest.approx((fig["x0"] + fig["x1"]) / 2)
+    assert row["x_effect"] - row["x_lo"] == pytest.approx(row["x_hi"] - row["x_effect"])  # linear
+
+
+@pytest.mark.parametrize("scale, threshold", [("correlation", 0.3), ("share", 0.5), ("ratio", 2.0),
+                                               ("log_ratio", 0.0), ("difference", -0.1)])
+@pytest.mark.parametrize("direction", [">", ">=", "<", "<="])
+def test_the_claimed_side_of_the_threshold_is_shaded(scale, threshold, direction):
+    fig = forest([declared(scale, effect=1.0, lo=0.5, hi=1.5, direction=direction, threshold=threshold)])
+    [row] = fig["groups"][0]["rows"]
+    start, end = row["claim"]["x"], row["claim"]["x"] + row["claim"]["w"]
+    if direction.startswith(">"):  # larger values: from the threshold to the right end
+        assert (start, end) == (pytest.approx(row["x_threshold"]), pytest.approx(fig["x1"]))
+    else:
+        assert (start, end) == (pytest.approx(fig["x0"]), pytest.approx(row["x_threshold"]))
+    assert row["claim"]["w"] > 0
+    supported = row["x_lo"] >= row["x_threshold"] if direction.startswith(">") else row["x_hi"] <= row["x_threshold"]
+    assert supported == (start <= row["x_lo"] and row["x_hi"] <= end)  # a supporting CI lies inside the band
+    assert [item["label"] for item in fig["legend"]][-1] == "claimed side"
+    [panel] = history([declared(scale, effect=1.0, lo=0.5, hi=1.5, direction=direction, threshold=threshold)])
+    [claim] = panel["claims"]
+    y_threshold = pytest.approx(float(panel["threshold"].split()[0].split(",")[1]), abs=0.06)  # drawn to 0.1 px
+    if direction.startswith(">"):  # larger values: up the page, from the threshold to the top
+        assert (claim["y"], claim["y"] + claim["h"]) == (pytest.approx(panel["y_top"]), y_threshold)
+    else:
+        assert (claim["y"], claim["y"] + claim["h"]) == (y_threshold, pytest.approx(panel["y_bottom"]))
+
+
+def test_a_criterion_stored_without_a_scale_still_plots_by_the_old_heuristic():
+    old = [verdict("ratio", effect=1.5, lo=1.2, hi=1.9, statistic="highest / lowest domain perplexity", threshold=2.0),
+           verdict("rho", effect=0.5, lo=0.2, hi=0.8)]
+    old[0]["criterion"]["direction"] = "<"
+    unknown = verdict("later", statistic="a minus b")
+    unknown["criterion"]["scale"] = "a scale of a later Atlas"
+    fig = forest([*old, unknown])
+    assert "scale" not in old[0]["criterion"]
+    assert [(g["kind"], [r["prediction"] for r in g["rows"]]) for g in fig["groups"]] == [
+        ("correlation", ["rho"]), ("ratio", ["ratio"]), ("difference", ["later"])]
+    ratio = fig["groups"][1]["rows"][0]
+    assert ratio["claim"]["x"] == fig["x0"] and ratio["x_hi"] < ratio["x_threshold"]  # '<' 2: shaded to the left
+    assert history(old[:1])[0]["axes"][0]["label"] == "ratio"
+
+
+def test_long_model_names_are_never_cut():
+    pair = "smollm2-135m-instruct vs lab:finetune-smollm2@0-with-a-long-recipe-name"
+    short, long = (declared("difference", prediction=p, model=m, corpus="domains-v1[:24/domain]")
+                   for p, m in (("short", "gpt2"), ("long", pair)))
+    rows = forest([short, long])["groups"][0]["rows"]
+    assert rows[0]["lines"] == ["supported · gpt2 · domains-v1[:24/domain] · quick"]
+    lines = rows[1]["lines"]
+    assert lines[0] == "supported · domains-v1[:24/domain] · quick" and len(lines) >= 2
+    assert " ".join(lines[1:]) == pair and "…" not in "".join(lines)
+    assert all(len(line) <= 57 for line in lines)
+    extra = 12 * (len(lines) - 1)  # a line of text more per line of model name
+    assert rows[1]["bottom"] - rows[1]["top"] == pytest.approx(rows[0]["bottom"] - rows[0]["top"] + extra)
+    assert rows[1]["top"] >= rows[0]["bottom"]  # the taller row pushes the next down
 
 
 def test_history_has_a_panel_per_model_corpus_and_profile_and_marks_new_versions():

@@ -10,6 +10,7 @@ a seconds-sized recipe under its name. P13 / P14 run on corpora whose territorie
 built from near-copies and mixtures, P15 on a model built to forget.
 """
 
+import ast
 import copy
 import dataclasses
 import math
@@ -56,6 +57,18 @@ def pair(tmp_path_factory):
 # named forms on Lab runs Atlas trains itself (modular-addition seeds: minutes each when the cache is cold); their
 # modules run end to end on tiny recipes in tests/test_geometry_predictions.py
 LAB_TRAINED = ("test_p8_phase_transition.py", "test_p9_symmetry_orbits.py", "test_p10_algorithmic_branches.py", P12)
+
+
+def test_every_criterion_of_a_prediction_module_declares_its_scale():
+    """The report draws a statistic on the axis its criterion declares (atlas._verdict.SCALES): each module says
+    which, rather than leave it to the default (a criterion built from another's fields inherits its scale)."""
+    for path in sorted(PREDICTIONS.glob("test_*.py")):
+        calls = [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Criterion"]
+        assert calls, path.name
+        for call in calls:
+            keywords = {k.arg for k in call.keywords}
+            assert "scale" in keywords or None in keywords, f"{path.name}:{call.lineno}: Criterion without scale="
 
 
 def run_predictions(pytester, *options):

@@ -240,6 +240,7 @@ def test_the_index_opens_with_the_overview(report):
         assert re.search(rf'class="count {outcome}"><b>{count}</b>', overview), outcome
     [forest] = svgs(overview)
     assert forest.count('class="threshold"') >= 3  # the legend's and one per row
+    assert forest.count('class="claim"') == 2 and "claimed side" in forest  # each row's claimed side, shaded
     assert "P5d" in forest and "P1a-named" not in forest  # not run: listed, not drawn
     assert 'href="predictions/P5d.html"' in forest
 

@@ -101,6 +101,18 @@ def test_a_criterion_declares_a_unit_and_scope_it_can_be_held_to():
     assert Criterion("x", ">", 0.0).version != general.version  # the unit and scope are part of the version
 
 
+def test_a_criterion_declares_the_scale_of_its_statistic():
+    from atlas import SettingsError
+    from atlas._verdict import SCALES
+
+    with pytest.raises(SettingsError, match=r"scale must be one of \['correlation', 'ratio', 'log_ratio', 'share', "
+                                            r"'difference'\], not 'percent'"):
+        Criterion("x", ">", 0.0, scale="percent")
+    assert Criterion("x", ">", 0.0).scale == "difference"  # the axis that takes any number
+    assert {Criterion("x", ">", 0.0, scale=s).as_dict()["scale"] for s in SCALES} == set(SCALES)
+    assert Criterion("x", ">", 0.0, scale="ratio").version != Criterion("x", ">", 0.0).version  # part of the version
+
+
 def test_holm_adjustments_are_stored_and_read_alike_by_verdicts_and_diff(tmp_path):
     import json
 

@@ -17,14 +17,16 @@ within about ±w, logarithmic beyond (Burbidge, Magee & Robb 1988, JASA 83:123).
 (1, 2, 2.5, 5 × 10^k), at least ``min_gap`` pixels apart.
 
 The forest plot follows Lewis & Clarke (2001, BMJ 322:1479): one row per verdict, the effect as a dot,
-its 95% CI as a bar, the criterion's threshold as a line; the heatmaps use ColorBrewer's diverging RdBu and
+its 95% CI as a bar, the criterion's threshold as a line with the side the criterion claims shaded, one axis
+per scale the criteria declare (``Criterion.scale``); the heatmaps use ColorBrewer's diverging RdBu and
 sequential Purples schemes (Harrower & Brewer 2003, Cartographic Journal 40:27).
 """
 
 from ._base import (FIGURES, OUTCOME_COLOURS, Figure, Scale, asinh_scale, diverging, figure, figures_for,
                     linear_scale, log_scale, sequential)
-from ._verdicts import forest, history, statistic_kind
+from ._verdicts import claimed_side, forest, history, scale_kind, statistic_kind
 from . import _instruments, _curvature, _lab  # noqa: F401  (registers the figures, in this order)
 
-__all__ = ["FIGURES", "OUTCOME_COLOURS", "Figure", "Scale", "asinh_scale", "diverging", "figure", "figures_for",
-           "forest", "history", "linear_scale", "log_scale", "sequential", "statistic_kind"]
+__all__ = ["FIGURES", "OUTCOME_COLOURS", "Figure", "Scale", "asinh_scale", "claimed_side", "diverging", "figure",
+           "figures_for", "forest", "history", "linear_scale", "log_scale", "scale_kind", "sequential",
+           "statistic_kind"]
