@@ -1,7 +1,7 @@
 """The pytest plugin (registered through the ``pytest11`` entry point): ``pytest predictions/`` just works.
 
 Options: every setting of ``atlas._options`` as ``--atlas-NAME`` (model, corpus, db, reports,
-device, dtype, profile, pair), each also read from the environment variable ``ATLAS_NAME``;
+device, dtype, profile, pair, executor, ray-address), each also read from the environment variable ``ATLAS_NAME``;
 ``pytest --help`` lists them with the values they take and their defaults.
 
 Outcomes: supported passes; refuted fails with its own status (``R``, "refuted");
