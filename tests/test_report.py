@@ -81,8 +81,15 @@ def text(path: Path) -> str:
 
 
 def pages_of(root: Path) -> list[Path]:
-    return [root / "index.html", root / "log.html", *(root / "terms").glob("*.html"),
-            *(root / "predictions").glob("*.html")]
+    return [root / "index.html", *root.glob("runs*.html"), *root.glob("log*.html"), root / "versions.html",
+            *(root / "terms").glob("*.html"), *(root / "predictions").glob("*.html")]
+
+
+def the_script(html: str) -> str:
+    """The report's one script (``_tables.js.j2``), which every page has once, inline."""
+    scripts = re.findall(r"<script[^>]*>.*?</script>", html, re.S)
+    assert len(scripts) == 1 and scripts[0].startswith("<script>"), scripts
+    return scripts[0]
 
 
 def test_index_and_a_page_per_term(report):
@@ -96,10 +103,13 @@ def test_index_and_a_page_per_term(report):
 
 def test_everything_is_escaped_and_self_contained(report):
     root, _, _ = report
+    scripts = set()
     for page in pages_of(root):
         html = text(page)
-        assert "<script" not in html and " src=" not in html and "<link" not in html
+        scripts.add(the_script(html))
+        assert " src=" not in html and "<link" not in html
         assert not re.search(r'href="https?:', html)
+    assert len(scripts) == 1 and not re.search(r"https?:|fetch|XMLHttpRequest|import\(", scripts.pop())
     index = text(root / "index.html")
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in index and "Ada &lt;Technician&gt;" in index
 
@@ -142,7 +152,7 @@ def test_verdicts_link_to_their_terms_and_show_their_interpretation(report):
     row = row[:row.index("</tr>")]
     assert 'href="terms/coupling.html"' in row and "the dip is architectural" in row and "Grace" in row
     coupling = text(root / "terms" / "coupling.html")
-    assert "P5d" in coupling and f'href="../log.html#run-{cpl}"' in coupling
+    assert "P5d" in coupling and f'href="../runs.html#run-{cpl}"' in coupling
     assert "P5d" not in text(root / "terms" / "perplexity.html")
 
 
@@ -173,7 +183,7 @@ def test_technician_fields_judged_and_awaiting(report):
 def test_protocol_log_by_session_newest_first_each_in_order(report):
     root, _, _ = report
     page = text(root / "log.html")
-    log = page[page.index('id="protocol"'):page.index('id="versions"')]
+    log = page[page.index('<table class="sortable">'):]
     assert log.index("s-two") < log.index("s-one")
     one = log[log.index("s-one"):]
     assert one.index("step 0") < one.index("step 1") < one.index("step 2")
@@ -228,7 +238,8 @@ def test_every_page_is_well_formed_and_loads_nothing_from_outside(report):
         for tag, attrs in tags.tags:
             for attr in ("src", "href", "xlink:href"):
                 assert not re.match(r"\s*(https?:)?//", attrs.get(attr) or ""), f"{page.name}: <{tag} {attr}>"
-            assert tag not in ("script", "link", "iframe", "img", "object", "embed"), f"{page.name}: <{tag}>"
+            assert tag not in ("link", "iframe", "img", "object", "embed"), f"{page.name}: <{tag}>"
+            assert tag != "script" or not attrs, f"{page.name}: <script {attrs}>"  # the one inline script
 
 
 def test_the_index_opens_with_the_overview(report):
@@ -579,12 +590,66 @@ def histories(tmp_path_factory):
 
 
 def test_the_front_page_does_not_grow_with_sessions(histories):
-    """What grows with every session (runs, the protocol log) is on log.html: after 100 sessions the index is
-    about as long as after one, and the log holds every session."""
+    """What grows with every session (runs, the protocol log) is on pages of its own: after 100 sessions the index
+    is about as long as after one."""
     one, hundred = (len(text(histories[n])) for n in (1, 100))
     assert hundred < 1.2 * one, (one, hundred)
-    log = text(histories[100].parent / "log.html")
-    assert "session-99" in log and "session-0" in log and log.count('<tr id="run-') == 200
+
+
+def _reachable(index: Path) -> dict[Path, str]:
+    """Every page reached by following links from ``index``, with its text."""
+    found, todo = {}, [index.resolve()]
+    while todo:
+        page = todo.pop()
+        if page in found:
+            continue
+        found[page] = html = text(page)
+        links = _Links()
+        links.feed(html)
+        todo += [(page.parent / href.partition("#")[0]).resolve() for href in links.hrefs if href.partition("#")[0]]
+    return found
+
+
+def test_every_page_is_bounded_and_every_session_and_run_reachable(histories):
+    """After 100 sessions (200 runs, 200 events) the runs and the protocol log are cut into pages, each under a
+    bound however many sessions there are; following links from the index reaches every session and every run, and
+    each page of a list links to every other."""
+    from atlas._report import RUNS_PER_PAGE, SESSIONS_PER_PAGE
+
+    root = histories[100].parent
+    logs, runs = sorted(root.glob("log*.html")), sorted(root.glob("runs*.html"))
+    assert len(logs) == -(-100 // SESSIONS_PER_PAGE) and len(runs) == -(-200 // RUNS_PER_PAGE)
+    pages = _reachable(histories[100])
+    assert set(logs) | set(runs) | {root / "versions.html"} <= set(pages)
+    for page in [*logs, *runs, root / "versions.html", root / "index.html"]:
+        assert page.stat().st_size < 150_000, (page.name, page.stat().st_size)
+    shown = "".join(pages[p] for p in logs)
+    assert all(f'id="session-session-{s}"' in shown for s in range(100))
+    assert sum(pages[p].count('<tr id="run-') for p in runs) == 200
+    newest = text(root / "log.html")
+    assert newest.index("session-99") < newest.index("session-98") and "session-0<" not in newest
+    for page in [*logs, *runs]:
+        stem = page.stem.split("-")[0]
+        assert all(f'href="{other.name}"' in pages[page] for other in root.glob(f"{stem}*.html") if other != page)
+    lab = text(root / "runs.html")
+    assert "x" * 300 not in lab and "more characters)" in lab  # a Lab recipe's long notes are cut
+
+
+def test_tables_sort_and_filter_where_they_grow(report, histories):
+    """The runs, the protocol log, the versions and the verdict tables are sortable (header in <thead>, rows in
+    <tbody>); dates and effects sort by their data-sort key, not by the text shown."""
+    root, _, _ = report
+    for page, tables in (("runs.html", 1), ("log.html", 1), ("versions.html", 1), ("index.html", 2),
+                         ("predictions/P5d.html", 2), ("terms/coupling.html", 2)):
+        html = text(root / page)
+        assert html.count('<table class="sortable">') == tables, page
+        for table in re.findall(r'<table class="sortable">.*?</table>', html, re.S):
+            assert re.match(r'<table class="sortable">\s*<thead><tr>(<th>.*?</th>)+</tr></thead>\s*<tbody>', table,
+                            re.S), (page, table[:200])
+    runs = text(root / "runs.html")
+    assert re.search(r'<td data-sort="\d{4}-\d\d-\d\dT[\d:.]+(\+00:00)?"><span class="muted">\d{4}', runs)
+    assert re.search(r'<td data-sort="-0\.5">-0\.5\s*\[', text(root / "predictions" / "P5d.html"))
+    assert 'data-sort="supported"' in text(root / "index.html")
 
 
 @pytest.mark.browser
@@ -595,6 +660,55 @@ def test_the_front_page_of_a_hundred_sessions_fits_five_screens(histories, tmp_p
     probe_page.write_text(text(index).replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
     layout = dumped(chromium(tmp_path, "--dump-dom", probe_page.as_uri()), "data-probe")
     assert layout["height"] <= 5 * 900 and layout["scrollWidth"] <= layout["clientWidth"], layout
+
+
+# Appended to a copy of a page, after the report's script: click a header of its last sortable table (twice), type
+# into the filter box above it, and write what the rows became where --dump-dom shows it.
+TABLE_PROBE = """<script>
+(function () {
+  var tables = document.querySelectorAll("table.sortable"), table = tables[tables.length - 1];
+  var th = table.tHead.rows[0].cells[%(column)d];
+  function column() { return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+    var c = r.cells[%(column)d]; return c.getAttribute("data-sort") || c.textContent.trim(); }); }
+  var before = column(); th.click(); var up = column(), upSort = th.getAttribute("aria-sort");
+  th.click(); var down = column();
+  var box = table.parentNode.previousElementSibling.querySelector("input");
+  box.value = %(query)s; box.dispatchEvent(new Event("input"));
+  var shown = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return !r.hidden; });
+  document.body.setAttribute("data-tables", JSON.stringify({before: before, up: up, down: down, upSort: upSort,
+    boxes: document.querySelectorAll("label.filter input").length,
+    tables: tables.length, rows: table.tBodies[0].rows.length,
+    shown: shown.map(function (r) { return r.textContent; })}));
+})();
+</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
+def test_tables_sort_and_filter_in_headless_chromium(histories, tmp_path):
+    """In the browser: a click sorts by the column (numbers as numbers, dates by their data-sort key), a second
+    click reverses it, and the filter box hides the rows without the text typed."""
+    root = histories[100].parent
+
+    def probe(page: Path, column: int, query: str) -> dict:
+        copy = page.with_name(f"probe-{page.name}")  # beside the page, so that relative links resolve as they do
+        copy.write_text(text(page).replace("</body>", TABLE_PROBE % {"column": column, "query": json.dumps(query)}
+                                           + "</body>"), encoding="utf-8")
+        try:
+            return dumped(chromium(tmp_path, "--dump-dom", copy.as_uri()), "data-tables")
+        finally:
+            copy.unlink()
+
+    ids = probe(root / "predictions" / "P0.html", 0, "0.542")  # "#": the verdict ids, newest first
+    numbers = [int(x) for x in ids["before"]]
+    assert numbers == sorted(numbers, reverse=True) and ids["upSort"] == "ascending"
+    assert [int(x) for x in ids["up"]] == sorted(numbers) and sorted(ids["up"]) != ids["up"]  # not as text
+    assert [int(x) for x in ids["down"]] == numbers and ids["boxes"] == ids["tables"] == 2
+    assert len(ids["shown"]) == 1 and "0.542" in ids["shown"][0]  # the verdict of session 42
+
+    runs = probe(root / "runs.html", 7, "lab v1")  # started: ISO dates in data-sort
+    assert runs["up"] == sorted(runs["before"]) and runs["down"] == sorted(runs["before"], reverse=True)
+    assert runs["rows"] == 100 and len(runs["shown"]) == 50 and all("lab v1" in r for r in runs["shown"])
 
 
 def test_an_empty_store_renders_an_index_that_says_what_to_run(tmp_path):
