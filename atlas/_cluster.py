@@ -37,10 +37,11 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
-from ._errors import ClusterUnavailable, DoesNotFit, SettingsError
+from ._errors import AtlasError, ClusterUnavailable, DoesNotFit, SettingsError
 from ._plan import Measurement, measurements
 from ._predict import AtlasSession
 from ._progress import progress_bar
@@ -129,8 +130,11 @@ def measure_task(options: dict, step: dict, threads: int) -> tuple[str, bool]:
 
 
 def _session_options(session: AtlasSession) -> dict:
-    """What a worker needs to rebuild ``session`` (plain values: they travel to the worker)."""
-    return {"model_name": session.model_name, "corpus_path": session.corpus_path, "db_url": session.db_url,
+    """What a worker needs to rebuild ``session`` (plain values: they travel to the worker); a corpus file by its
+    absolute path, since a worker runs in a folder of its own."""
+    corpus = Path(session.corpus_path)
+    corpus_path = str(corpus.resolve()) if corpus.is_file() else session.corpus_path
+    return {"model_name": session.model_name, "corpus_path": corpus_path, "db_url": session.db_url,
             "reports_dir": session.reports_dir, "device": session.device, "dtype": session.dtype,
             "profile": session.profile, "pair": session.pair, "session_id": session.session_id}
 
@@ -160,7 +164,10 @@ def measure_on_cluster(session: AtlasSession, items: Iterable[pytest.Item], addr
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             m = pending.pop(ready[0])
-            run_id, reused = ray.get(ready[0])  # a task that failed for good raises its error here
+            try:
+                run_id, reused = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # failed for good: its own error, as a local run raises it
+                raise exc.cause if isinstance(exc.cause, AtlasError) else exc from None
             done.append(run_id)
             bar.update(1)
             if say is not None:

@@ -10,6 +10,7 @@
     atlas train modular-addition --seed 1 --json                   # a Lab recipe's checkpoints
     atlas calibrate P5d --reps 200 --json                          # false "supported" rate and power
     atlas plan predictions/ --model tiny-gpt2                      # what a run would train, measure, reuse
+    atlas nightly --models gpt2,pythia-160m --corpora starter      # every prediction over a matrix
 """
 
 from __future__ import annotations
@@ -426,7 +427,7 @@ def diff(old, new, out):
     Exit status: 0 no flip, 3 at least one flip (1: a file could not be read).
     """
     from ._errors import FlipsError
-    from ._flips import compare, load_verdicts, number
+    from ._flips import compare, load_verdicts
 
     try:
         result = compare(load_verdicts(old), load_verdicts(new))
@@ -438,6 +439,15 @@ def diff(old, new, out):
                              encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
+    _print_comparison(result, out)
+    if result.flips:
+        click.get_current_context().exit(3)
+
+
+def _print_comparison(result, out) -> None:
+    """Every flip of an ``atlas._flips.Comparison``, what appeared and what is gone, and the count."""
+    from ._flips import number
+
     for f in result.flips:
         was, now = f["old"], f["new"]
         ci = lambda s: "" if s["ci_low"] is None else f" [{number(s['ci_low'])}, {number(s['ci_high'])}]"  # noqa: E731
@@ -449,8 +459,67 @@ def diff(old, new, out):
             click.echo(f"{kind}: {r['prediction']} on {r['model']} · {r['corpus'] or '—'} · {r['profile'] or '—'} "
                        f"({r['outcome']})")
     click.echo(f"{len(result.flips)} flip(s) among {result.compared} verdicts in both files; written to {out}")
-    if result.flips:
-        click.get_current_context().exit(3)
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--models", default=SETTINGS["model"].default, show_default=True, metavar="NAME,NAME,...",
+              help="the matrix's models, comma-separated (each as --model takes it)")
+@click.option("--corpora", default=SETTINGS["corpus"].default, show_default=True, metavar="FILE,FILE,...",
+              help="the matrix's corpora, comma-separated (each as --corpus takes it)")
+@_setting("profile")
+@_DB_OPTION
+@_setting("reports", "--out")
+@_setting("device")
+@_setting("dtype")
+@_setting("executor")
+@_setting("ray-address")
+@click.option("--previous", default=None, type=click.Path(dir_okay=False),
+              help="last night's `atlas verdicts --json` file (default: OUT/verdicts.json as the last night left it, "
+                   "kept as OUT/verdicts.previous.json)")
+@click.option("--cells-at-once", default=1, show_default=True, type=click.IntRange(min=1),
+              help="cells run side by side (with --executor ray the cluster schedules their measurements)")
+def nightly(paths, models, corpora, profile, db, out, device, dtype, executor, ray_address, previous,
+            cells_at_once):
+    """Replicate every prediction over a matrix of models x corpora: one `pytest PATHS` per cell (default
+    PATHS: predictions) into one store, then the night's verdicts (OUT/verdicts.json), the flips against the
+    previous night (OUT/flips.json) and the matrix: per corpus, one row per prediction, one column per model, and
+    how many models support it.
+
+    Exit status: 0 no flip, 3 a verdict flipped, 1 a cell crashed (the others still run)."""
+    from ._cluster import check_cluster_store
+    from ._corpus import load_corpus
+    from ._flips import verdict_json
+    from ._nightly import Cell, matrix_lines, night_verdicts, pytest_args, rotate, run_cells, write_night
+    from ._registry import check_model_name
+    from ._store import Store
+
+    names = [check_model_name(m.strip()) for m in models.split(",") if m.strip()]
+    files = [c.strip() for c in corpora.split(",") if c.strip()]
+    if not names or not files:
+        raise click.UsageError("--models and --corpora each need at least one name")
+    if executor == "ray":
+        check_cluster_store(db)
+    cells = [Cell(m, c, load_corpus(c).name) for c in files for m in names]
+    options = {"profile": profile, "db": db, "reports": out, "device": device, "dtype": dtype,
+               "executor": executor, "ray-address": ray_address}
+    before = rotate(Path(out), Path(previous) if previous else None)
+    statuses = run_cells(cells, lambda cell: pytest_args(list(paths) or ["predictions"], cell, options),
+                         cells_at_once=cells_at_once, say=click.echo)
+    store = Store(db)
+    adjustments = store.adjustments()
+    night = night_verdicts([verdict_json(v, adjustments.get(v.id)) for v in store.latest_verdicts()], cells, profile)
+    result = write_night(Path(out), night, before)
+    for line in matrix_lines(night, cells):
+        click.echo(line)
+    if result is None:
+        click.echo(f"no previous night to compare with: {len(night)} verdicts written to {Path(out) / 'verdicts.json'}")
+    else:
+        _print_comparison(result, Path(out) / "flips.json")
+    crashed = [c for c, status in statuses.items() if status > 1]
+    for cell in crashed:
+        click.echo(f"CRASH: pytest on {cell.model}, {cell.corpus} exited {statuses[cell]}", err=True)
+    click.get_current_context().exit(1 if crashed else 3 if result is not None and result.flips else 0)
 
 
 @main.command()

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from ._cluster import check_cluster_store, cluster_address, measure_on_cluster
-from ._errors import AtlasError, ClusterUnavailable, DoesNotFit, Inconclusive, RefutedVerdict
+from ._errors import AtlasError, Inconclusive, RefutedVerdict
 from ._predict import AtlasSession, Prediction, store_adjustments
 from ._verdict import Outcome
 from ._profiles import PROFILES, using_profile
@@ -120,8 +120,9 @@ def atlas_session(request: pytest.FixtureRequest) -> AtlasSession:
                 try:
                     measure_on_cluster(session, request.session.items, cluster_address(_option(config, "ray-address")),
                                        say=session.say)
-                except (ClusterUnavailable, DoesNotFit) as exc:
-                    pytest.exit(f"--atlas-executor ray: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+                except AtlasError as exc:  # the cluster, or a measurement on it that failed for good
+                    pytest.exit(f"--atlas-executor ray: {type(exc).__name__}: {exc}",
+                                returncode=pytest.ExitCode.USAGE_ERROR)
     return session
 
 

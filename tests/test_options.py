@@ -58,9 +58,8 @@ def test_the_plugin_and_the_command_offer_each_setting_alike(pytestconfig, monke
     plugin_options = _plugin_options(pytestconfig)
     assert sorted(plugin_options) == sorted(f"--atlas-{name}" for name in SETTINGS)
     shared = _shared_options()
-    # the plugin's alone: the pair, the plan (a flag; the command's `atlas plan` runs the plugin with it) and the
-    # executor with its Ray address (the command measures in its own process)
-    assert {name for name, options in shared.items() if not options} == {"pair", "plan", "executor", "ray-address"}
+    # the plugin's alone: the pair, and the plan (a flag; the command's `atlas plan` runs the plugin with it)
+    assert {name for name, options in shared.items() if not options} == {"pair", "plan"}
     unset = SimpleNamespace(getoption=lambda dest: None)
     for name, options in shared.items():
         ours = plugin_options[f"--atlas-{name}"]
