@@ -69,6 +69,9 @@ NOT_RUN = {
         "export ATLAS_DB=\"postgresql+psycopg://atlas:PASSWORD@db.lab.example:5432/atlas\""),
     "needs a Ray cluster": ("pip install \"atlas-landscape[ray]\"", "ray start --head --port 6379",
                             "pytest predictions/ --atlas-executor ray --atlas-ray-address HEAD:6379 --atlas-db "
+                            "postgresql+psycopg://atlas:PASSWORD@db.lab.example:5432/atlas",
+                            "atlas nightly --models gpt2,pythia-160m,pythia-410m --corpora domains-v1.jsonl --profile "
+                            "full --executor ray --ray-address HEAD:6379 --cells-at-once 3 --db "
                             "postgresql+psycopg://atlas:PASSWORD@db.lab.example:5432/atlas"),
     "CI runs it": ("atlas calibrate --reps 40 --resamples 500 --check",
                    "ATLAS_FUZZ_EXAMPLES=1000 ATLAS_TEST_POSTGRES_URL=postgresql+psycopg://... "
