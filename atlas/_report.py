@@ -165,14 +165,19 @@ def _not_run(verdicts: list[VerdictRecord]) -> list[dict]:
              "corpora": list(dict.fromkeys(v.corpus or "—" for v in vs))} for reason, vs in grouped.items()]
 
 
+def _figures_of(run: Run, tables: dict, reference: dict) -> list[dict]:
+    """The figures of one stored run's tables (none for a run that is not complete)."""
+    labels = {"model": run.model, "corpus": run.corpus, "corpus_hash": run.corpus_hash, "run": run.id,
+              "settings": run.settings}
+    return figures_for(tables[run.id], labels, reference) if run.id in tables else []
+
+
 def _figure_sections(all_runs: list[Run], tables: dict, reference: dict) -> dict[str, list]:
     """Per instrument (in the order figures are registered): its newest measured runs and their figures."""
     sections: dict[str, list] = {schema_for(fig.tables[0]).instrument: [] for fig in FIGURES.values()}
     for instrument, items in sections.items():
         for run in _latest_measured(all_runs, instrument):
-            labels = {"model": run.model, "corpus": run.corpus, "corpus_hash": run.corpus_hash, "run": run.id,
-                      "settings": run.settings}
-            figs = figures_for(tables[run.id], labels, reference)
+            figs = _figures_of(run, tables, reference)
             if figs:
                 items.append({"run": run, "figures": figs})
     return sections
@@ -227,6 +232,8 @@ def _context(store: Store) -> dict:
         forest=forest([_verdict_data(v) for v in verdicts]), not_run=_not_run(verdicts),
         by_corpus=_by_corpus(verdicts), all_verdicts=all_verdicts, runs=runs, history=history,
         sections=_figure_sections(all_runs, tables, reference), reference=reference, terms=terms,
+        evidence_figures={rid: _figures_of(runs[rid], tables, reference)  # what each latest verdict read, drawn
+                          for v in verdicts for rid in v.run_ids if rid in runs},
         groups=group_info, run_terms=run_terms, verdict_terms=verdict_terms, term_counts=term_counts,
         technician=technician, interpretations=interpretations, field_terms=field_terms, sessions=sessions,
         imported=imported, awaiting=AWAITING, generated=utcnow(), db=store.shown_url,
@@ -238,13 +245,16 @@ def _context(store: Store) -> dict:
 
 def _prediction_context(prediction: str, ctx: dict) -> dict:
     """What a prediction's page shows: every stored verdict of it, oldest first, their history figures, and the
-    evidence of the latest verdict on each model, corpus and profile as tables."""
+    evidence of the latest verdict on each model, corpus and profile: as tables, and the figures of the runs it
+    read."""
     verdicts = [v for v in ctx["all_verdicts"] if v.prediction == prediction]
     latest = {(v.model, v.corpus_hash, v.profile): v for v in verdicts}.values()
     return {"prediction": prediction, "prediction_verdicts": verdicts, "latest": verdicts[-1],
             "versions": ctx["history"][prediction],
             "history_figures": history([_verdict_data(v, "../") for v in verdicts]),
-            "evidence": [(v, evidence_tables(v.evidence)) for v in latest if v.evidence]}
+            "evidence": [(v, evidence_tables(v.evidence),
+                          [f for rid in v.run_ids for f in ctx["evidence_figures"].get(rid, [])]) for v in latest
+                         if v.evidence or v.run_ids]}
 
 
 def evidence_tables(evidence: dict) -> list[dict]:
@@ -332,8 +342,8 @@ def _write(out_dir: Path, name: str, html: str) -> Path:
 
 
 def render_report(store: Store, out_dir: str | Path) -> Path:
-    """Write ``index.html`` (the overview: verdicts, figures, records), the pages of what grows with every session
-    (``runs*.html``, ``log*.html``, ``versions.html``), ``terms/<id>.html`` and ``predictions/<id>.html`` for
+    """Write ``index.html`` (the overview: verdicts, records), ``figures.html`` (each instrument's newest runs,
+    drawn), the pages of what grows with every session (``runs*.html``, ``log*.html``, ``versions.html``), ``terms/<id>.html`` and ``predictions/<id>.html`` for
     everything in ``store`` into ``out_dir``; returns the index's path. Each page is written whole, so reports written
     at once into one folder do not mix; a folder that cannot be written, or a full disk, is one ``BadInput`` naming
     it."""
@@ -366,6 +376,7 @@ def render_report(store: Store, out_dir: str | Path) -> Path:
         _write(out_dir, page_name("log", k), env.get_template("log.html.j2").render(
             **ctx, page_sessions=page, pager=_pager("log", len(ctx["log_pages"]), k), root=""))
     _write(out_dir, "versions.html", env.get_template("versions.html.j2").render(**ctx, root=""))
+    _write(out_dir, "figures.html", env.get_template("figures.html.j2").render(**ctx, root=""))
     return _write(out_dir, "index.html", env.get_template("index.html.j2").render(**ctx, root=""))
 
 

@@ -263,7 +263,7 @@ def test_the_report_draws_each_lab_figure_in_its_instruments_section(tmp_path, t
             ("symmetry_orbits", ("symmetry_orbits", "symmetry_matching", "symmetry_matching_chunks"), other)):
         store.write_run(_run(instrument, settings), {n: tables[n] for n in names})
     render_report(store, tmp_path / "site")
-    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    index = (tmp_path / "site" / "figures.html").read_text(encoding="utf-8")
     for section, count, label in (("phase_transitions", 1, "training step λ"), ("algorithmic_branches", 1, "CKA"),
                                   ("memory", 2, "mean debiased CKA over layers"),
                                   ("symmetry_orbits", 2, "after: σ*(B), aligned to A")):

@@ -82,7 +82,7 @@ def text(path: Path) -> str:
 
 def pages_of(root: Path) -> list[Path]:
     return [root / "index.html", *root.glob("runs*.html"), *root.glob("log*.html"), root / "versions.html",
-            *(root / "terms").glob("*.html"), *(root / "predictions").glob("*.html")]
+            root / "figures.html", *(root / "terms").glob("*.html"), *(root / "predictions").glob("*.html")]
 
 
 def the_script(html: str) -> str:
@@ -192,12 +192,13 @@ def test_protocol_log_by_session_newest_first_each_in_order(report):
 
 def test_seed_record_beside_replications(report):
     root, _, _ = report
-    index = text(root / "index.html")
-    coupling = index[index.index('id="coupling"'):index.index('id="imported"')]
+    index, figures = text(root / "index.html"), text(root / "figures.html")
+    start = figures.index('<section id="coupling"')
+    coupling = figures[start:figures.index("</section>", start)]
     assert "<svg" in coupling and "polyline" in coupling
     assert re.search(r"<td>0</td><td>0\.41</td>.*?<td>0\.61</td>", coupling, re.S)  # replicated beside seed
     assert "Anomalous dip" in coupling
-    perplexity = index[index.index('id="perplexity"'):index.index('id="coupling"')]
+    perplexity = figures[figures.index('id="perplexity"'):figures.index('id="coupling"')]
     assert "seed 58.6" in perplexity  # poetry's seed tick
     imported = index[index.index('id="imported"'):index.index('id="vocabulary"')]
     assert "ONE UN-REPLICATED FIRST-PASS RUN" in imported and "102.5" in imported
@@ -246,7 +247,8 @@ def test_the_index_opens_with_the_overview(report):
     root, _, _ = report
     index = text(root / "index.html")
     overview = index[index.index('id="overview"'):index.index('id="by-corpus"')]
-    assert index.index('id="overview"') < index.index('id="verdicts"') < index.index('id="perplexity"')
+    assert index.index('id="overview"') < index.index('id="verdicts"') < index.index('id="figures"')
+    assert 'id="perplexity"' not in index and 'href="figures.html#perplexity"' in index  # drawn on a page of its own
     for outcome, count in (("supported", 1), ("refuted", 1), ("inconclusive", 0), ("not_run", 1)):
         assert re.search(rf'class="count {outcome}"><b>{count}</b>', overview), outcome
     [forest] = svgs(overview)
@@ -264,7 +266,7 @@ def test_not_run_predictions_are_one_list_with_the_reason_collapsed(report):
     assert "P1a-named" in listing and "<details>" in listing
     details = listing[listing.index("<details>"):listing.index("</details>")]
     assert "model &#39;gpt2&#39; is not available" in details and "&lt;script&gt;" in details
-    full = index[index.index('id="verdicts"'):index.index('id="perplexity"')]
+    full = index[index.index('id="verdicts"'):index.index('id="figures"')]
     assert "P1a-named" not in full  # the full table holds the verdicts reached
 
 
@@ -281,7 +283,7 @@ def test_a_prediction_on_two_corpora_stands_side_by_side(report):
 
 def test_a_figure_for_every_instrument_run(report):
     root, _, _ = report
-    index = text(root / "index.html")
+    index = text(root / "figures.html")
     for section, label in (("perplexity", "perplexity (exp of mean NLL"), ("coupling", "coupling (Pearson r)"),
                            ("ablation", "mean ΔPPL per layer"), ("hessian", "eigenvalue λ of ∇²L"),
                            ("gradient", "mean next-token entropy (nats)"), ("interpolation", "max − chord")):
@@ -293,7 +295,7 @@ def test_a_figure_for_every_instrument_run(report):
 
 def test_a_figure_for_every_curvature_instrument_run(report):
     root, _, _ = report
-    index = text(root / "index.html")
+    index = text(root / "figures.html")
     for section, label in (("smoothness", "B_simple = tr(Σ) / |G|²"), ("tightness", "MGDA min-norm ratio"),
                            ("elasticity", "elastic share"), ("stiffness", "radius r"),
                            ("hessian_coupling", "mean c_ab (log scale)")):
@@ -317,8 +319,10 @@ def test_a_page_per_prediction_with_its_history(report):
     root, _, _ = report
     page = text(root / "predictions" / "P5d.html")
     assert page.count('<tr id="verdict-') == 2
-    panels = svgs(page)
+    panels = svgs(page[page.index('id="history"'):page.index('id="evidence"')])
     assert len(panels) == 2  # starter-v1 and domains-v1, each over time
+    evidence = page[page.index('id="evidence"'):page.index('id="all"')]
+    assert "Coupling by layer" in "".join(svgs(evidence))  # the figure of the run the latest verdict read
     assert "tiny · starter-v1 · profile quick" in panels[0] and "tiny · domains-v1[:24/domain]" in panels[1]
     assert "0123456789ab" in page and 'href="../index.html"' in page  # the code version that judged it
     index = text(root / "index.html")
@@ -715,7 +719,8 @@ def test_an_empty_store_renders_an_index_that_says_what_to_run(tmp_path):
     index = render_report(Store("sqlite://"), tmp_path / "reports")
     html = text(index)
     assert "No prediction has reached a verdict yet: run <code>pytest predictions/</code>" in html
-    assert "No measured ablation runs stored yet." in html and "<svg" not in html
+    figures = text(tmp_path / "reports" / "figures.html")
+    assert "No measured ablation runs stored yet." in figures and "<svg" not in html + figures
     assert list((tmp_path / "reports" / "predictions").iterdir()) == []
 
 
