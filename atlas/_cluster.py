@@ -155,7 +155,8 @@ def measure_on_cluster(session: AtlasSession, items: Iterable[pytest.Item], addr
     options = _session_options(session)
     pending = {}
     for m in steps:
-        resources = {"num_cpus": 1, "num_gpus": gpu, **({} if m.peak_mb is None else {"memory": int(m.peak_mb * 2 ** 20)})}
+        memory = {} if m.peak_mb is None else {"memory": int(m.peak_mb * 2 ** 20)}
+        resources = {"num_cpus": 1, "num_gpus": gpu, **memory}
         ref = task.options(name=f"measure {m.instrument} on {m.model}", **resources).remote(options, asdict(m), 1)
         pending[ref] = m
     started, done = time.perf_counter(), []
