@@ -7,7 +7,7 @@ reuse rule (``atlas._cisp.reusable``) and reads their tables from it. Ray (Morit
 "Ray: a distributed framework for emerging AI applications") schedules the tasks; nothing here is a
 scheduler of its own::
 
-    ray start --head --port 6379                      # on the head machine; on each other: ray start --address HEAD:6379
+    ray start --head --port 6379             # on the head machine; on each other: ray start --address HEAD:6379
     pytest predictions/ --atlas-executor ray --atlas-ray-address HEAD:6379 \\
         --atlas-db postgresql+psycopg://atlas:...@db-host:5432/atlas
 

@@ -51,10 +51,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError", "FlipsError",
-           "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable", "NotFinite",
-           "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
-           "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable",
-           "VocabularyError"]
+           "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable",
+           "NotFinite", "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation",
+           "SequencingRefused", "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError",
+           "Unavailable", "VocabularyError"]
 
 
 class AtlasError(Exception):
