@@ -98,6 +98,6 @@ __all__ = [
     # the error tree (atlas._errors): AtlasError > BadInput | Unavailable | Refused | NotSupported
     "AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError", "FlipsError",
     "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable",
-    "NotFinite", "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused", "SettingsError",
-    "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError",
+    "NotFinite", "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
+    "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError",
 ]
