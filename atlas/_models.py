@@ -196,8 +196,10 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", *,
         model, tok, revision = _load_hub(spec, torch_dtype, **place)
     placement = None
     if place:
-        placement = {module: _device_name(d) for module, d in model.hf_device_map.items()}
         device = _input_device(model)
+        # transformers sets no hf_device_map when every module went to one device
+        placement = {module: _device_name(d) for module, d in (getattr(model, "hf_device_map", None)
+                                                              or {"": device}).items()}
     else:
         model = model.to(device=device, dtype=torch_dtype)
     model.eval()
