@@ -73,8 +73,9 @@ class LoadedModel:
 
     @property
     def split(self) -> bool:
-        """Whether the model spans more than one device (``--device-map auto`` on a model too large for one)."""
-        return len(self.devices) > 1
+        """Whether the model spans more than one device, or lies on the disk (``--device-map auto`` on a model too
+        large for one device): its offloaded modules hold no weights between forward passes."""
+        return len(self.devices) > 1 or "disk" in self.devices
 
     @property
     def where(self) -> str:
@@ -235,6 +236,10 @@ def _dispatch(model: torch.nn.Module, torch_dtype, *, device_map: str, max_memor
 
     placement = infer_auto_device_map(model, max_memory=max_memory, dtype=torch_dtype,
                                       no_split_module_classes=list(model._no_split_modules or ()))
+    if set(placement.values()) == {"disk"}:  # the whole model: accelerate writes no offload of a module named ""
+        from accelerate.utils import offload_state_dict
+
+        offload_state_dict(offload_folder, model.state_dict())
     return dispatch_model(model, device_map=placement, offload_dir=offload_folder)
 
 

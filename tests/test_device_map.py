@@ -48,6 +48,8 @@ def test_a_capped_device_splits_the_model_and_the_run_records_where(split, whole
     fits = load_model("tiny-llama", device_map="auto")  # room enough: one device, nothing is refused
     assert not fits.split and fits.where == "auto: cpu" and fits.checksum == whole.checksum
     assert not whole.split and whole.where == "cpu" and whole.placement is None
+    on_disk = load_model("tiny-llama", device_map="auto", _max_memory={"cpu": 60_000})  # every module on the disk
+    assert on_disk.split and on_disk.where == "auto: disk" and on_disk.checksum == whole.checksum
 
 
 @pytest.mark.parametrize("instrument, settings", [("perplexity", {}), ("coupling", {"max_tokens": 24}),
@@ -101,3 +103,15 @@ def test_a_bad_device_map_is_a_usage_error_in_both(pytester):
     result = CliRunner().invoke(main, ["measure", "perplexity", "--model", "tiny-gpt2", "--db", "sqlite://",
                                        "--device-map", "balanced"])
     assert result.exit_code == 2 and "unknown device-map 'balanced': use none or auto" in result.output
+
+
+def test_a_checkpoint_folder_loads_straight_into_its_places(whole, tmp_path, starter):
+    """The path of a real large model: ``from_pretrained(device_map="auto")``, never whole on one device."""
+    whole.model.save_pretrained(tmp_path)
+    whole.tokenizer.save_pretrained(tmp_path)
+    split = load_model(str(tmp_path), device_map="auto", _max_memory={"cpu": 120_000})
+    assert split.split and split.devices == ["cpu", "disk"] and split.checksum == whole.checksum
+    on = [run_instrument(Store("sqlite://"), lm, starter.sample(1), "perplexity", progress=False,
+                         bootstrap_resamples=50) for lm in (load_model(str(tmp_path)), split)]
+    assert on[1].run.device == "auto: cpu,disk"
+    pd.testing.assert_frame_equal(on[1].tables["perplexity"], on[0].tables["perplexity"], check_exact=True)
