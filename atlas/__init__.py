@@ -55,8 +55,8 @@ _EXPORTS = {
     "._errors": ("AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError",
                  "FlipsError", "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError",
                  "ModelUnavailable", "NotFinite", "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict",
-                 "SchemaViolation", "SequencingRefused", "SettingsError", "SheetError", "StoreFull", "StoreTampered",
-                 "StoreUrlError", "Unavailable", "VocabularyError"),
+                 "SchemaViolation", "SequencingRefused", "SettingsError", "SheetError", "SplitRefused", "StoreFull",
+                 "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError"),
     "._import": ("import_sheet", "load_sheet", "reference_sheet"),
     "._judgment": ("judge",),
     "._predict": ("SECOND_OF_PAIR", "AtlasSession", "Evidence", "Prediction"),
@@ -99,5 +99,6 @@ __all__ = [
     "AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError", "FlipsError",
     "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable",
     "NotFinite", "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation", "SequencingRefused",
-    "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable", "VocabularyError",
+    "SettingsError", "SheetError", "SplitRefused", "StoreFull", "StoreTampered", "StoreUrlError", "Unavailable",
+    "VocabularyError",
 ]

@@ -51,7 +51,7 @@ import torch
 from ._anatomy import hook_count
 from ._bounds import Declared, at_least, below, check_settings
 from ._corpus import Corpus
-from ._errors import BadInput, IsolationBreach, NotFinite, SchemaViolation, SettingsError
+from ._errors import BadInput, IsolationBreach, NotFinite, SchemaViolation, SettingsError, SplitRefused
 from ._provenance import git_commit_of_atlas, package_versions, settings_hash
 from ._models import LoadedModel, load_model, model_checksum, nonfinite_parameters
 from ._profiles import DEFAULT_PROFILE, PROFILES
@@ -62,7 +62,7 @@ from .instruments import INSTRUMENTS, Instrument
 from .lab import LabRuns
 
 __all__ = ["RunResult", "RunSpec", "SummarySpec", "check_instrument_settings", "model_checksum", "resolve",
-           "reusable", "run_instrument", "run_spec"]
+           "reusable", "run_instrument", "run_spec", "split_refusal"]
 
 #: settings every instrument takes: the summaries' resamples (by default the default profile's), and the seed of the
 #: measurement and of its summaries (numpy takes seeds below 2**32)
@@ -170,7 +170,8 @@ def _seed_everything(seed: int) -> None:
 def _load_others(inst: Instrument, settings: dict, lm: LoadedModel,
                  load: Callable[[str], LoadedModel] | None) -> tuple[dict, dict[str, LoadedModel]]:
     """Split a pairwise instrument's model settings off ``settings``, loading those given by name."""
-    load = load or (lambda name: load_model(name, device=lm.device, dtype=lm.dtype))
+    device_map = "none" if lm.placement is None else "auto"
+    load = load or (lambda name: load_model(name, device=lm.device, dtype=lm.dtype, device_map=device_map))
     rest = {k: v for k, v in settings.items() if k not in inst.models}
     others = {m: v if isinstance(v, LoadedModel) else load(v) for m, v in settings.items() if m in inst.models and v}
     return rest, others
@@ -224,10 +225,14 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
                                       status="complete", provenance="measured"), inst.version, lm.revision)
         why = (f"stored run {old.id} not reused, it does not verify: {doubt}" if doubt else stale or why)
 
+    refusal = split_refusal(inst, lm)
+    if refusal:  # before anything is measured: only the log says it was asked for
+        store.write_event(step("refused", reason=refusal))
+        raise SplitRefused(refusal)
     run = Run(instrument=instrument, instrument_version=inst.version, model=lm.name, model_revision=lm.revision,
               others={m: {"name": name, "revision": revision} for m, name, revision in spec.others},
               corpus=corpus.name, corpus_hash=corpus.hash, settings=spec.measure_settings, settings_hash=spec.key,
-              device=lm.device, dtype=lm.dtype, seed=spec.measure_settings["seed"], packages=package_versions(),
+              device=lm.where, dtype=lm.dtype, seed=spec.measure_settings["seed"], packages=package_versions(),
               git_commit=git_commit_of_atlas(), started_at=utcnow(), ended_at=utcnow(), status="running")
     arguments = {**{k: v for k, v in spec.settings if k in inst.defaults and k not in inst.models}, **others}
     state = _model_state(lm.model)
@@ -262,6 +267,15 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
     store.write_run(run, measured, derivation, summaries,
                     events=[step("measured", run.id, why)])
     return RunResult(run, {**measured, **summaries}, reused=False, spec=spec, summary=summary)
+
+
+def split_refusal(inst: Instrument, lm: LoadedModel) -> str:
+    """Why ``inst`` is refused on ``lm`` ("" when it is not): a model ``--device-map auto`` split across devices
+    runs only the instruments registered ``runs_split``. ``run_spec`` refuses by it; the plan lists by it."""
+    if inst.runs_split or not lm.split:
+        return ""
+    return (f"{inst.name} is refused on {lm.name}, which is split across devices ({lm.where}): {inst.split_refusal}; "
+            "measure it without --device-map auto, on a device the model fits on")
 
 
 def reusable(store: Store, spec: RunSpec, summary: SummarySpec | None) -> tuple[Run | None, str]:

@@ -13,9 +13,9 @@ scheduler of its own::
 
 What a task is. The unit is the instrument run, the expensive and cacheable step: the steps the plan lists
 as "measure" (``atlas._plan.measurements``), each once. A task rebuilds the run's session on its worker from
-the controller's options (model, corpus, profile, device, dtype, store URL, protocol-log session) and measures
-that one input through CISP (``AtlasSession.measure``), which writes its run and tables to the store in one
-transaction. So a task killed part-way writes nothing, and Ray runs it again (``max_retries``); a task that
+the controller's options (model, corpus, profile, device, device map, dtype, store URL, protocol-log session) and
+measures that one input through CISP (``AtlasSession.measure``), which writes its run and tables to the store in
+one transaction. So a task killed part-way writes nothing, and Ray runs it again (``max_retries``); a task that
 fails for good fails the run with its error. Its resources: one CPU (``num_cpus``; torch uses as many
 threads, so a task's numbers are those of a one-thread run on this machine, bit for bit on the same CPU),
 a GPU when the device asks for CUDA, and the memory of the cost model's estimated peak (``atlas._costs``)
@@ -136,6 +136,7 @@ def _session_options(session: AtlasSession) -> dict:
     corpus_path = str(corpus.resolve()) if corpus.is_file() else session.corpus_path
     return {"model_name": session.model_name, "corpus_path": corpus_path, "db_url": session.db_url,
             "reports_dir": session.reports_dir, "device": session.device, "dtype": session.dtype,
+            "device_map": session.device_map,
             "profile": session.profile, "pair": session.pair, "session_id": session.session_id}
 
 

@@ -20,6 +20,7 @@ package is defined here, and nowhere else.
     ├── Refused (RuntimeError)       CISP refused a run, or the store a write (CLI exit 1)
     │   ├── IsolationBreach          the model was changed, or a run changed it
     │   ├── DoesNotFit               a measurement larger than every node of the cluster
+    │   ├── SplitRefused             an instrument that cannot run on a model split across devices
     │   ├── NotFinite                non-finite weights, or numbers beyond float64
     │   ├── SequencingRefused        evidence a prediction did not declare
     │   ├── StoreTampered            a store whose guard (a table, a trigger) is missing
@@ -53,8 +54,8 @@ if TYPE_CHECKING:
 __all__ = ["AtlasError", "BadInput", "ClusterUnavailable", "CorpusError", "DoesNotFit", "ExportError", "FlipsError",
            "HardwareUnavailable", "Inconclusive", "IsolationBreach", "JudgmentError", "LabError", "ModelUnavailable",
            "NotFinite", "NotSupported", "ReadOnlyStore", "Refused", "RefutedVerdict", "SchemaViolation",
-           "SequencingRefused", "SettingsError", "SheetError", "StoreFull", "StoreTampered", "StoreUrlError",
-           "Unavailable", "VocabularyError"]
+           "SequencingRefused", "SettingsError", "SheetError", "SplitRefused", "StoreFull", "StoreTampered",
+           "StoreUrlError", "Unavailable", "VocabularyError"]
 
 
 class AtlasError(Exception):
@@ -167,6 +168,11 @@ class StoreTampered(Refused):
 
 class DoesNotFit(Refused):
     """A measurement whose estimated peak memory exceeds every node of the cluster: refused before it starts."""
+
+
+class SplitRefused(Refused):
+    """An instrument that differentiates with respect to the parameters (or evaluates the model at other ones),
+    asked of a model ``--device-map auto`` split across devices: refused before it measures, nothing stored."""
 
 
 class ReadOnlyStore(Refused):

@@ -62,6 +62,26 @@ class LoadedModel:
     dtype: str
     checksum: str = ""  # model_checksum right after loading: CISP refuses to measure a model changed since
     path: str | None = None  # the checkpoint directory, for a local directory or a Lab run (``lab:RECIPE@SEED``)
+    #: where each module was placed by ``--device-map auto`` (accelerate's ``hf_device_map``: module -> cuda:N,
+    #: cpu or disk); None for a model loaded whole on ``device``, which is then where its input embedding is
+    placement: dict[str, str] | None = None
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices the model's modules are placed on, in the order of the placement (``[device]`` unsplit)."""
+        return [self.device] if self.placement is None else list(dict.fromkeys(self.placement.values()))
+
+    @property
+    def split(self) -> bool:
+        """Whether the model spans more than one device, or lies on the disk (``--device-map auto`` on a model too
+        large for one device): its offloaded modules hold no weights between forward passes."""
+        return len(self.devices) > 1 or "disk" in self.devices
+
+    @property
+    def where(self) -> str:
+        """Where the model runs, as a run records it: ``cuda:0``, or ``auto: cuda:0,cuda:1,cpu`` when placed by
+        ``--device-map auto``."""
+        return self.device if self.placement is None else "auto: " + ",".join(self.devices)
 
     @property
     def n_layers(self) -> int:
@@ -73,10 +93,11 @@ class LoadedModel:
 
 
 def model_checksum(model: torch.nn.Module) -> str:
-    """A fingerprint of every parameter and buffer: sum and sum of squares in float64."""
+    """A fingerprint of every parameter and buffer: sum and sum of squares in float64 (an offloaded one read
+    from where accelerate keeps it: ``held_tensors``)."""
     h = hashlib.sha256()
     with torch.no_grad():
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        for name, t in held_tensors(model):
             t64 = t.detach().double()
             h.update(f"{name}:{tuple(t.shape)}:{t64.sum().item():.17g}:{(t64 * t64).sum().item():.17g}".encode())
     return h.hexdigest()
@@ -85,8 +106,25 @@ def model_checksum(model: torch.nn.Module) -> str:
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     """The names of the parameters and buffers holding a NaN or ±inf (floating-point tensors only)."""
     with torch.no_grad():
-        return [name for name, t in [*model.named_parameters(), *model.named_buffers()]
-                if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        return [name for name, t in held_tensors(model)
+                if t.is_floating_point() and not bool(torch.isfinite(torch.as_tensor(t)).all())]
+
+
+def held_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer with its values. A module that ``--device-map auto`` offloaded (to the CPU or
+    the disk) holds its tensors on the meta device between forward passes; its values are read from the weights
+    map of its accelerate hook."""
+    held = {}
+    for prefix, module in model.named_modules():
+        hook = getattr(module, "_hf_hook", None)
+        for h in getattr(hook, "hooks", (hook,)):  # a SequentialHook, or one hook
+            weights = getattr(h, "weights_map", None) if getattr(h, "offload", False) else None
+            if weights is None:
+                continue
+            for name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                if t.is_meta and name in weights:
+                    held[f"{prefix}.{name}" if prefix else name] = torch.as_tensor(weights[name])
+    return [(name, held.get(name, t)) for name, t in [*model.named_parameters(), *model.named_buffers()]]
 
 
 def cache_dir() -> Path:
@@ -114,7 +152,8 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto", *,
-               lab: Callable[[str], str] | None = None) -> LoadedModel:
+               lab: Callable[[str], str] | None = None, device_map: str = "none",
+               _max_memory: dict | None = None) -> LoadedModel:
     """Load a model by registry name, local directory, Lab run (``lab:RECIPE[@SEED]``) or hub id.
 
     Loading never trains. A Lab run's checkpoint directory comes from the Lab resolver ``lab`` (name ->
@@ -125,11 +164,19 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", *,
     >>> lm.model.config.n_layer, lm.doc_start_token
     (2, '<|endoftext|>')
 
+    ``device_map="auto"`` (``--device-map auto``) places a model too large for one device across the GPUs, the
+    CPU and the disk with accelerate: a checkpoint loads straight into its places (``from_pretrained(...,
+    device_map="auto")``: never whole on one device), a tiny or GGUF registry model is dispatched once built.
+    The model's ``device`` is then its input embedding's, ``placement`` the module -> device map, and ``split``
+    says whether it spans more than one device. ``_max_memory`` (device -> bytes; tests) caps each device.
+
     Raises ``ModelUnavailable`` (saying where Atlas looked and how to get the
     weights) when they are not on this machine and cannot be downloaded.
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
+    SETTINGS["device-map"].check(device_map)
+    place = {} if device_map == "none" else _auto_placement(device, _max_memory)
     spec, path = MODELS.get(name), None
     if spec is None:
         path = _lab_path(name, lab) if name.startswith(LAB_PREFIX) else name if Path(name).is_dir() else None
@@ -139,18 +186,74 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", *,
         source = spec.source
     if source == "tiny":
         model, tok, revision = _build_tiny(spec.location)
+        if place:
+            model = _dispatch(model.to(dtype=torch_dtype), torch_dtype, **place)
     elif source == "gguf":
-        model, tok, revision = _load_gguf(spec, torch_dtype)
+        model, tok, revision = _load_gguf(spec, torch_dtype, **place)
     elif source == "dir":
-        model, tok, revision = (_load_pretrained(path, torch_dtype, local_only=True), _load_tokenizer(path),
-                                _dir_revision(Path(path)))
+        model, tok, revision = (_load_pretrained(path, torch_dtype, local_only=True, **place),
+                                _load_tokenizer(path), _dir_revision(Path(path)))
     else:
-        model, tok, revision = _load_hub(spec, torch_dtype)
-    model = model.to(device=device, dtype=torch_dtype).eval()
+        model, tok, revision = _load_hub(spec, torch_dtype, **place)
+    placement = None
+    if place:
+        device = _input_device(model)
+        # transformers sets no hf_device_map when every module went to one device
+        placement = {module: _device_name(d) for module, d in (getattr(model, "hf_device_map", None)
+                                                              or {"": device}).items()}
+    else:
+        model = model.to(device=device, dtype=torch_dtype)
+    model.eval()
     token, token_id, origin = _doc_start(spec, tok)
     return LoadedModel(name, model, tok, token_id, token, origin, revision, device,
                        str(torch_dtype).removeprefix("torch."), model_checksum(model),
-                       None if path is None else str(Path(path).resolve()))
+                       None if path is None else str(Path(path).resolve()), placement)
+
+
+# --- models larger than one device (``--device-map auto``) -----------------------------------
+
+def _auto_placement(device: str, max_memory: dict | None) -> dict:
+    """``from_pretrained``'s keywords for ``device_map="auto"``: the devices' memory (the CPU's alone when
+    ``--device cpu`` is asked for on a machine with a GPU) and a folder for what goes to the disk, removed when
+    the process ends."""
+    import atexit
+    import tempfile
+
+    if max_memory is None and device == "cpu" and torch.cuda.is_available():
+        from accelerate.utils import get_max_memory
+
+        max_memory = {"cpu": get_max_memory()["cpu"]}
+    offload = tempfile.mkdtemp(prefix="atlas-offload-")
+    atexit.register(shutil.rmtree, offload, True)
+    return {"device_map": "auto", "max_memory": max_memory, "offload_folder": offload}
+
+
+def _dispatch(model: torch.nn.Module, torch_dtype, *, device_map: str, max_memory: dict | None,
+              offload_folder: str) -> torch.nn.Module:
+    """A model built in memory (a tiny registry model) placed as ``from_pretrained(device_map="auto")`` would:
+    whole decoder blocks to the GPUs, then the CPU, then the disk."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    placement = infer_auto_device_map(model, max_memory=max_memory, dtype=torch_dtype,
+                                      no_split_module_classes=list(model._no_split_modules or ()))
+    if set(placement.values()) == {"disk"}:  # the whole model: accelerate writes no offload of a module named ""
+        from accelerate.utils import offload_state_dict
+
+        offload_state_dict(offload_folder, model.state_dict())
+    return dispatch_model(model, device_map=placement, offload_dir=offload_folder)
+
+
+def _device_name(device) -> str:
+    """A placement's device as text: a GPU index as ``cuda:N``; ``cpu`` and ``disk`` as they are."""
+    return f"cuda:{device}" if isinstance(device, int) else str(device)
+
+
+def _input_device(model: torch.nn.Module) -> str:
+    """Where a placed model takes its input ids: where its input embedding executes."""
+    embedding = model.get_input_embeddings()
+    hook = getattr(embedding, "_hf_hook", None)
+    executes = getattr(hook, "execution_device", None)
+    return _device_name(executes) if executes is not None else str(embedding.weight.device)
 
 
 def _lab_path(name: str, lab: Callable[[str], str] | None) -> str:
@@ -208,7 +311,7 @@ def _hub_unreachable() -> str | None:
     return None
 
 
-def _load_hub(spec: ModelSpec, torch_dtype):
+def _load_hub(spec: ModelSpec, torch_dtype, **place):
     """From the local HF cache first; from the hub when that fails and the hub is reachable."""
     errors = []
     for local_only in (True, False):
@@ -216,7 +319,7 @@ def _load_hub(spec: ModelSpec, torch_dtype):
             errors.append(f"the hub was not tried: {why}")
             break
         try:
-            model = _load_pretrained(spec.location, torch_dtype, local_only)
+            model = _load_pretrained(spec.location, torch_dtype, local_only, **place)
             tok = _load_tokenizer(spec.location, local_only)
         except (OSError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -237,7 +340,7 @@ def _load_hub(spec: ModelSpec, torch_dtype):
 
 # --- the offline GGUF model ----------------------------------------------------------------
 
-def _load_gguf(spec: ModelSpec, torch_dtype):
+def _load_gguf(spec: ModelSpec, torch_dtype, **place):
     package, filename = spec.location.split("/", 1)
     found = importlib.util.find_spec(package)
     gguf_path = None if found is None else Path(list(found.submodule_search_locations)[0]) / filename
@@ -250,7 +353,7 @@ def _load_gguf(spec: ModelSpec, torch_dtype):
     converted = cache_dir() / "models" / f"{spec.name}-{digest[:16]}"
     if not (converted / "config.json").is_file():
         _convert_gguf(gguf_path, converted)
-    model = _load_pretrained(str(converted), torch_dtype, local_only=True)
+    model = _load_pretrained(str(converted), torch_dtype, local_only=True, **place)
     tok = _load_tokenizer(str(converted))
     return model, tok, f"gguf-sha256:{digest}"
 

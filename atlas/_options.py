@@ -3,8 +3,8 @@
 Each ``Setting`` of ``SETTINGS`` is one row: its name, default, the values it takes,
 its help; its environment variable is ``ATLAS_<NAME>``. The plugin offers every row as
 ``--atlas-NAME`` (``atlas.plugin``); the command offers a row as ``--NAME`` where it
-applies (``atlas.cli``: ``--model``, ``--corpus``, ``--db``, ``--device``, ``--dtype``,
-``--profile``, and ``atlas report --out`` for ``reports``). Neither writes a name, a
+applies (``atlas.cli``: ``--model``, ``--corpus``, ``--db``, ``--device``, ``--device-map``,
+``--dtype``, ``--profile``, and ``atlas report --out`` for ``reports``). Neither writes a name, a
 default, a choice or a help text of its own, so the two cannot drift apart:
 
     pytest predictions/ --atlas-device cuda:1       atlas measure perplexity --device cuda:1
@@ -106,6 +106,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("reports", "reports", metavar="DIR", help="directory for the HTML verdict report (index.html)"),
     Setting("device", "auto", choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"auto|cpu|cuda(:[0-9]+)?",
             help="where the model runs (auto: the first CUDA GPU if torch sees one, else the CPU)"),
+    Setting("device-map", "none", choices=("none", "auto"),
+            help="auto: split a model too large for one device across the GPUs and the CPU with accelerate's "
+                 "device_map; forward-only instruments run on it, the others refuse (none: the whole model on "
+                 "--device)"),
     Setting("dtype", "auto", choices=("auto", "float32", "bfloat16", "float16"),
             help="the weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)"),
     Setting("profile", DEFAULT_PROFILE, choices=tuple(PROFILES),

@@ -26,7 +26,10 @@ the RunSpec and its key); a step is "reuse" when CISP's reuse rule finds a store
 the Lab cache is a "train" step (one finished there is "trained"), and the inputs on it are measured
 after it trains; the runs an instrument trains of its own (``memory``) are inside its step. A model
 that cannot be loaded here is "not run" with the reason the run would give. Loading a model to
-resolve its steps never trains one.
+resolve its steps never trains one. With ``--atlas-device-map auto`` a model is loaded as the run loads it;
+when it is split across devices, a step whose instrument runs split says so in its note, and one whose
+instrument does not (second-order and gradient instruments: ``atlas._cisp.split_refusal``) is "not run",
+refused by CISP with the reason.
 
 Each step to run carries an estimated wall time and peak memory from the cost model
 (``atlas._costs``, calibrated by ``benchmarks/costs.py``); an instrument that was not calibrated,
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ._cisp import reusable
+from ._cisp import reusable, split_refusal
 from ._costs import calibrated, estimate
 from ._errors import AtlasError, Unavailable
 from ._registry import LAB_PREFIX, MODELS
@@ -251,14 +254,17 @@ def _input(session: AtlasSession, name: str, instrument: str, declared: dict, un
     passages = len(corpus.passages)
     if old is not None and not doubt:
         return key, Step("reuse", instrument, name, passages, run=old.id[:8])
+    if refusal := split_refusal(INSTRUMENTS[instrument], lm):
+        return ("not run", *plain), Step("not run", instrument, name, note=f"refused by CISP: {refusal}")
     unverified = f"stored run {old.id[:8]} does not verify" if old is not None else ""
     expected = estimate(instrument, lm.model, passages)
     trains = "trains Lab runs of its own" if INSTRUMENTS[instrument].trains else ""
+    split = f"runs split across devices ({lm.where})" if lm.split else ""
     if expected is None:
         return key, Step("measure", instrument, name, passages,
-                         note="; ".join(filter(None, ("no estimate (uncalibrated)", trains, unverified))))
+                         note="; ".join(filter(None, ("no estimate (uncalibrated)", trains, unverified, split))))
     return key, Step("measure", instrument, name, passages, seconds=expected[0], peak_mb=expected[1],
-                     note="; ".join(filter(None, (trains, unverified))))
+                     note="; ".join(filter(None, (trains, unverified, split))))
 
 
 def _line(exc: Exception) -> str:

@@ -70,6 +70,7 @@ class AtlasSession:
     reports_dir: Path
     device: str = "auto"
     dtype: str = "auto"
+    device_map: str = "none"  # "auto": a model too large for one device is split across devices (``load_model``)
     profile: Profile = PROFILES[DEFAULT_PROFILE]
     pair: tuple[str, str] | None = None  # (base, other) for pairwise general forms
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -111,7 +112,8 @@ class AtlasSession:
         if name not in self._models:
             try:
                 with self.terminal():  # a Lab run may train first: its progress reaches the terminal
-                    self._models[name] = load_model(name, device=self.device, dtype=self.dtype, lab=self.lab)
+                    self._models[name] = load_model(name, device=self.device, dtype=self.dtype, lab=self.lab,
+                                                     device_map=self.device_map)
             except Unavailable as exc:
                 self._models[name] = exc
         found = self._models[name]

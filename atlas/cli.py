@@ -61,6 +61,7 @@ def measurement_options(fn):
         _setting("corpus", "--corpus", "corpus_path"),
         _DB_OPTION,
         _setting("device"),
+        _setting("device-map"),
         _setting("dtype"),
         click.option("--per-domain", type=click.IntRange(min=1), default=None,
                      help="use only the first N passages of each domain (N >= 1)"),
@@ -73,8 +74,8 @@ def measurement_options(fn):
     return fn
 
 
-def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_domain, seed, no_reuse, as_json,
-         **settings):
+def _run(instrument: str, *, model_name, corpus_path, db, device, device_map, dtype, per_domain, seed, no_reuse,
+         as_json, **settings):
     """Load, measure through CISP, and return the run result (Atlas's errors reach ``main`` as one clear line).
 
     The settings are checked against the instrument's declarations, then the corpus and the store are opened,
@@ -92,7 +93,7 @@ def _run(instrument: str, *, model_name, corpus_path, db, device, dtype, per_dom
     lab = LabRuns(store, log, progress=not as_json)  # a Lab model is trained (and stored) in this store and log
 
     def load(name: str):
-        return load_model(name, device=device, dtype=dtype, lab=lab)
+        return load_model(name, device=device, dtype=dtype, lab=lab, device_map=device_map)
 
     return run_instrument(store, load(model_name), corpus, instrument, reuse=not no_reuse, progress=not as_json,
                           session=log, load=load, seed=seed, **settings)
@@ -208,7 +209,8 @@ def _measure_command(entry) -> click.Command:
     return click.command(entry.name, help=entry.summary or None)(measurement_options(run))
 
 
-_COMMON = ("model_name", "corpus_path", "db", "device", "dtype", "per_domain", "seed", "no_reuse", "as_json")
+_COMMON = ("model_name", "corpus_path", "db", "device", "device_map", "dtype", "per_domain", "seed", "no_reuse",
+           "as_json")
 _DOMAIN_FIELDS = ("domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte")
 
 
@@ -219,9 +221,10 @@ _DOMAIN_FIELDS = ("domain", "n", "ppl", "ci_low", "ci_high", "bits_per_byte")
 @_setting("corpus")
 @_DB_OPTION
 @_setting("device")
+@_setting("device-map")
 @_setting("dtype")
 @_setting("profile")
-def plan(paths, keyword, model, corpus, db, device, dtype, profile):
+def plan(paths, keyword, model, corpus, db, device, device_map, dtype, profile):
     """List what `pytest predictions/` would do, and run nothing: the Lab runs to train, the instrument runs to
     measure or reuse from the store, each with an estimated wall time and peak memory, and the total.
 
@@ -229,7 +232,8 @@ def plan(paths, keyword, model, corpus, db, device, dtype, profile):
     options (atlas._plan), so the plan is the one a run would take."""
     import pytest
 
-    options = {"model": model, "corpus": corpus, "db": db, "device": device, "dtype": dtype, "profile": profile}
+    options = {"model": model, "corpus": corpus, "db": db, "device": device, "device-map": device_map, "dtype": dtype,
+               "profile": profile}
     args = [*(paths or ["predictions"]), "--atlas-plan", "-q", "--no-header", "-p", "no:cacheprovider",
             "-W", "ignore::pytest.PytestAssertRewriteWarning",  # atlas is imported already: the command runs it
             *(f"--atlas-{name}={value}" for name, value in options.items()), *(["-k", keyword] if keyword else [])]

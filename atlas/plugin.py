@@ -1,7 +1,8 @@
 """The pytest plugin (registered through the ``pytest11`` entry point): ``pytest predictions/`` just works.
 
 Options: every setting of ``atlas._options`` as ``--atlas-NAME`` (model, corpus, db, reports,
-device, dtype, profile, pair, executor, ray-address), each also read from the environment variable ``ATLAS_NAME``;
+device, device-map, dtype, profile, pair, executor, ray-address), each also read from the environment variable
+``ATLAS_NAME``;
 ``pytest --help`` lists them with the values they take and their defaults.
 
 Outcomes: supported passes; refuted fails with its own status (``R``, "refuted");
@@ -131,6 +132,7 @@ def _session_of(pytestconfig: pytest.Config) -> AtlasSession:
     return AtlasSession(model_name=_option(pytestconfig, "model"), corpus_path=_option(pytestconfig, "corpus"),
                         db_url=_option(pytestconfig, "db"), reports_dir=_reports_dir(pytestconfig),
                         device=_option(pytestconfig, "device"), dtype=_option(pytestconfig, "dtype"),
+                        device_map=_option(pytestconfig, "device-map"),
                         profile=PROFILES[_option(pytestconfig, "profile")],
                         pair=model_pair(_option(pytestconfig, "pair")), session_id=pytestconfig.stash[_SESSION])
 

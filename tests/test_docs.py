@@ -73,6 +73,9 @@ NOT_RUN = {
                             "atlas nightly --models gpt2,pythia-160m,pythia-410m --corpora domains-v1.jsonl --profile "
                             "full --executor ray --ray-address HEAD:6379 --cells-at-once 3 --db "
                             "postgresql+psycopg://atlas:PASSWORD@db.lab.example:5432/atlas"),
+    "needs a GPU, minutes": ("python benchmarks/cuda_check.py --json cuda-check.json",
+                             "python benchmarks/cuda_check.py --layers 8 --instruments perplexity,coupling --json "
+                             "cuda-check.json"),
     "CI runs it": ("atlas calibrate --reps 40 --resamples 500 --check",
                    "ATLAS_FUZZ_EXAMPLES=1000 ATLAS_TEST_POSTGRES_URL=postgresql+psycopg://... "
                    "python -m pytest -m reliability tests/"),

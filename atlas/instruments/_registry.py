@@ -26,6 +26,10 @@
   ``interpolation``'s ``other``): the user gives a model name, CISP loads it, records
   its revision in the run and its reuse key, and the entry function receives the
   ``LoadedModel``;
+* ``runs_split``: the instrument runs on a model ``--device-map auto`` split across devices (forward passes
+  alone, or a gradient with respect to activations only: ``ablation``'s head gates); every other instrument is
+  refused on a split model by CISP before it measures, with ``split_refusal`` (default ``SECOND_ORDER``) as
+  the reason, and the plan says so;
 * ``version``: bump it when an unchanged setting would produce other numbers.
 
 ``atlas._cisp.run_instrument`` is the only caller of an entry function.
@@ -44,8 +48,11 @@ from .._bounds import Declared, check_settings, declared_settings
 from .._catalog import NOT_SETTINGS
 from .._public import public
 
-__all__ = ["INSTRUMENTS", "Instrument", "instrument"]
+__all__ = ["INSTRUMENTS", "Instrument", "SECOND_ORDER", "instrument"]
 
+#: why an instrument that does not run split is refused on a split model, unless it says otherwise
+SECOND_ORDER = ("it differentiates the loss with respect to the parameters (gradients, Hessian-vector products), "
+                "which needs them on one device, not split and offloaded")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ class Instrument:
     trains: bool = False  # the entry function takes ``lab``, the Lab resolver: it trains Lab runs of its own
     #: every setting as its signature declares it (``atlas._bounds``): what a value must be
     settings: dict[str, Declared] = field(default_factory=dict)
+    runs_split: bool = False  # runs on a model split across devices (``--device-map auto``)
+    split_refusal: str = SECOND_ORDER  # why it is refused on a split model, when it does not run split
 
     @property
     def table(self) -> str:
@@ -86,7 +95,8 @@ INSTRUMENTS: dict[str, Instrument] = {}
 
 
 def instrument(name: str, *, version: str, measures: tuple[str, ...], terms: tuple[str, ...] = (),
-               summaries: dict[str, Callable[..., pd.DataFrame]] | None = None, models: tuple[str, ...] = ()):
+               summaries: dict[str, Callable[..., pd.DataFrame]] | None = None, models: tuple[str, ...] = (),
+               runs_split: bool = False, split_refusal: str = SECOND_ORDER):
     """Register the decorated entry function as instrument ``name`` (see the module docstring)."""
 
     def register(fn: Callable) -> Callable:
@@ -108,7 +118,8 @@ def instrument(name: str, *, version: str, measures: tuple[str, ...], terms: tup
         entry = Instrument(name, version, checked, tuple(measures), tuple(terms), dict(summaries or {}),
                            tuple(models), {k: s.default for k, s in declared.items()},
                            {k: s.choices for k, s in declared.items() if s.choices is not None},
-                           trains="lab" in params, settings=declared)
+                           trains="lab" in params, settings=declared, runs_split=runs_split,
+                           split_refusal=split_refusal)
         INSTRUMENTS[name] = entry
         checked.instrument = entry
         return checked

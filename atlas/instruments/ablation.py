@@ -74,7 +74,7 @@ def layer_ablation(heads: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> p
 
 
 @instrument("ablation", version="3", measures=("ablation", "ablation_passages"),
-            summaries={"ablation_layers": layer_ablation}, terms=("coupling", "viscosity"))
+            summaries={"ablation_layers": layer_ablation}, terms=("coupling", "viscosity"), runs_split=True)
 def measure_ablation(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[int, at_least(1)] = 2048,
                      tokens_per_passage: Annotated[int, at_least(0)] = 0, batch_size: Annotated[int, at_least(1)] = 8,
                      heads_per_pass: Annotated[int, at_least(1)] = 4, progress: bool = True) -> dict[str, pd.DataFrame]:
@@ -121,7 +121,8 @@ def _head_gates(model: torch.nn.Module, gates: dict[int, torch.Tensor]):
     def gate_hook(g):
         def hook(module, args):
             x = args[0]  # [R, T, H * head_dim]
-            gated = x.unflatten(-1, (g.shape[-1], -1)) * g.to(x.dtype)[:, None, :, None]  # [R, T, H, head_dim]
+            gate = g.to(x.device, x.dtype)  # a split model's layers: on several devices
+            gated = x.unflatten(-1, (g.shape[-1], -1)) * gate[:, None, :, None]  # [R, T, H, head_dim]
             return (gated.flatten(-2), *args[1:])
         return hook
 
@@ -169,10 +170,11 @@ def _row_nll(model: torch.nn.Module, final: torch.Tensor, ids: torch.Tensor, mas
     """Summed NLL of each row's scored tokens, float64 [R], from the final normed hidden state [R, T, D]."""
     keep = mask[:, 1:].bool()  # [R, T-1]: a token is scored when it is not padding
     rows = keep.nonzero()[:, 0]  # [N]
-    hidden, targets = final[:, :-1][keep], ids[:, 1:][keep]  # [N, D], [N]
+    hidden, targets = final[:, :-1][keep.to(final.device)], ids[:, 1:][keep]  # [N, D], [N]
     head = model.get_output_embeddings()
-    nll = torch.cat([F.cross_entropy(head(h).float(), t, reduction="none")
-                     for h, t in zip(hidden.split(_LOGIT_ROWS), targets.split(_LOGIT_ROWS))])  # [N]
+    nll = torch.cat([F.cross_entropy(logits.float(), t.to(logits.device), reduction="none").to(ids.device)
+                     for logits, t in ((head(h), t) for h, t in zip(hidden.split(_LOGIT_ROWS),
+                                                                     targets.split(_LOGIT_ROWS)))])  # [N]
     return torch.zeros(len(ids), dtype=torch.float64, device=ids.device).index_add_(0, rows, nll.double())
 
 

@@ -62,7 +62,7 @@ def matched_checkpoints(losses_a: pd.Series, losses_b: pd.Series, target: float 
 
 
 @instrument("algorithmic_branches", version="2", measures=("algorithmic_branches", "algorithmic_branches_chunks"),
-            terms=("algorithmic_branches",), models=("other",))
+            terms=("algorithmic_branches",), models=("other",), runs_split=True)
 def measure_algorithmic_branches(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None,
                                  target_loss: Annotated[float, at_least(0)] = 0.0, probes: Annotated[int, at_least(4)] = 512,
                                  chunks: Annotated[int, at_least(1)] = 8, pooling: Literal["last", "mean"] = "last",

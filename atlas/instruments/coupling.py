@@ -175,7 +175,7 @@ def _attention_maps(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tenso
 
     with hooks(*[(attention(model, layer), "forward", keep) for layer in range(len(decoder_layers(model)))]):
         model(input_ids=ids, attention_mask=mask)
-    return torch.stack(captured, dim=1)
+    return torch.stack([w.to(ids.device) for w in captured], dim=1)  # a split model's layers: on several devices
 
 
 def layer_coupling(passages: pd.DataFrame, *, n_resamples: int, seed: int = 0) -> pd.DataFrame:
@@ -208,7 +208,7 @@ _SINKS = ((True, ""), (False, "_no_sink"))
 
 
 @instrument("coupling", version="2", measures=("coupling_passages",), summaries={"coupling": layer_coupling},
-            terms=("coupling",))
+            terms=("coupling",), runs_split=True)
 def measure_coupling(lm: LoadedModel, corpus: Corpus, *, max_tokens: Annotated[int, at_least(2)] = 128,
                      batch_size: Annotated[int, at_least(1)] = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Per passage, layer and variant, the mean head-pair correlation (schema ``coupling_passages``).

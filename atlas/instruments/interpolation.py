@@ -63,7 +63,10 @@ def interpolation_barrier(table: pd.DataFrame, *, n_resamples: int = 0, seed: in
 
 
 @instrument("interpolation", version="2", measures=("interpolation", "interpolation_passages"),
-            summaries={"interpolation_barrier": interpolation_barrier}, terms=("basin_connectivity",), models=("other",))
+            summaries={"interpolation_barrier": interpolation_barrier}, terms=("basin_connectivity",),
+            models=("other",),
+            split_refusal="it evaluates the model at other parameters (torch.func.functional_call), which the split "
+                          "model's offloaded modules overwrite with their own weights")
 def measure_interpolation(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None, points: Annotated[int, at_least(2)] = 11,
                           max_tokens: Annotated[int, at_least(1)] = 512,
                           tokens_per_passage: Annotated[int, at_least(0)] = 0,

@@ -74,7 +74,7 @@ def domain_perplexity(passages: pd.DataFrame, *, n_resamples: int, seed: int = 0
 
 
 @instrument("perplexity", version="2", measures=("perplexity",), summaries={"perplexity_domains": domain_perplexity},
-            terms=("perplexity", "elevation"))
+            terms=("perplexity", "elevation"), runs_split=True)
 def measure_perplexity(lm: LoadedModel, corpus: Corpus, *, bos_policy: Literal["prepend", "none"] = "prepend",
                        batch_size: Annotated[int, at_least(1)] = 8, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Score every passage of the corpus; one row per passage (schema ``perplexity``).

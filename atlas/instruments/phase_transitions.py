@@ -89,7 +89,7 @@ def order_transitions(table: pd.DataFrame, *, n_resamples: int = 0, seed: int = 
 
 
 @instrument("phase_transitions", version="2", measures=("phase_transitions",), terms=("phase_transitions",),
-            summaries={"phase_transitions_summary": order_transitions})
+            summaries={"phase_transitions_summary": order_transitions}, runs_split=True)
 def measure_phase_transitions(lm: LoadedModel, corpus: Corpus, *, fourier_k: Annotated[int, at_least(1)] = 5,
                               progress: bool = True) -> dict[str, pd.DataFrame]:
     """Order parameters at every checkpoint of the model's Lab run (schema ``phase_transitions``).

@@ -64,7 +64,9 @@ FAMILY_LIST = comma_list(str, choices=tuple(FAMILIES))
 
 
 @instrument("symmetry_orbits", version="1", measures=("symmetry_orbits", "symmetry_matching", "symmetry_matching_chunks"),
-            terms=("symmetry_orbits",), models=("other",))
+            terms=("symmetry_orbits",), models=("other",),
+            split_refusal="it permutes copies of the parameters and evaluates the model at them, which needs every "
+                          "parameter held on a device, not offloaded")
 def measure_symmetry_orbits(lm: LoadedModel, corpus: Corpus, *, other: LoadedModel | None = None,
                             permutations: Annotated[int, at_least(1)] = 8,
                             families: Annotated[str, FAMILY_LIST] = "mlp,heads,residual,all",
