@@ -108,8 +108,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             help="where the model runs (auto: the first CUDA GPU if torch sees one, else the CPU)"),
     Setting("device-map", "none", choices=("none", "auto"),
             help="auto: split a model too large for one device across the GPUs and the CPU with accelerate's "
-                 "device_map; forward-only instruments run on it, the others refuse (none: the whole model on "
-                 "--device)"),
+                 "device_map; the instruments that need no gradient of the weights run on it, the others refuse "
+                 "(atlas plan says which; none: the whole model on --device)"),
     Setting("dtype", "auto", choices=("auto", "float32", "bfloat16", "float16"),
             help="the weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)"),
     Setting("profile", DEFAULT_PROFILE, choices=tuple(PROFILES),

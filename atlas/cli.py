@@ -476,6 +476,7 @@ def _print_comparison(result, out) -> None:
 @_setting("reports", "--out")
 @_setting("device")
 @_setting("dtype")
+@_setting("device-map")
 @_setting("executor")
 @_setting("ray-address")
 @click.option("--previous", default=None, type=click.Path(dir_okay=False),
@@ -483,7 +484,7 @@ def _print_comparison(result, out) -> None:
                    "kept as OUT/verdicts.previous.json)")
 @click.option("--cells-at-once", default=1, show_default=True, type=click.IntRange(min=1),
               help="cells run side by side (with --executor ray the cluster schedules their measurements)")
-def nightly(paths, models, corpora, profile, db, out, device, dtype, executor, ray_address, previous,
+def nightly(paths, models, corpora, profile, db, out, device, dtype, device_map, executor, ray_address, previous,
             cells_at_once):
     """Replicate every prediction over a matrix of models x corpora: one `pytest PATHS` per cell (default
     PATHS: predictions) into one store, then the night's verdicts (OUT/verdicts.json), the flips against the
@@ -506,7 +507,7 @@ def nightly(paths, models, corpora, profile, db, out, device, dtype, executor, r
         check_cluster_store(db)
     cells = [Cell(m, c, load_corpus(c).name) for c in files for m in names]
     options = {"profile": profile, "db": db, "reports": out, "device": device, "dtype": dtype,
-               "executor": executor, "ray-address": ray_address}
+               "device-map": device_map, "executor": executor, "ray-address": ray_address}
     before = rotate(Path(out), Path(previous) if previous else None)
     statuses = run_cells(cells, lambda cell: pytest_args(list(paths) or ["predictions"], cell, options),
                          cells_at_once=cells_at_once, say=click.echo)
