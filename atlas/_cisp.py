@@ -51,6 +51,7 @@ import torch
 from ._anatomy import hook_count
 from ._bounds import Declared, at_least, below, check_settings
 from ._corpus import Corpus
+from ._costs import estimate
 from ._errors import BadInput, IsolationBreach, NotFinite, SchemaViolation, SettingsError, SplitRefused
 from ._provenance import git_commit_of_atlas, package_versions, settings_hash
 from ._models import LoadedModel, load_model, model_checksum, nonfinite_parameters
@@ -58,6 +59,7 @@ from ._profiles import DEFAULT_PROFILE, PROFILES
 from ._public import public
 from ._schema import coerce, validate_table
 from ._store import Derivation, ProtocolLog, Run, Store, utcnow
+from ._table import duration
 from .instruments import INSTRUMENTS, Instrument
 from .lab import LabRuns
 
@@ -265,7 +267,7 @@ def run_spec(store: Store, spec: RunSpec, summary: SummarySpec | None, lm: Loade
     derivation = None if summary is None else Derivation(key=summary.key(run.id), run_id=run.id,
                                                          settings=summary.settings)
     store.write_run(run, measured, derivation, summaries,
-                    events=[step("measured", run.id, why)])
+                    events=[step("measured", run.id, why + _against_plan(inst, lm, corpus, run))])
     return RunResult(run, {**measured, **summaries}, reused=False, spec=spec, summary=summary)
 
 
@@ -276,6 +278,16 @@ def split_refusal(inst: Instrument, lm: LoadedModel) -> str:
         return ""
     return (f"{inst.name} is refused on {lm.name}, which is split across devices ({lm.where}): {inst.split_refusal}; "
             "measure it without --device-map auto, on a device the model fits on")
+
+
+def _against_plan(inst: Instrument, lm: LoadedModel, corpus: Corpus, run: Run) -> str:
+    """What the protocol log says of a measurement's time beside the cost model's estimate (``atlas._costs``), so
+    that the report's log compares the two for every step; "" for an instrument the model was not calibrated for."""
+    expected = estimate(inst.name, lm.model, len(corpus.passages))
+    if expected is None:
+        return ""
+    return (f"; took {duration((run.ended_at - run.started_at).total_seconds())}, "
+            f"the plan expected {duration(expected[0])}")
 
 
 def reusable(store: Store, spec: RunSpec, summary: SummarySpec | None) -> tuple[Run | None, str]:

@@ -174,3 +174,14 @@ def test_the_cost_model_fits_its_timings():
     assert through_zero.s0 == 0.0 and through_zero.seconds(1e6, 10) == pytest.approx(19.8, rel=1e-2)
     for name, entry in calibrated().items():
         assert entry.a >= 0 and entry.s0 >= 0 and entry.b >= 0 and entry.m0 >= 0, name
+
+
+def test_the_protocol_log_puts_each_measurement_beside_the_plan(project):
+    pytester, db, args = project
+    pytester.runpytest(*args).assert_outcomes(passed=2)
+    measured = {e.instrument: e.reason for e in Store(db).events() if e.action == "measured"}
+    pattern = r"no stored run with these settings; took [\d.]+ (s|min), the plan expected [\d.]+ (s|min)"
+    assert re.fullmatch(pattern, measured["perplexity"]), measured
+    assert re.fullmatch(pattern, measured["coupling"]), measured
+    log = (pytester.path / "reports" / "log.html").read_text(encoding="utf-8")
+    assert "the plan expected" in log  # the report's protocol log shows it, step by step
