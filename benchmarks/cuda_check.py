@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atlas import PROFILES, AtlasSession, Store, load_corpus, load_model, package_versions, run_instrument
-from atlas._errors import SplitRefused
+from atlas import (PROFILES, AtlasSession, SplitRefused, Store, load_corpus, load_model, package_versions,
+                   run_instrument)
 
 LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
             "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}
@@ -184,7 +184,7 @@ def check_device_map(corpus, layers: int, cap_gib: float, cuda: bool) -> dict:
     from accelerate.utils import get_max_memory
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from atlas._models import byte_tokenizer
+    from atlas.models import byte_tokenizer
 
     shape = {**(LLAMA_7B if cuda else TOY), "num_hidden_layers": layers if cuda else TOY["num_hidden_layers"]}
     folder = Path(tempfile.mkdtemp(prefix="atlas-7b-shaped-"))

@@ -17,38 +17,19 @@ from atlas._cluster import fits
 from atlas._plan import Measurement
 from atlas._store import Store
 
-RAY_ADDRESS = os.environ.get("ATLAS_TEST_RAY_ADDRESS", "")
-
-MODULE = '''
-import pytest
-from atlas import Criterion
-
-@pytest.mark.prediction(id="T-ppl", claim="perplexity stays below 1e9", needs=("perplexity",),
-                        criterion=Criterion("mean ppl", "<", 1e9, scale="ratio"))
-def test_ppl(prediction):
-    ppl = prediction.evidence["perplexity"]["perplexity"]["ppl"]
-    prediction.conclude(effect=float(ppl.mean()), ci=(float(ppl.min()), float(ppl.max())), n=len(ppl))
-
-@pytest.mark.prediction(id="T-coupling", claim="coupling stays below 2", needs=("coupling",),
-                        criterion=Criterion("mean coupling", "<", 2.0))
-def test_coupling(prediction):
-    c = prediction.evidence["coupling"]["coupling"]["coupling"]
-    prediction.conclude(effect=float(c.mean()), ci=(float(c.min()), float(c.max())), n=len(c))
-'''
+from _cluster_support import predictions, ray_address as cluster_address
 
 
 @pytest.fixture
 def ray_address():
-    if not RAY_ADDRESS:
-        pytest.skip("ATLAS_TEST_RAY_ADDRESS is not set: no local Ray cluster for this run (.ci/run starts one)")
-    return RAY_ADDRESS
+    return cluster_address()
 
 
 @pytest.fixture
 def project(prediction_project, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as a one-CPU task runs: one torch thread
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return prediction_project(MODULE, 2, "--atlas-model=tiny-gpt2")
+    return prediction_project(predictions(), 2, "--atlas-model=tiny-gpt2")
 
 
 def _tables(db: str) -> dict[str, dict[str, pd.DataFrame]]:

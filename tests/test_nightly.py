@@ -3,7 +3,6 @@ cell into one store, the night's verdicts and flips, the matrix with each claim'
 the local Ray cluster (.ci/ray) the same matrix gives the same verdicts."""
 
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -12,23 +11,7 @@ from atlas import STARTER_CORPUS
 from atlas._store import Store
 from atlas.cli import main
 
-MODULE = '''
-import pytest
-from atlas import Criterion
-
-@pytest.mark.prediction(id="T-ppl", claim="perplexity stays below 1e9", needs=("perplexity",),
-                        criterion=Criterion("mean ppl", "<", 1e9, scale="ratio"))
-def test_ppl(prediction):
-    ppl = prediction.evidence["perplexity"]["perplexity"]["ppl"]
-    prediction.conclude(effect=float(ppl.mean()), ci=(float(ppl.min()), float(ppl.max())), n=len(ppl))
-
-@pytest.mark.prediction(id="T-coupling", claim="coupling stays below THRESHOLD", needs=("coupling",),
-                        criterion=Criterion("mean coupling", "<", THRESHOLD))
-def test_coupling(prediction):
-    c = prediction.evidence["coupling"]["coupling"]["coupling"]
-    prediction.conclude(effect=float(c.mean()), ci=(float(c.min()), float(c.max())), n=len(c))
-'''
-
+from _cluster_support import predictions, ray_address
 
 @pytest.fixture
 def matrix(tmp_path, monkeypatch):
@@ -38,7 +21,7 @@ def matrix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as a one-CPU Ray task runs: one torch thread
     (tmp_path / "predictions").mkdir()
-    (tmp_path / "predictions" / "test_matrix.py").write_text(MODULE.replace("THRESHOLD", "2.0"), encoding="utf-8")
+    (tmp_path / "predictions" / "test_matrix.py").write_text(predictions(2.0), encoding="utf-8")
     lines = STARTER_CORPUS.read_text(encoding="utf-8").splitlines(True)
     for name, first in (("one", 0), ("two", 2)):
         (tmp_path / f"{name}.jsonl").write_text("".join(line for i, line in enumerate(lines)
@@ -66,7 +49,7 @@ def test_the_matrix_replicates_every_prediction_over_models_and_corpora_and_repo
     assert runs == 8  # two instruments x two models x two corpora, each measured once
 
     # the next night: the coupling claim tightened, so its verdicts flip; what the store holds is reused
-    (folder / "predictions" / "test_matrix.py").write_text(MODULE.replace("THRESHOLD", "-1.0"), encoding="utf-8")
+    (folder / "predictions" / "test_matrix.py").write_text(predictions(-1.0), encoding="utf-8")
     second = CliRunner().invoke(main, [*command, "--db", db])
     assert second.exit_code == 3, second.output
     flips = json.loads((folder / "reports" / "flips.json").read_text(encoding="utf-8"))["flips"]
@@ -89,9 +72,7 @@ def test_a_bad_matrix_is_one_usage_error_and_a_crashed_cell_exits_1(matrix):
 
 @pytest.mark.postgres
 def test_the_matrix_on_the_ray_cluster_gives_the_verdicts_of_a_local_night(matrix, postgres_url):
-    address = os.environ.get("ATLAS_TEST_RAY_ADDRESS", "")
-    if not address:
-        pytest.skip("ATLAS_TEST_RAY_ADDRESS is not set: no local Ray cluster for this run (.ci/run starts one)")
+    address = ray_address()
     folder, command = matrix
     local = CliRunner().invoke(main, [*command, "--db", f"sqlite:///{folder / 'atlas.db'}", "--out", "local"])
     assert local.exit_code == 0, local.output
