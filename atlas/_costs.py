@@ -11,6 +11,10 @@ The coefficients are fitted (``fit_cost``, least squares, none negative) to real
 ``atlas/costs.json`` with the machine they were taken on. An instrument that was not timed on
 two model sizes has no estimate: the plan says "no estimate (uncalibrated)" rather than guess one.
 
+A Lab training is timed whole, once per recipe (``benchmarks/costs.py --lab``: seed 0 in a scratch folder, as
+the Lab trains it), and scaled by its steps: ``seconds ≈ timed seconds × steps / timed steps`` (``LabCost``),
+the peak as timed. A recipe that was not timed has no estimate.
+
     >>> model = fit_cost([(1e5, 24, 0.5, 10.0), (1e8, 24, 20.5, 400.0)])
     >>> round(model.seconds(1e8, 24), 1), round(model.peak_mb(1e5), 1)
     (20.5, 10.0)
@@ -25,7 +29,8 @@ from pathlib import Path
 
 from ._public import public
 
-__all__ = ["COST_MODEL_FILE", "Cost", "calibrated", "estimate", "fit_cost"]
+__all__ = ["COST_MODEL_FILE", "Cost", "LabCost", "calibrated", "estimate", "fit_cost", "lab_calibrated",
+           "seconds_for", "training_estimate"]
 
 #: the calibration ``benchmarks/costs.py`` writes
 COST_MODEL_FILE = Path(__file__).with_name("costs.json")
@@ -47,6 +52,18 @@ class Cost:
         return self.m0 + self.b * parameters
 
 
+@dataclass(frozen=True)
+class LabCost:
+    """One recipe's timed training: ``steps`` steps in ``seconds``, ``peak_mb`` MiB above the process's level."""
+
+    steps: int
+    seconds: float
+    peak_mb: float
+
+    def seconds_for(self, steps: int) -> float:
+        return self.seconds * steps / self.steps
+
+
 def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Intercept and slope of ys against xs (two distinct xs at least) by least squares, neither negative: a
     negative intercept gives the line through zero instead."""
@@ -66,23 +83,45 @@ def fit_cost(points: list[tuple[float, int, float, float]]) -> Cost:
 
 
 @cache
-def calibrated() -> dict[str, Cost]:
-    """The fitted cost of every calibrated instrument (none when ``atlas/costs.json`` is missing)."""
+def _calibration() -> dict:
     if not COST_MODEL_FILE.exists():
         return {}
-    data = json.loads(COST_MODEL_FILE.read_text(encoding="utf-8"))
-    return {name: Cost(**entry["cost"]) for name, entry in data["instruments"].items() if entry["cost"]}
+    return json.loads(COST_MODEL_FILE.read_text(encoding="utf-8"))
+
+
+def calibrated() -> dict[str, Cost]:
+    """The fitted cost of every calibrated instrument (none when ``atlas/costs.json`` is missing)."""
+    return {name: Cost(**entry["cost"]) for name, entry in _calibration().get("instruments", {}).items()
+            if entry["cost"]}
+
+
+def lab_calibrated() -> dict[str, LabCost]:
+    """The timed training of every calibrated Lab recipe, by recipe name."""
+    return {name: LabCost(entry["steps"], entry["seconds"], entry["peak_mb"])
+            for name, entry in _calibration().get("lab", {}).items()}
+
+
+def seconds_for(instrument: str, parameters: float, passages: int) -> tuple[float, float] | None:
+    """(seconds, peak MiB) the cost model expects of ``instrument`` on a model of ``parameters`` parameters over
+    ``passages`` passages; None for an instrument not calibrated."""
+    cost = calibrated().get(instrument)
+    if cost is None:
+        return None
+    return cost.seconds(parameters, passages), cost.peak_mb(parameters)
 
 
 def estimate(instrument: str, model, passages: int) -> tuple[float, float] | None:
     """(seconds, peak MiB) the cost model expects of ``instrument`` on ``model`` (a torch module) over ``passages``
     passages; None for an instrument not calibrated. The plan lists it before a run, the run's summary beside
     the time measured."""
-    cost = calibrated().get(instrument)
-    if cost is None:
-        return None
-    parameters = sum(p.numel() for p in model.parameters())
-    return cost.seconds(parameters, passages), cost.peak_mb(parameters)
+    return seconds_for(instrument, sum(p.numel() for p in model.parameters()), passages)
+
+
+def training_estimate(recipe: str, steps: int) -> tuple[float, float] | None:
+    """(seconds, peak MiB) the cost model expects of training Lab recipe ``recipe`` (its name) for ``steps`` steps
+    in one process; None for a recipe not timed."""
+    cost = lab_calibrated().get(recipe)
+    return None if cost is None else (cost.seconds_for(steps), cost.peak_mb)
 
 
 public("atlas", Cost, fit_cost)

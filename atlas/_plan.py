@@ -32,9 +32,12 @@ instrument does not (second-order and gradient instruments: ``atlas._cisp.split_
 refused by CISP with the reason.
 
 Each step to run carries an estimated wall time and peak memory from the cost model
-(``atlas._costs``, calibrated by ``benchmarks/costs.py``); an instrument that was not calibrated,
-a Lab training and a step on a model not trained yet have "no estimate". The last line totals the
-steps, the estimated time of those with an estimate and the largest estimated peak.
+(``atlas._costs``, calibrated by ``benchmarks/costs.py``): a Lab training from its recipe's timed training
+scaled by the steps, a step on a Lab model not trained yet at the parameter count of its recipe's shape
+(``parameter_count``; a fine-tune's, its initial model's). An instrument or recipe that was not calibrated has
+"no estimate". The last line totals the steps, the estimated time of those with an estimate (a sum of
+one-process times: a run trains the small Lab runs two at a time, so its Lab share is shorter) and the
+largest estimated peak.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ._cisp import reusable, split_refusal
-from ._costs import calibrated, estimate
+from ._costs import estimate, seconds_for, training_estimate
 from ._errors import AtlasError, Unavailable
 from ._registry import LAB_PREFIX, MODELS
 from ._predict import NO_PAIR, AtlasSession, Prediction, model_names
@@ -53,6 +56,7 @@ from ._predict import steps as input_steps
 from ._table import aligned, duration
 from ._urls import shown_url
 from .instruments import INSTRUMENTS
+from .lab._recipe import parameter_count
 from .lab._runs import parse_lab_name
 from .lab._train import finished_run
 
@@ -104,9 +108,10 @@ def plan(session: AtlasSession, items: Iterable[pytest.Item]) -> list[Step]:
             lab = {m: _trained(m) for m in _models_of(session, name, instrument, declared) if m.startswith(LAB_PREFIX)}
             untrained = [m for m, trained in lab.items() if trained is False]
             for model, trained in lab.items():
-                if trained is not None:
-                    add((model,), Step("trained" if trained else "train", "lab", model,
-                                       note="" if trained else "no estimate (uncalibrated)"), pid)
+                if trained:
+                    add((model,), Step("trained", "lab", model), pid)
+                elif trained is False:
+                    add((model,), _training(model), pid)
             key, step = _input(session, name, instrument, declared, untrained)
             add(key, step, pid)
     return list(steps.values())
@@ -164,14 +169,12 @@ def slow(session: AtlasSession, items: Iterable[pytest.Item]) -> dict[str, str]:
 
     def seconds(instrument: str, model: str) -> float | None:
         if instrument not in passages:
-            try:
-                passages[instrument] = len(session.corpus_for(instrument).passages)
-            except AtlasError:
-                passages[instrument] = None
-        cost, spec = calibrated().get(instrument), MODELS.get(model)
-        if cost is None or spec is None or spec.parameters is None or passages[instrument] is None:
+            passages[instrument] = _passages(session, instrument)
+        spec = MODELS.get(model)
+        if spec is None or spec.parameters is None or passages[instrument] is None:
             return None
-        return cost.seconds(spec.parameters, passages[instrument])
+        expected = seconds_for(instrument, spec.parameters, passages[instrument])
+        return None if expected is None else expected[0]
 
     found = {}
     for item in items:
@@ -222,6 +225,33 @@ def _models_of(session: AtlasSession, name: str, instrument: str, declared: dict
     return [name, *(v for m, v in settings.items() if m in INSTRUMENTS[instrument].models and v)]
 
 
+def _passages(session: AtlasSession, instrument: str) -> int | None:
+    """The passages the profile gives ``instrument`` (None when the corpus cannot be read: the run says why)."""
+    try:
+        return len(session.corpus_for(instrument).passages)
+    except AtlasError:
+        return None
+
+
+def _lab_parameters(name: str) -> int | None:
+    """A Lab model's parameters before it is trained: its recipe shape's ``parameter_count`` (an upper estimate),
+    a fine-tune's initial model's registry count; None when neither is known."""
+    recipe, _ = parse_lab_name(name)
+    if recipe.architecture is not None:
+        return parameter_count(recipe.architecture)
+    spec = MODELS.get(recipe.data.init or "")
+    return None if spec is None else spec.parameters
+
+
+def _training(name: str) -> Step:
+    """The "train" step of a Lab model not trained yet, with the recipe's timed training scaled by its steps."""
+    recipe, _ = parse_lab_name(name)
+    expected = training_estimate(recipe.name, recipe.steps)
+    if expected is None:
+        return Step("train", "lab", name, note=f"no estimate (recipe {recipe.name} not timed)")
+    return Step("train", "lab", name, seconds=expected[0], peak_mb=expected[1])
+
+
 def _trained(name: str) -> bool | None:
     """Whether a Lab model's run is finished in the Lab cache (None for a bad Lab name: loading refuses it)."""
     try:
@@ -240,8 +270,15 @@ def _input(session: AtlasSession, name: str, instrument: str, declared: dict, un
     """One input's key (what the session measures once) and step."""
     plain = (instrument, name, repr(sorted(declared.items())))
     if untrained:
-        return ("measure", *plain), Step("measure", instrument, name, note=f"no estimate (after training "
-                                                                            f"{', '.join(untrained)})")
+        after = f"after training {', '.join(untrained)}"
+        parameters = _lab_parameters(name) if name.startswith(LAB_PREFIX) else getattr(MODELS.get(name), "parameters",
+                                                                                      None)
+        passages = _passages(session, instrument)
+        expected = None if parameters is None or passages is None else seconds_for(instrument, parameters, passages)
+        if expected is None:
+            return ("measure", *plain), Step("measure", instrument, name, note=f"no estimate ({after})")
+        return ("measure", *plain), Step("measure", instrument, name, passages, seconds=expected[0],
+                                         peak_mb=expected[1], note=f"{after}; estimated at the recipe's size")
     try:
         lm = session.model(name)
         spec, summary, corpus, _ = session.resolve(instrument, lm, declared)

@@ -113,13 +113,13 @@ def test_a_lab_run_not_trained_is_to_train_and_a_model_not_here_is_not_run(proje
     pytester, db, args = project
     pytester.makepyfile(test_predictions=MODULE + MORE)
     plan = _plan(pytester.runpytest(*args, "--atlas-plan").stdout.str())
-    assert "T-lab" in _step(plan, "train", "lab", "lab:tiny-modular@7")
-    assert "no estimate (after training lab:tiny-modular@7)" in _step(plan, "measure", "perplexity",
-                                                                       "lab:tiny-modular@7")
+    assert "no estimate (recipe tiny-modular not timed)" in _step(plan, "train", "lab", "lab:tiny-modular@7")
+    after = _step(plan, "measure", "perplexity", "lab:tiny-modular@7")  # rated at the recipe's shape
+    assert "after training lab:tiny-modular@7; estimated at the recipe's size" in after and " MiB " in after
     assert "model 'gpt2' (openai-community/gpt2) is not available" in _step(plan, "not run", "perplexity", "gpt2")
     assert "no estimate (uncalibrated)" in _step(plan, "measure", UNCALIBRATED, "tiny-gpt2")
     assert plan[-1].startswith("total: 1 to train, 4 to measure, 0 to reuse, 1 not run; estimated ")
-    assert "3 step(s) without an estimate" in plan[-1]
+    assert "2 step(s) without an estimate" in plan[-1]
     assert not list(pytester.path.glob("*.ran")) and Store(db).runs() == []
     assert not (Path(os.environ["ATLAS_CACHE"]) / "lab").exists()  # nothing trained
 
@@ -174,6 +174,18 @@ def test_the_cost_model_fits_its_timings():
     assert through_zero.s0 == 0.0 and through_zero.seconds(1e6, 10) == pytest.approx(19.8, rel=1e-2)
     for name, entry in calibrated().items():
         assert entry.a >= 0 and entry.s0 >= 0 and entry.b >= 0 and entry.m0 >= 0, name
+
+
+def test_a_lab_training_is_estimated_from_its_recipes_timed_training_scaled_by_steps(monkeypatch):
+    import atlas._costs
+    from atlas._plan import _training
+
+    timed = {"lab": {"tiny-modular": {"steps": 10, "seconds": 2.0, "peak_mb": 50.0}}}
+    monkeypatch.setattr(atlas._costs, "_calibration", lambda: timed)
+    step = _training("lab:tiny-modular@3")  # the recipe trains 30 steps
+    assert (step.action, step.seconds, step.peak_mb, step.note) == ("train", pytest.approx(6.0), 50.0, "")
+    timed["lab"] = {}
+    assert _training("lab:tiny-modular@3").note == "no estimate (recipe tiny-modular not timed)"
 
 
 def test_the_protocol_log_puts_each_measurement_beside_the_plan(project):
