@@ -7,8 +7,9 @@ draw. ``templates/_figures.html.j2`` has one macro per ``kind`` that draws it, a
 frame every figure shares (title, caption, axes). Adding a figure for a new table is one function in a
 module of this package (``_base`` holds what they share, ``_verdicts`` the forest plot and history,
 ``_instruments`` the first instruments' figures, ``_curvature`` the curvature and multi-task geometry
-instruments', ``_lab`` the Lab's and the weight-space geometry instruments') and one macro there. Nothing here writes markup: geometry is testable without a browser, and every label
-stays data for the autoescaping templates. Every figure names its axes, their units, the model, the corpus and n.
+instruments', ``_lab`` the Lab's and the weight-space geometry instruments') and one macro there. Nothing here
+writes markup: geometry is testable without a browser, and every label stays data for the autoescaping templates.
+Every figure names its axes, their units, the model, the corpus and n.
 
 Scales (``Scale``): linear; logarithmic for ratios, so that a factor of 2 up and down are the same
 distance (Cleveland 1985, *The Elements of Graphing Data*, ch. 2); and the inverse hyperbolic sine
