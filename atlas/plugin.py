@@ -37,6 +37,7 @@ from ._progress import routed
 from ._options import SETTINGS, model_pair
 from ._plan import SLOW_SECONDS, lab_runs, plan, plan_lines, slow
 from ._registry import LAB_PREFIX
+from ._costs import training_estimate
 from ._table import aligned, duration
 from ._urls import shown_url
 from .lab import LabRuns
@@ -367,7 +368,8 @@ class _ReportWriter:
 def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
     """One line per instrument run this pytest run asked for (every xdist worker's too): what was measured,
     reused, failed or refused, for which predictions, the measurement's wall time, and beside it what the plan's
-    cost model expected of a run measured in this process (``estimates``: run id -> seconds)."""
+    cost model expected of a run measured in this process (``estimates``: run id -> seconds) or of a Lab training
+    (its recipe's timed training, ``atlas._costs.training_estimate``)."""
     rows, seen = [], {}
     for e in events:
         if not e.instrument or (e.action == "reused" and e.reason == "measured earlier in this session"):
@@ -378,7 +380,10 @@ def _run_lines(store, events, estimates: dict[str, float]) -> list[str]:
         run = store.run(run_id) if run_id else None
         took = (f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run is not None and action == "measured"
                 else "-")  # a reused run took no time here (its own duration was another session's)
-        planned = duration(estimates[run_id]) if run_id in estimates and action == "measured" else "-"
+        expected = estimates.get(run_id) if action == "measured" else None
+        if run is not None and action == "measured" and instrument == "lab":  # a training: its recipe's timing
+            expected = (training_estimate(run.corpus, run.settings.get("steps", 0)) or (None,))[0]
+        planned = "-" if expected is None else duration(expected)
         rows.append((action, instrument, model, took, planned, ", ".join(sorted(set(predictions)))))
     return [f"  {line}" for line in aligned(("step", "instrument", "model", "took", "planned", "for"), rows,
                                             right={3, 4})] if rows else []

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pandas as pd
 import pytest
@@ -436,3 +437,20 @@ def test_a_run_trained_before_cpu_time_was_recorded_is_stored(tmp_path):
     (result.run_dir / "trajectory.json").write_text(json.dumps(stored))
     _, run = trained_run(Store("sqlite://"), "tiny-modular", 5, out=tmp_path, steps=4, progress=False)
     assert run.settings["cpu_s"] is None and run.settings["wall_s"] == stored["wall_s"]
+
+
+def test_a_trainings_log_entry_says_what_the_plan_expected(tmp_path, monkeypatch):
+    """The protocol log of a Lab training puts its wall time beside the recipe's timed training scaled by its steps
+    (``atlas._costs.training_estimate``); a recipe never timed has no estimate to show."""
+    import atlas._costs
+    from atlas.lab._runs import trained_run
+
+    monkeypatch.setattr(atlas._costs, "_calibration", lambda: {"lab": {"tiny-modular": {
+        "steps": 2, "seconds": 1.0, "peak_mb": 10.0}}})
+    store = Store("sqlite://")
+    trained_run(store, "tiny-modular", 5, out=tmp_path, steps=4, progress=False)
+    monkeypatch.setattr(atlas._costs, "_calibration", lambda: {})
+    trained_run(store, "tiny-modular", 6, out=tmp_path, steps=4, progress=False)
+    reasons = [e.reason for e in store.events() if e.action == "measured"]
+    assert re.fullmatch(r"trained in [\d.]+ (s|min), the plan expected 2\.0 s", reasons[0]), reasons
+    assert re.fullmatch(r"trained in [\d.]+ (s|min)", reasons[1]), reasons

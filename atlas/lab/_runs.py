@@ -34,12 +34,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .._corpus import load_corpus
+from .._costs import training_estimate
 from .._progress import progress_bar, progress_line, routed
 from .._errors import LabError
 from .._registry import LAB_PREFIX
 from .._provenance import content_hash, git_commit_of_atlas, package_versions, settings_hash
 from .._public import public
 from .._schema import coerce, validate_table
+from .._table import duration
 from .._store import ProtocolLog, Run, Store
 from ._recipe import MAX_SEED, Recipe, check_seed, load_recipe
 from ._train import TRAJECTORY, TrainResult, finished_run, run_lock, train
@@ -107,9 +109,10 @@ def _trained_run(store: Store, recipe: Recipe, seed: int, out: str | Path | None
               git_commit=git_commit_of_atlas(), status="complete", ended_at=ended,
               started_at=ended - timedelta(seconds=result.wall_s if math.isfinite(result.wall_s) else 0.0))
     store.write_run(run, {"trajectory": coerce("trajectory", trajectory)})
+    expected = training_estimate(recipe.name, recipe.steps)
     log.write("measured", run_id=run.id, spec_key=key,
-              reason="reused the checkpoints on disk" if result.reused else f"trained in {result.wall_s:.0f} s",
-              **data)
+              reason="reused the checkpoints on disk" if result.reused else f"trained in {duration(result.wall_s)}"
+              + ("" if expected is None else f", the plan expected {duration(expected[0])}"), **data)
     return result, run
 
 
