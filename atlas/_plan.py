@@ -170,10 +170,10 @@ def slow(session: AtlasSession, items: Iterable[pytest.Item]) -> dict[str, str]:
     def seconds(instrument: str, model: str) -> float | None:
         if instrument not in passages:
             passages[instrument] = _passages(session, instrument)
-        spec = MODELS.get(model)
-        if spec is None or spec.parameters is None or passages[instrument] is None:
+        parameters = _parameters(model)
+        if parameters is None or passages[instrument] is None:
             return None
-        expected = seconds_for(instrument, spec.parameters, passages[instrument])
+        expected = seconds_for(instrument, parameters, passages[instrument])
         return None if expected is None else expected[0]
 
     found = {}
@@ -233,14 +233,15 @@ def _passages(session: AtlasSession, instrument: str) -> int | None:
         return None
 
 
-def _lab_parameters(name: str) -> int | None:
-    """A Lab model's parameters before it is trained: its recipe shape's ``parameter_count`` (an upper estimate),
-    a fine-tune's initial model's registry count; None when neither is known."""
+def _parameters(name: str) -> int | None:
+    """A model's parameters without loading it: a registry model's count (``ModelSpec.parameters``); a Lab model's,
+    its recipe shape's ``parameter_count`` (an upper estimate) or a fine-tune's initial model's; None when unknown."""
+    if not name.startswith(LAB_PREFIX):
+        return getattr(MODELS.get(name), "parameters", None)
     recipe, _ = parse_lab_name(name)
     if recipe.architecture is not None:
         return parameter_count(recipe.architecture)
-    spec = MODELS.get(recipe.data.init or "")
-    return None if spec is None else spec.parameters
+    return _parameters(recipe.data.init or "")
 
 
 def _training(name: str) -> Step:
@@ -271,14 +272,12 @@ def _input(session: AtlasSession, name: str, instrument: str, declared: dict, un
     plain = (instrument, name, repr(sorted(declared.items())))
     if untrained:
         after = f"after training {', '.join(untrained)}"
-        parameters = _lab_parameters(name) if name.startswith(LAB_PREFIX) else getattr(MODELS.get(name), "parameters",
-                                                                                      None)
-        passages = _passages(session, instrument)
+        parameters, passages = _parameters(name), _passages(session, instrument)
         expected = None if parameters is None or passages is None else seconds_for(instrument, parameters, passages)
         if expected is None:
             return ("measure", *plain), Step("measure", instrument, name, note=f"no estimate ({after})")
         return ("measure", *plain), Step("measure", instrument, name, passages, seconds=expected[0],
-                                         peak_mb=expected[1], note=f"{after}; estimated at the recipe's size")
+                                         peak_mb=expected[1], note=f"{after}; rated at {parameters:,} parameters")
     try:
         lm = session.model(name)
         spec, summary, corpus, _ = session.resolve(instrument, lm, declared)
