@@ -41,6 +41,16 @@ def test_cos_and_sin_of_one_frequency_count_together(f, phase, shift):
     assert fourier_spectrum(w).argmax() + 1 == min(f, P - f)
 
 
+@hsettings(max_examples=50)
+@given(seed=st.integers(0, 2**32 - 1), p=st.integers(3, 20))
+def test_the_sparsity_is_a_share_even_at_every_frequency(seed, p):
+    """At k = every frequency the sparsity is the whole, 1, never 1 + an ulp (the schema's bound: the table of a run
+    whose shares summed to 1.0000000000000002 was refused)."""
+    w = np.random.default_rng(seed).normal(size=(p, 8))
+    assert 0.0 <= fourier_sparsity(w, k=p // 2) <= 1.0
+    assert fourier_sparsity(np.random.default_rng(3).normal(size=(16, 8)), k=8) == 1.0  # summed, 1 + 1 ulp
+
+
 def test_even_p_counts_the_nyquist_frequency_once():
     p = 8
     a = np.arange(p)[:, None]
