@@ -4,13 +4,14 @@
 their steps and ends without running a test body, training or measuring anything::
 
     Atlas plan: profile quick, corpus starter-v1 (sha256:ce46e9ac469e…), store sqlite:///atlas.db
-    step    instrument model                 passages reused run est. time est. peak for        note
-    train   lab        lab:memory-lm@0                                               P12-memory… no estimate (uncalibrated)
-    measure memory     lab:memory-lm@0                                               P12-memory… no estimate (after training lab:memory-lm@0)
-    measure perplexity smollm2-135m-instruct       96                3.6 min   632 MiB P0b-domain…
-    reuse   coupling   smollm2-135m-instruct       64 70dd0a1f                         P5d-coupling-rises
-    not run perplexity gpt2                                                          P0a-seed-… model 'gpt2' (openai-community/gpt2) is not available: ...
-    total: 1 to train, 2 to measure, 1 to reuse, 1 not run; estimated 3.6 min for 1 step(s), 1 step(s) without an estimate; largest peak 632 MiB
+    step    instrument model                 passages reused run est. time est. peak for         note
+    train   lab        lab:memory-lm@0                                 16.0 s    42 MiB P12-memory…
+    measure memory     lab:memory-lm@0                                                  P12-memory… no estimate (…
+    measure perplexity smollm2-135m-instruct       96                  29.5 s   703 MiB P0b-domain…
+    reuse   coupling   smollm2-135m-instruct       64 70dd0a1f                          P5d-coupling-rises
+    not run perplexity gpt2                                                             P0a-seed-… model 'gpt2' …
+    total: 1 to train, 2 to measure, 1 to reuse, 1 not run; estimated 45.4 s for 2 step(s), 1 step(s) without an
+    estimate; largest peak 703 MiB
 
 Without loading anything, ``slow`` rates each prediction for the ``slow`` marker (``pytest -m "not slow"``): one
 that measures a Lab model, or an instrument that trains Lab runs of its own, or whose instrument runs the cost
@@ -64,8 +65,8 @@ __all__ = ["SLOW_SECONDS", "Measurement", "Step", "measurements", "plan", "plan_
 
 #: the ``slow`` marker's threshold: a prediction whose instrument runs the cost model expects to take longer than
 #: this in all (each run counted, as if the prediction ran alone) is slow, as is every one that trains and every one
-#: with a run the cost model cannot rate. Five minutes, the goal of a warm run: at one minute every prediction on
-#: the default model would be slow (perplexity on smollm2-135m-instruct alone is about 3.6 min on 2 cores)
+#: with a run the cost model cannot rate. Five minutes, the goal of a whole warm run (on 2 cores the cost model puts
+#: perplexity on smollm2-135m-instruct at about 30 s, ablation at about 2.5 min)
 SLOW_SECONDS = 300.0
 
 
