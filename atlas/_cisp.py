@@ -58,7 +58,7 @@ from ._models import LoadedModel, load_model, model_checksum, nonfinite_paramete
 from ._profiles import DEFAULT_PROFILE, PROFILES
 from ._public import public
 from ._schema import coerce, validate_table
-from ._store import Derivation, ProtocolLog, Run, Store, utcnow
+from ._store import Derivation, ProtocolEvent, ProtocolLog, Run, Store, utcnow
 from ._table import duration
 from .instruments import INSTRUMENTS, Instrument
 from .lab import LabRuns

@@ -607,8 +607,8 @@ class Store:
             append.tables(run, tables)
             if derivation is not None:
                 append.tables(derivation, summaries or {})
-            for event in events:
-                append.add(event)
+            for step in events:
+                append.add(step)
         return run.id
 
     def write_runs(self, runs: list[tuple[Run, dict[str, pd.DataFrame]]], judgments: list[Judgment] = ()) -> None:
@@ -832,8 +832,8 @@ def _sqlite_pragmas_read_only(dbapi_connection, _record) -> None:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=60000")  # first: a new store's switch to WAL waits for the lock too
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

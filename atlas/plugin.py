@@ -140,13 +140,25 @@ def _session_of(pytestconfig: pytest.Config) -> AtlasSession:
 
 def _atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
     """The run's session, from its options. A store that cannot be opened (unreachable, unwritable) ends the run
-    with one usage error before any model loads."""
+    with one usage error before any model loads. In an xdist worker it is an error of the worker's tests, which
+    names it: a worker's ``pytest.exit`` would reach the controller as a crash with no message
+    (``pytest_xdist_setupnodes`` opened the store already, so this is rare)."""
     session = _session_of(pytestconfig)
     try:
         session.store
     except AtlasError as exc:
+        if hasattr(pytestconfig, "workerinput"):
+            raise
         pytest.exit(f"--atlas-db: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     return session
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs) -> None:
+    """xdist: the controller opens the store (creating a new one) before the workers start, so that the workers
+    find it made and a store that cannot be opened is one usage error here, before any worker loads a model."""
+    if _option(config, "plan") != "yes":
+        _atlas_session(config).store.engine.dispose()
 
 
 @pytest.hookimpl(tryfirst=True)

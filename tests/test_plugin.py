@@ -122,6 +122,16 @@ def test_under_xdist_workers_write_verdicts_and_only_the_controller_renders(proj
     check_results_table(result.stdout.lines)  # the workers' verdicts, read by the controller
 
 
+def test_under_xdist_a_store_that_cannot_be_opened_is_one_usage_error_of_the_controller(project):
+    """The controller opens the store before the workers start: a worker's exit would be an xdist crash."""
+    pytester, _, args = project
+    (pytester.path / "not-a-store.db").write_text("a shopping list, not a database\n" * 100)
+    result = pytester.runpytest_subprocess(*args, f"--atlas-db=sqlite:///{pytester.path / 'not-a-store.db'}", "-n", "2")
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--atlas-db: cannot open the store" in output, output
+    assert "INTERNALERROR" not in output and "file is not a database" in output
+
+
 def test_a_run_without_predictions_writes_no_report(pytester):
     pytester.makepyfile("def test_plain(): pass")
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
