@@ -71,7 +71,7 @@ from ._jsonsafe import json_safe
 from ._ledger import Problem, check_chain, seal, trust
 from ._public import public
 from ._schema import coerce
-from ._urls import check_store_url, error_line, shown_url
+from ._urls import check_store_url, error_line, shown_url, unmade_sqlite_file
 
 __all__ = ["Adjustment", "CalibrationRecord", "Derivation", "Judgment", "Measurement", "ProtocolEvent", "ProtocolLog", "Run",
            "SESSION_COMPLETE", "Sealed", "Store", "Verification", "VerdictRecord", "check_store_url", "shown_url", "utcnow"]
@@ -544,8 +544,7 @@ class Store:
         sqlite = parsed.get_backend_name() == "sqlite"
         read_only = _sqlite_read_only(parsed) if sqlite else None
         self.read_only = read_only is not None
-        if not create and sqlite and parsed.database not in (None, "", ":memory:") and not read_only \
-                and not Path(parsed.database).expanduser().exists():
+        if not create and not read_only and unmade_sqlite_file(parsed):
             raise StoreUrlError(f"no store at {self.shown_url}: the file does not exist; check the path")
         try:
             self.engine = create_engine(read_only or parsed, json_serializer=_strict_json,

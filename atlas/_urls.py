@@ -169,3 +169,9 @@ def check_store_url(url: str) -> URL:
             raise StoreUrlError(f"{shown}: cannot create the SQLite file there, {folder} is not a folder; "
                                 "create the folder or choose another path")
     return parsed
+
+
+def unmade_sqlite_file(url: URL) -> bool:
+    """Whether ``url`` (parsed) names an SQLite file that does not exist yet: opening it would create the store."""
+    return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+        and not Path(url.database).expanduser().exists()

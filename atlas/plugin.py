@@ -39,7 +39,7 @@ from ._plan import SLOW_SECONDS, lab_runs, plan, plan_lines, slow
 from ._registry import LAB_PREFIX
 from ._costs import training_estimate
 from ._table import aligned, duration
-from ._urls import shown_url
+from ._urls import check_store_url, shown_url, unmade_sqlite_file
 from .lab import LabRuns
 
 _SESSION = pytest.StashKey[str]()
@@ -142,7 +142,7 @@ def _atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
     """The run's session, from its options. A store that cannot be opened (unreachable, unwritable) ends the run
     with one usage error before any model loads. In an xdist worker it is an error of the worker's tests, which
     names it: a worker's ``pytest.exit`` would reach the controller as a crash with no message
-    (``pytest_xdist_setupnodes`` opened the store already, so this is rare)."""
+    (``pytest_xdist_setupnodes`` opened an existing store already)."""
     session = _session_of(pytestconfig)
     try:
         session.store
@@ -155,9 +155,11 @@ def _atlas_session(pytestconfig: pytest.Config) -> AtlasSession:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config: pytest.Config, specs) -> None:
-    """xdist: the controller opens the store (creating a new one) before the workers start, so that the workers
-    find it made and a store that cannot be opened is one usage error here, before any worker loads a model."""
-    if _option(config, "plan") != "yes":
+    """xdist: the controller opens the store before the workers start, so that a store that cannot be opened
+    is one usage error here, before any worker loads a model. It creates none: the controller does not collect,
+    and a run that collects no prediction leaves no store behind; a new SQLite file is made by the first worker
+    that needs it (the store's write lock orders the workers' first uses, ``atlas._store._prepare``)."""
+    if _option(config, "plan") != "yes" and not unmade_sqlite_file(check_store_url(_option(config, "db"))):
         _atlas_session(config).store.engine.dispose()
 
 

@@ -132,6 +132,12 @@ def test_under_xdist_a_store_that_cannot_be_opened_is_one_usage_error_of_the_con
     assert "INTERNALERROR" not in output and "file is not a database" in output
 
 
+def test_an_xdist_run_without_predictions_creates_no_store(pytester):
+    pytester.makepyfile("def test_plain(): pass")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=1)
+    assert not (pytester.path / "atlas.db").exists()  # the default store: the controller does not create it
+
+
 def test_a_run_without_predictions_writes_no_report(pytester):
     pytester.makepyfile("def test_plain(): pass")
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
