@@ -52,6 +52,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +86,8 @@ _APPEND_ONLY = {"run": "id", "measurement": "id", "derivation": "key", "verdictr
 SESSION_COMPLETE = "session complete"
 #: the key of the PostgreSQL advisory lock every write (and schema creation) holds: "atlas" in ASCII
 _WRITE_LOCK = 0x61746C6173
+#: how long a SQLite connection waits for the store's lock before it gives up
+_BUSY_SECONDS = 60
 
 
 def utcnow() -> datetime:
@@ -548,7 +553,7 @@ class Store:
             raise StoreUrlError(f"no store at {self.shown_url}: the file does not exist; check the path")
         try:
             self.engine = create_engine(read_only or parsed, json_serializer=_strict_json,
-                                        connect_args={"timeout": 60} if sqlite else {"connect_timeout": 10})
+                                        connect_args={"timeout": _BUSY_SECONDS} if sqlite else {"connect_timeout": 10})
         except (ArgumentError, NoSuchModuleError) as exc:
             raise StoreUrlError(f"{self.shown_url}: {error_line(exc, url)}") from None
         if sqlite:
@@ -825,16 +830,33 @@ def latest_verdicts(verdicts: list[VerdictRecord]) -> list[VerdictRecord]:
 
 def _sqlite_pragmas_read_only(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
     cursor.close()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=60000")  # first: a new store's switch to WAL waits for the lock too
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _switch_to_wal(cursor) -> None:
+    """Put the store in WAL mode (a no-op once its file is). The switch of a new file needs it exclusively: when
+    several processes open a new store at once, SQLite answers the switches that lose the race "database is
+    locked" at once, without waiting for the busy timeout (its deadlock avoidance: each holds the file shared
+    while it asks for it whole; 14 of 320 such opens here). So the switch is tried again, after a short random
+    pause, until the busy timeout has passed."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
 
 
 @dataclass

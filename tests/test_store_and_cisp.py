@@ -1,4 +1,5 @@
 import dataclasses
+import sqlite3
 
 import pandas as pd
 import pytest
@@ -11,7 +12,7 @@ from sqlmodel import Session
 
 from atlas import INSTRUMENTS, IsolationBreach, SchemaViolation, SettingsError, Store, run_instrument
 from atlas._cisp import model_checksum
-from atlas._store import Run, shown_url, utcnow
+from atlas._store import Run, _switch_to_wal, shown_url, utcnow
 
 
 @pytest.fixture
@@ -264,3 +265,30 @@ def test_every_schema_column_says_what_it_holds():
 
 def test_a_huge_verdict_id_is_no_verdict(store):
     assert store.verdict(10**30) is None and store.verdict(-(10**30)) is None
+
+
+class _RacedCursor:
+    """A cursor whose switch to WAL loses the race of a new store's first opens ``losses`` times, as SQLite
+    answers it: "database is locked" at once, whatever the busy timeout."""
+
+    def __init__(self, losses: int, error: str = "database is locked"):
+        self.losses, self.error, self.tries = losses, error, 0
+
+    def execute(self, statement: str):
+        assert statement == "PRAGMA journal_mode=WAL"
+        self.tries += 1
+        if self.tries <= self.losses:
+            raise sqlite3.OperationalError(self.error)
+
+
+def test_a_switch_to_wal_that_loses_the_first_use_race_is_tried_again():
+    cursor = _RacedCursor(losses=3)
+    _switch_to_wal(cursor)
+    assert cursor.tries == 4
+
+
+def test_a_switch_to_wal_that_fails_otherwise_is_not_tried_again():
+    cursor = _RacedCursor(losses=1, error="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        _switch_to_wal(cursor)
+    assert cursor.tries == 1
