@@ -238,7 +238,8 @@ def _parameters(name: str) -> int | None:
     """A model's parameters without loading it: a registry model's count (``ModelSpec.parameters``); a Lab model's,
     its recipe shape's ``parameter_count`` (an upper estimate) or a fine-tune's initial model's; None when unknown."""
     if not name.startswith(LAB_PREFIX):
-        return getattr(MODELS.get(name), "parameters", None)
+        count = getattr(MODELS.get(name), "parameters", None)  # the registry writes 135e6
+        return None if count is None else int(count)
     recipe, _ = parse_lab_name(name)
     if recipe.architecture is not None:
         return parameter_count(recipe.architecture)

@@ -124,6 +124,15 @@ def test_a_lab_run_not_trained_is_to_train_and_a_model_not_here_is_not_run(proje
     assert not (Path(os.environ["ATLAS_CACHE"]) / "lab").exists()  # nothing trained
 
 
+def test_a_model_is_rated_at_a_whole_number_of_parameters():
+    """The registry writes counts as the model cards do (135e6); the plan's notes print them whole."""
+    from atlas._plan import _parameters
+
+    assert f"{_parameters('smollm2-135m-instruct'):,}" == "135,000,000"
+    assert f"{_parameters('lab:finetune-smollm2'):,}" == "135,000,000"  # a fine-tune: its initial model's count
+    assert _parameters("no-such-model") is None
+
+
 def test_a_lab_run_trained_is_listed_as_trained(project):
     pytester, db, args = project
     pytester.makepyfile(test_predictions=MODULE + MORE)
